@@ -1,0 +1,311 @@
+"""The ``growlm`` command line: argument parsing and one handler per subcommand.
+
+Handlers only translate arguments into library calls; the work is in the library so
+that everything the CLI does can also be done from Python. Input problems raise
+:class:`growlm.errors.GrowlmError` and become ``error: ...`` with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from growlm.errors import GrowlmError
+
+
+def _quiet_libraries() -> None:
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2))
+
+
+# -- models / init / convert ------------------------------------------------------------------
+def cmd_models(args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from growlm.models.accounting import model_cost
+    from growlm.models.presets import PRESETS, build_config
+
+    rows = []
+    for name in PRESETS:
+        config = build_config(name)
+        cost = model_cost(config, args.seq_len)
+        rows.append({"preset": name, "architecture": config.architecture, **config.field_values(),
+                     **cost.as_dict()})
+    if args.json:
+        _print_json(rows)
+        return
+    table = Table(title="growlm presets (FLOPs per token at the context length shown)")
+    for col in ("preset", "layers", "D", "FFN", "heads", "M / A", "params", "non-emb", "ctx",
+                "train GFLOP/tok"):
+        table.add_column(col, justify="left" if col == "preset" else "right")
+    for r in rows:
+        ma = f"{r['nexus_m']} / {r['nexus_a']}" if r["architecture"] == "nexus" else "-"
+        heads = f"{r['num_attention_heads']}x{r['head_dim']}" + (
+            f" kv{r['num_key_value_heads']}" if r["num_key_value_heads"] != r["num_attention_heads"] else "")
+        table.add_row(r["preset"], str(r["num_hidden_layers"]), str(r["hidden_size"]), str(r["intermediate_size"]),
+                      heads, ma, f"{r['total_params'] / 1e6:,.2f}M", f"{r['non_embedding_params'] / 1e6:,.2f}M",
+                      str(r["seq_len"]), f"{r['train_flops_per_token'] / 1e9:.3f}")
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    print("Parameter counts are exact (counted on the built model); the paper's size labels are names, not counts.")
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    import torch
+
+    from growlm.data.tokenizer import load_tokenizer
+    from growlm.models import model_class_for
+    from growlm.models.accounting import model_cost
+    from growlm.models.presets import build_config
+    from growlm.overrides import parse_assignments
+    from growlm.training.checkpoint import save_model
+
+    overrides = parse_assignments(args.set)
+    tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
+    if tokenizer is not None:
+        for field in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            if getattr(tokenizer, field, None) is not None:
+                overrides.setdefault(field, int(getattr(tokenizer, field)))
+    config = build_config(args.preset, overrides)
+    if tokenizer is not None and len(tokenizer) > config.vocab_size:
+        raise GrowlmError(f"the tokenizer has {len(tokenizer)} tokens but vocab_size is {config.vocab_size}")
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise GrowlmError(f"output folder {out} exists and is not empty")
+    torch.manual_seed(args.seed)
+    model = model_class_for(config)(config)
+    save_model(model, out, tokenizer)
+    cost = model_cost(config)
+    print(f"wrote {config.architecture} model ({cost.total_params:,} parameters) to {out}")
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    from growlm.convert import from_hf, to_hf
+
+    (to_hf if args.to_hf else from_hf)(args.src, args.out)
+
+
+# -- data ---------------------------------------------------------------------------------------
+def cmd_data_prepare(args: argparse.Namespace) -> None:
+    from growlm.data.prepare import prepare, summary_lines
+
+    meta = prepare(args.inputs, args.tokenizer, args.out, val_inputs=args.val or (),
+                   val_fraction=args.val_fraction, text_field=args.text_field,
+                   max_docs_per_file=args.max_docs_per_file, max_tokens=args.max_tokens,
+                   shard_tokens=args.shard_tokens, seed=args.seed, overwrite=args.overwrite)
+    print(f"wrote {args.out} ({meta['tokenizer']['class']}, vocab {meta['tokenizer']['vocab_size']}, "
+          f"{meta['dtype']})")
+    print("\n".join(summary_lines(meta)))
+
+
+# -- train / grow / eval / generate -------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> None:
+    from growlm.overrides import parse_assignments
+    from growlm.training.config import load_train_config
+    from growlm.training.trainer import resume_run, start_run
+
+    overrides = parse_assignments(args.set)
+    if args.resume:
+        if args.config:
+            raise GrowlmError("pass either CONFIG or --resume RUN_DIR, not both")
+        summary = resume_run(args.resume, overrides)
+    else:
+        if not args.config:
+            raise GrowlmError("pass a CONFIG.yaml (or --resume RUN_DIR)")
+        summary = start_run(load_train_config(args.config, overrides))
+    _print_json(summary)
+
+
+def cmd_grow(args: argparse.Namespace) -> None:
+    from growlm.growth import grow_checkpoint, parse_init
+    from growlm.overrides import parse_assignments
+
+    report = grow_checkpoint(args.checkpoint, args.out, parse_assignments(args.set), parse_init(args.init),
+                             seed=args.seed, verify=not args.no_verify, say=_warn)
+    changes = ", ".join(f"{k} {v['old']} -> {v['new']}" for k, v in report["changes"].items())
+    print(f"grew {report['architecture']} ({changes}) with --init {report['init']}: "
+          f"{report['parameters']['old']:,} -> {report['parameters']['new']:,} parameters")
+    print(f"optimizer state: {report['optimizer_state']}")
+    v = report["verification"]
+    if v is not None:
+        grads = v["gradients"]
+        print(f"verification: max |Δlogit| {v['logits']['max_abs_diff']:.3g} "
+              f"(relative {v['logits']['max_rel_diff']:.3g}); {len(grads['blocks'])} new blocks, "
+              f"all received gradient within {grads['steps']} steps: {grads['every_block_got_gradient']}, "
+              f"all still zero: {grads['every_block_still_zero']}; expectation ({v['expectation']}) "
+              f"{'met' if v['passed'] else 'NOT MET'}")
+    print(f"wrote {args.out} (details in {Path(args.out) / 'growth.json'})")
+    if v is not None and not v["passed"]:
+        raise GrowlmError("the grown model failed its verification; see growth.json")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    import torch
+
+    from growlm.data.dataset import TokenSplit
+    from growlm.evaluation.perplexity import evaluate_loss
+    from growlm.training import checkpoint as ckpt
+    from growlm.training.trainer import pick_autocast, pick_device
+
+    folder = ckpt.resolve_model_dir(args.checkpoint)
+    device = pick_device(args.device)
+    model = ckpt.load_model(folder, device).float()
+    split = TokenSplit(args.data, args.split)
+    seq_len = args.seq_len
+    if seq_len is None:
+        state = folder / ckpt.TRAINER_STATE
+        seq_len = json.loads(state.read_text()).get("seq_len", 512) if state.exists() else 512
+    with torch.no_grad():
+        result = evaluate_loss(model, split, seq_len, args.batch_size, args.max_batches, device,
+                               pick_autocast("auto", device))
+    result = {"checkpoint": str(folder), "data": str(args.data), "split": args.split, "seq_len": seq_len, **result}
+    out = Path(args.out) if args.out else folder / "eval" / f"ppl-{args.split}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"{args.split}: loss {result['loss']:.4f}  perplexity {result['perplexity']:.3f}  "
+          f"bits/byte {result['bits_per_byte']:.4f}  ({result['tokens']:,} tokens)")
+    print(f"wrote {out}")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    import torch
+
+    from growlm.data.tokenizer import load_tokenizer
+    from growlm.training import checkpoint as ckpt
+    from growlm.training.trainer import pick_device
+
+    folder = ckpt.resolve_model_dir(args.checkpoint)
+    device = pick_device(args.device)
+    model = ckpt.load_model(folder, device).float()
+    tokenizer = load_tokenizer(folder)
+    ids = tokenizer(args.prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)
+    torch.manual_seed(args.seed)
+    sample = args.temperature > 0
+    output = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.max_new_tokens,
+                            do_sample=sample, temperature=args.temperature if sample else None,
+                            top_k=args.top_k if sample else None, top_p=None,
+                            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+    print(args.prompt + tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True))
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from growlm.demo import run_demo
+
+    run_demo(Path(args.out), shared=Path(args.shared) if args.shared else None, quick=args.quick)
+
+
+# -- parser ---------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="growlm", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    set_help = "set a config field (repeatable), e.g. --set nexus_m=1088"
+
+    p = sub.add_parser("models", help="list model presets with parameter counts and FLOPs per token")
+    p.add_argument("--seq-len", type=int, default=None, help="context length for FLOPs (default: each preset's)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("init", help="write a freshly initialised model folder")
+    p.add_argument("preset")
+    p.add_argument("--out", required=True)
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help=set_help)
+    p.add_argument("--tokenizer", help="tokenizer to save with the model (sets its special token ids)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("convert", help="convert a transformers checkpoint to growlm (or back with --to-hf)")
+    p.add_argument("src")
+    p.add_argument("--out", required=True)
+    p.add_argument("--to-hf", action="store_true", help="convert a growlm model into a transformers checkpoint")
+    p.set_defaults(func=cmd_convert)
+
+    data = sub.add_parser("data", help="data preparation").add_subparsers(dest="data_command", required=True,
+                                                                           metavar="SUBCOMMAND")
+    p = data.add_parser("prepare", help="tokenize text files into token shards")
+    p.add_argument("inputs", nargs="+", help=".txt, .jsonl, .jsonl.gz files or folders")
+    p.add_argument("--tokenizer", required=True,
+                   help="SentencePiece .model, tokenizer.json, tokenizer folder, or hub name")
+    p.add_argument("--out", required=True)
+    p.add_argument("--val", nargs="+", help="inputs for the validation split (default: hold out --val-fraction)")
+    p.add_argument("--val-fraction", type=float, default=0.01)
+    p.add_argument("--text-field", default="text")
+    p.add_argument("--max-docs-per-file", type=int, help="read at most N documents of each training input file")
+    p.add_argument("--max-tokens", type=int, help="stop once the train split holds this many tokens")
+    p.add_argument("--shard-tokens", type=int, default=100_000_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_data_prepare)
+
+    p = sub.add_parser("train", help="train from a config, or --resume a run")
+    p.add_argument("config", nargs="?")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest good checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("grow", help="grow a checkpoint without changing what it computes")
+    p.add_argument("checkpoint", help="a model/checkpoint folder or a run folder (its newest checkpoint)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help=set_help)
+    p.add_argument("--init", default="preserve", help="preserve (default) | zero | noise:FRACTION")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-verify", action="store_true", help="skip the logits and gradient checks")
+    p.set_defaults(func=cmd_grow)
+
+    p = sub.add_parser("eval", help="validation loss, perplexity and bits per byte")
+    p.add_argument("checkpoint")
+    p.add_argument("--data", required=True, help="prepared data folder")
+    p.add_argument("--split", default="val")
+    p.add_argument("--seq-len", type=int)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-batches", type=int)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", help="results JSON (default: CHECKPOINT/eval/ppl-SPLIT.json)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("generate", help="continue a prompt with a checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=50)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("demo", help="train, grow, verify, continue, compare: the whole story on a CPU")
+    p.add_argument("--out", default="growlm-demo")
+    p.add_argument("--shared", help="the shared material folder (default: ../shared or $GROWLM_SHARED)")
+    p.add_argument("--quick", action="store_true", help="a much shorter run (used by the tests)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        args.func(args)
+    except GrowlmError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

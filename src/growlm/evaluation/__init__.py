@@ -1,0 +1,1 @@
+"""Evaluation: language-modelling loss, perplexity and bits per byte."""

@@ -1,0 +1,73 @@
+"""Checks run on every grown model: same function, and new parameters that train.
+
+1. **Same function**: the original and the grown model, both in fp32 and eval mode,
+   score one fixed batch of random token ids; we report the largest absolute logit
+   difference and the relative difference ``max|Δ| / max|logits|``.
+2. **New parameters train**: a copy of the grown model takes two AdamW steps (weight
+   decay 0, so nothing moves without gradient) on a random batch. For every new block
+   we record the largest absolute gradient at each step and whether the block moved.
+   Under the *preserve* scheme every block must receive a non-zero gradient within two
+   steps; under *zero* every block must stay exactly zero.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from growlm.growth.base import NewBlock
+
+
+def random_batch(vocab_size: int, seed: int, batch: int = 2, seq_len: int = 32) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab_size, (batch, seq_len), generator=generator)
+
+
+@torch.no_grad()
+def compare_logits(reference: torch.nn.Module, candidate: torch.nn.Module, input_ids: torch.Tensor) -> dict[str, float]:
+    reference, candidate = reference.float().eval(), candidate.float().eval()
+    a = reference(input_ids=input_ids, use_cache=False).logits
+    b = candidate(input_ids=input_ids, use_cache=False).logits
+    max_abs = float((a - b).abs().max())
+    scale = float(a.abs().max())
+    return {"max_abs_diff": max_abs, "max_rel_diff": max_abs / scale if scale else max_abs, "logit_scale": scale}
+
+
+def gradient_reach(
+    model: torch.nn.Module, blocks: Sequence[NewBlock], input_ids: torch.Tensor, steps: int = 2, lr: float = 1e-3
+) -> dict[str, Any]:
+    """Per new block: max |grad| at each step, whether it moved, whether it is still all zero."""
+    work = copy.deepcopy(model).float().train()
+    params = dict(work.named_parameters())
+    before = {b.param: params[b.param].detach().clone() for b in blocks}
+    optimizer = torch.optim.AdamW(work.parameters(), lr=lr, weight_decay=0.0)
+    grads: list[list[float]] = [[] for _ in blocks]
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss = work(input_ids=input_ids, labels=input_ids, use_cache=False).loss
+        loss.backward()
+        for i, block in enumerate(blocks):
+            grad = params[block.param].grad
+            grads[i].append(float(grad[block.region].abs().max()) if grad is not None else 0.0)
+        optimizer.step()
+    report = []
+    for i, block in enumerate(blocks):
+        after = params[block.param].detach()[block.region]
+        report.append({
+            **block.as_dict(),
+            "max_abs_grad_per_step": grads[i],
+            "first_step_with_gradient": next((s + 1 for s, g in enumerate(grads[i]) if g > 0), None),
+            "moved": bool((after != before[block.param][block.region]).any()),
+            "all_zero_after": bool((after == 0).all()),
+        })
+    return {
+        "steps": steps,
+        "lr": lr,
+        "blocks": report,
+        "every_block_got_gradient": all(r["first_step_with_gradient"] is not None for r in report),
+        "every_block_moved": all(r["moved"] for r in report),
+        "every_block_still_zero": all(r["all_zero_after"] for r in report),
+    }

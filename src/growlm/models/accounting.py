@@ -1,0 +1,72 @@
+"""Exact parameter counts and training FLOPs per token for any growlm config.
+
+Parameters are counted on a model built on the meta device (no memory, no
+arithmetic), so the count is exact by construction for every architecture.
+
+Training FLOPs per token count matrix multiplications only, the convention of
+Kaplan et al., PaLM and ``torch.utils.flop_counter`` (norms, activations and softmax
+are a few percent and omitted):
+
+* every weight matrix used as a matmul (all projections, the FFN, the LM head; not
+  the embedding lookup) costs 2 FLOPs per weight per token forward and 4 backward:
+  ``6 * N_matmul``;
+* causal attention over a context of ``T`` tokens costs ``QK^T`` and ``AV``:
+  ``4 * T * heads * head_dim`` per layer forward, three times that for training,
+  ``12 * L * heads * head_dim * T``. As in PaLM's MFU formula and the flop counter,
+  the causal mask is not credited: the full T x T product is counted (what SDPA's math
+  backend executes, and what the flop counter counts).
+
+``tests/models/test_accounting.py`` checks the formula against
+``torch.utils.flop_counter.FlopCounterMode`` on real forward/backward passes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from growlm.models import GrowLMConfig, model_class_for
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    total_params: int
+    embedding_params: int  # input embedding + untied LM head
+    non_embedding_params: int
+    matmul_params: int  # weights used in matrix multiplications (LM head included)
+    seq_len: int
+    train_flops_per_token: int
+    forward_flops_per_token: int
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def _meta_model(config: GrowLMConfig) -> torch.nn.Module:
+    with torch.device("meta"):
+        return model_class_for(config)(config)
+
+
+def model_cost(config: GrowLMConfig, seq_len: int | None = None) -> ModelCost:
+    """Parameter counts and per-token FLOPs at context length ``seq_len``."""
+    seq_len = seq_len or config.max_position_embeddings
+    model = _meta_model(config)
+    total = sum(p.numel() for p in model.parameters())  # tied weights are counted once
+    embed = model.get_input_embeddings().weight
+    head = model.get_output_embeddings().weight
+    embedding = embed.numel() + (0 if head is embed else head.numel())
+    matmul = sum(p.numel() for name, p in model.named_parameters() if p.dim() == 2 and "embed_tokens" not in name)
+    if head is embed:
+        matmul += head.numel()  # the tied matrix is still a matmul at the output
+    attn = config.num_hidden_layers * config.num_attention_heads * config.head_dim * seq_len
+    forward = 2 * matmul + 4 * attn
+    return ModelCost(
+        total_params=total,
+        embedding_params=embedding,
+        non_embedding_params=total - embedding,
+        matmul_params=matmul,
+        seq_len=seq_len,
+        train_flops_per_token=3 * forward,
+        forward_flops_per_token=forward,
+    )

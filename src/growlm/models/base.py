@@ -1,0 +1,320 @@
+"""The decoder skeleton every growlm architecture shares, as a transformers model.
+
+All growlm architectures are pre-norm decoder-only transformers:
+
+    h   = embed(ids)
+    for each layer:
+        h = h + attention(rmsnorm(h))     # the projections inside differ per architecture
+        h = h + ffn(rmsnorm(h))
+    logits = lm_head(rmsnorm(h))
+
+An architecture file supplies its config class (the fields it adds) and the modules
+that differ (how Q/K/V/O are projected, whether Q and K are normalised per head, the
+feed-forward block). Everything else -- masks, rotary tables, the key/value cache for
+``generate()``, the loss, weight tying, transformers registration -- lives here once.
+
+Parameter names follow transformers' Llama/Qwen3 layout (``model.layers.N.self_attn.
+q_proj``...), so Qwen3 and Llama checkpoints convert by renaming nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint
+from torch import nn
+from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from growlm.errors import ConfigError
+from growlm.models.layers import RMSNorm, SwiGLU, apply_rotary, attend, build_attention_mask, rotary_tables
+
+# Fields every architecture has, with the Python type a value must have.
+COMMON_FIELDS: dict[str, type] = {
+    "vocab_size": int,
+    "hidden_size": int,
+    "intermediate_size": int,
+    "num_hidden_layers": int,
+    "num_attention_heads": int,
+    "num_key_value_heads": int,
+    "head_dim": int,
+    "max_position_embeddings": int,
+    "rope_theta": float,
+    "rms_norm_eps": float,
+    "initializer_range": float,
+    "tie_word_embeddings": bool,
+    "bos_token_id": int,
+    "eos_token_id": int,
+    "pad_token_id": int,
+}
+
+# Fields that may be None (token ids of a model made before it met a tokenizer).
+OPTIONAL_FIELDS = {"bos_token_id", "eos_token_id", "pad_token_id"}
+
+
+class GrowLMConfig(PretrainedConfig):
+    """Fields shared by all growlm architectures.
+
+    ``num_key_value_heads`` defaults to ``num_attention_heads`` (no GQA) and
+    ``head_dim`` to ``hidden_size // num_attention_heads``; both are stored resolved, so
+    a saved config states the attention geometry explicitly. The attention width
+    ``num_attention_heads * head_dim`` need not equal ``hidden_size`` (as in Qwen3), which
+    is what lets the hidden size grow while the heads stay as they are.
+
+    transformers 5 makes every config class a dataclass: fields are annotated class
+    attributes and derived values are resolved in ``__post_init__``.
+    """
+
+    model_type = "growlm_base"
+    architecture: ClassVar[str] = "base"
+    # Extra fields of the architecture: name -> type. Subclasses extend this.
+    arch_fields: ClassVar[dict[str, type]] = {}
+    # Extra fields that may be None.
+    arch_optional: ClassVar[frozenset[str]] = frozenset()
+
+    vocab_size: int = 32000
+    hidden_size: int = 768
+    intermediate_size: int = 2048
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    num_key_value_heads: int | None = None
+    head_dim: int | None = None
+    max_position_embeddings: int = 4096
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-6
+    initializer_range: float = 0.02
+    tie_word_embeddings: bool = False
+    use_cache: bool = True
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    pad_token_id: int | None = None
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        if self.head_dim is None and isinstance(self.num_attention_heads, int) and self.num_attention_heads > 0:
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        super().__post_init__(**kwargs)
+
+    @classmethod
+    def field_types(cls) -> dict[str, type]:
+        """Every field a user may set on this architecture, with its type."""
+        return {**COMMON_FIELDS, **cls.arch_fields}
+
+    @classmethod
+    def optional_fields(cls) -> frozenset[str]:
+        return frozenset(OPTIONAL_FIELDS) | cls.arch_optional
+
+    def field_values(self) -> dict[str, Any]:
+        return {name: getattr(self, name, None) for name in self.field_types()}
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first field that cannot work."""
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                     "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ConfigError(
+                f"num_key_value_heads={self.num_key_value_heads} must divide "
+                f"num_attention_heads={self.num_attention_heads}"
+            )
+        if self.head_dim % 2:
+            raise ConfigError(f"head_dim must be even for rotary embeddings, got {self.head_dim}")
+        if self.rms_norm_eps <= 0 or self.rope_theta <= 0 or self.initializer_range <= 0:
+            raise ConfigError("rms_norm_eps, rope_theta and initializer_range must be positive")
+
+
+class SelfAttention(nn.Module):
+    """Causal multi-head attention with rotary positions and optional per-head QK norm.
+
+    ``make_proj(in_features, out_features, role)`` builds the Q, K, V and O projections,
+    which is the only thing that differs between Nexusformer (Nexus-Rank Q/K/V), Qwen3
+    and Llama (linear) and TokenFormer (Pattention).
+    """
+
+    def __init__(
+        self,
+        config: GrowLMConfig,
+        layer_idx: int,
+        make_proj: Callable[[int, int, str], nn.Module],
+        qk_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        self.scale = self.head_dim**-0.5
+        d, q_dim, kv_dim = config.hidden_size, self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        self.q_proj = make_proj(d, q_dim, "q")
+        self.k_proj = make_proj(d, kv_dim, "k")
+        self.v_proj = make_proj(d, kv_dim, "v")
+        self.o_proj = make_proj(q_dim, d, "o")
+        self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if qk_norm else None
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rotary: tuple[torch.Tensor, torch.Tensor],
+        mask: torch.Tensor | None,
+        cache: Cache | None,
+    ) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim)
+        k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(b, t, self.num_kv_heads, self.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        cos, sin = rotary
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)
+        out = attend(q, k, v, mask, self.scale)
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim))
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm block: x + attn(norm(x)), then + ffn(norm(x))."""
+
+    def __init__(self, config: GrowLMConfig, self_attn: nn.Module, mlp: nn.Module) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = self_attn
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = mlp
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rotary: tuple[torch.Tensor, torch.Tensor],
+        mask: torch.Tensor | None,
+        cache: Cache | None,
+    ) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), rotary, mask, cache)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class DecoderStack(nn.Module):
+    """Embeddings, the layers and the final norm (transformers calls this ``model``)."""
+
+    def __init__(self, config: GrowLMConfig, make_layer: Callable[[GrowLMConfig, int], DecoderLayer]) -> None:
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList([make_layer(config, i) for i in range(config.num_hidden_layers)])
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.gradient_checkpointing = False
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        cache: Cache | None,
+        output_hidden_states: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        h = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        t = h.shape[1]
+        past = cache.get_seq_length() if cache is not None else 0
+        if position_ids is None:
+            position_ids = torch.arange(past, past + t, device=h.device)[None]
+        rotary = rotary_tables(position_ids, self.config.head_dim, self.config.rope_theta, h.dtype)
+        mask = build_attention_mask(attention_mask, t, past + t, h.device)
+        hidden_states = [h] if output_hidden_states else None
+        for layer in self.layers:
+            if self.gradient_checkpointing and self.training:
+                h = torch.utils.checkpoint.checkpoint(layer, h, rotary, mask, cache, use_reentrant=False)
+            else:
+                h = layer(h, rotary, mask, cache)
+            if hidden_states is not None:
+                hidden_states.append(h)
+        h = self.norm(h)
+        return h, tuple(hidden_states) if hidden_states is not None else None
+
+
+class GrowLMForCausalLM(PreTrainedModel, GenerationMixin):
+    """A growlm architecture as a transformers causal LM (``from_pretrained``, ``generate``)."""
+
+    config_class = GrowLMConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules: ClassVar[list[str]] = ["DecoderLayer"]
+    _supports_sdpa = True
+    _tied_weights_keys: ClassVar[dict[str, str]] = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: GrowLMConfig) -> None:
+        config.validate()
+        super().__init__(config)
+        self.model = DecoderStack(config, self.make_layer)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def make_layer(self, config: GrowLMConfig, layer_idx: int) -> DecoderLayer:
+        """Build decoder layer ``layer_idx``; architectures override this."""
+        raise NotImplementedError
+
+    @staticmethod
+    def swiglu(config: GrowLMConfig) -> nn.Module:
+        return SwiGLU(config.hidden_size, config.intermediate_size)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        output_hidden_states: bool | None = None,
+        shift_labels: torch.LongTensor | None = None,
+        **kwargs: Any,
+    ) -> CausalLMOutputWithPast:
+        """Logits and, given ``labels`` (shifted here, -100 ignored) or ``shift_labels``
+        (already aligned with the logits), the mean next-token cross-entropy."""
+        use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache()
+        cache = past_key_values if use_cache else None
+        hidden, all_hidden = self.model(
+            input_ids, inputs_embeds, attention_mask, position_ids, cache, bool(output_hidden_states)
+        )
+        if isinstance(logits_to_keep, int) and logits_to_keep > 0:
+            hidden = hidden[:, -logits_to_keep:]
+        elif isinstance(logits_to_keep, torch.Tensor):
+            hidden = hidden[:, logits_to_keep]
+        logits = self.lm_head(hidden)
+        loss = None
+        if labels is not None and shift_labels is None:
+            shift_labels = F.pad(labels, (0, 1), value=-100)[:, 1:]
+        if shift_labels is not None:
+            loss = F.cross_entropy(
+                logits.float().reshape(-1, logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100
+            )
+        return CausalLMOutputWithPast(
+            loss=loss, logits=logits, past_key_values=cache, hidden_states=all_hidden
+        )

@@ -1,0 +1,120 @@
+"""Building blocks shared by every growlm architecture.
+
+Each architecture file (``nexus.py``, ``qwen3.py``, ...) reads top to bottom as the
+model it implements; the pieces that are identical across them live here, once:
+RMSNorm, rotary position embeddings, the SwiGLU feed-forward block and causal
+scaled-dot-product attention with an optional key/value cache.
+
+Numerics follow transformers' Llama/Qwen3 code exactly (RMSNorm in float32, rotary
+tables cast to the activation dtype, ``head_dim ** -0.5`` scaling) so that a
+converted checkpoint gives the same logits as the reference implementation.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm with a learned gain, computed in float32."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+def rotary_tables(
+    position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables of shape (batch, seq, head_dim) for the given positions.
+
+    The inverse frequencies are recomputed on every call instead of being stored as
+    a buffer: they cost head_dim/2 operations, and a buffer would have to be
+    re-materialised whenever transformers builds the model on the meta device.
+    """
+    inv_freq = 1.0 / (
+        theta ** (torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float) / head_dim)
+    )
+    freqs = position_ids[..., None].float() * inv_freq
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (batch, heads, seq, head_dim) queries or keys by the position tables."""
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    return x * cos + _rotate_half(x) * sin
+
+
+class SwiGLU(nn.Module):
+    """The gated feed-forward block of Llama and Qwen: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+def build_attention_mask(
+    attention_mask: torch.Tensor | None, q_len: int, kv_len: int, device: torch.device
+) -> torch.Tensor | None:
+    """Boolean (batch|1, 1, q_len, kv_len) mask, or None when plain causal attention suffices.
+
+    ``attention_mask`` is the usual 2-D padding mask over all ``kv_len`` positions
+    (1 = real token). Queries are the last ``q_len`` positions. A query at a padded
+    position would see no key at all and SDPA would return NaN there, and a NaN value
+    leaks into every other query through ``0 * NaN``; such queries are allowed to see
+    themselves, which keeps them finite without touching real positions.
+    """
+    if attention_mask is not None and attention_mask.dim() == 4:
+        return attention_mask.bool() if attention_mask.dtype != torch.bool else attention_mask
+    padded = attention_mask is not None and not bool(attention_mask.all())
+    if not padded and q_len == kv_len:
+        return None  # SDPA's is_causal path
+    if not padded and q_len == 1:
+        return None  # one new token sees the whole cache
+    offset = kv_len - q_len
+    q_pos = torch.arange(q_len, device=device)[:, None] + offset
+    k_pos = torch.arange(kv_len, device=device)[None, :]
+    mask = (k_pos <= q_pos)[None, None]
+    if padded:
+        keep = attention_mask[:, None, None, :kv_len].bool()
+        mask = mask & keep
+        mask = mask | (k_pos == q_pos)[None, None]
+    return mask
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float,
+) -> torch.Tensor:
+    """Causal SDPA over (batch, heads, seq, head_dim); k/v may have fewer heads (GQA)."""
+    gqa = q.shape[1] != k.shape[1]
+    if mask is None:
+        causal = q.shape[2] == k.shape[2] and q.shape[2] > 1
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=gqa)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)

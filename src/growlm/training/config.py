@@ -1,0 +1,185 @@
+"""The training configuration: one flat YAML mapping, every key checked.
+
+A config names a model (a preset plus field overrides, or ``init_from`` a saved
+model), a prepared data folder, and the optimisation and bookkeeping settings below.
+``--set KEY=VALUE`` overrides any key; ``--set model_overrides.FIELD=VALUE`` sets one
+field of the model config. Unknown keys and values of the wrong type are errors
+that name the key and the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from growlm.errors import ConfigError, unknown_key_message
+from growlm.overrides import coerce
+
+SCHEDULES = ("cosine", "wsd", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class TrainConfig:
+    # what to train
+    model: str | None = None  # preset name, e.g. nexus-tiny
+    model_overrides: dict = field(default_factory=dict)  # model config fields to change
+    init_from: str | None = None  # a saved model or checkpoint folder, or a run folder (its latest checkpoint)
+    init_optimizer: bool = True  # with init_from: also take its optimizer moments when it has them
+    continue_data: bool = True  # with init_from: start the data stream where that run stopped
+    # data
+    data: Any = None  # a folder written by `growlm data prepare`, or a mapping to prepare one (DATA_SPEC_KEYS)
+    seq_len: int = 256
+    micro_batch_size: int = 16
+    grad_accum_steps: int = 1
+    # schedule
+    max_steps: int = 1000
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1  # final learning rate as a fraction of lr
+    warmup_steps: int = 100
+    schedule: str = "cosine"  # cosine | wsd (warmup-stable-decay) | constant (after warmup)
+    decay_fraction: float = 0.2  # wsd: the last fraction of steps spent decaying
+    # optimizer (AdamW)
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    # system
+    device: str = "auto"  # auto picks cuda when available
+    dtype: str = "auto"  # auto: bf16 autocast on cuda, fp32 on cpu
+    compile: bool = False  # torch.compile the model
+    seed: int = 0
+    # bookkeeping
+    out_dir: str = "runs/run"
+    log_every: int = 10
+    eval_every: int = 100
+    eval_batches: int = 20
+    checkpoint_every: int = 200
+    keep_last: int = 0  # keep only the newest N checkpoints; 0 keeps all
+    max_bad_steps: int = 10  # stop after this many non-finite losses in a row
+    progress: bool = True
+
+    def validate(self) -> None:
+        if (self.model is None) == (self.init_from is None):
+            raise ConfigError("set exactly one of 'model' (a preset name) and 'init_from' (a saved model)")
+        if self.init_from is not None and self.model_overrides:
+            raise ConfigError("model_overrides apply to a preset ('model'); a saved model is changed with "
+                              "`growlm grow`, not with overrides")
+        check_data_spec(self.data)
+        for name in ("seq_len", "micro_batch_size", "grad_accum_steps", "max_steps", "log_every",
+                     "eval_every", "eval_batches", "checkpoint_every", "max_bad_steps"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("warmup_steps", "keep_last"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
+        for name in ("lr", "eps"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
+        for name in ("beta1", "beta2", "min_lr_ratio", "decay_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for name, choices in (("schedule", SCHEDULES), ("device", DEVICES), ("dtype", DTYPES)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.seq_len * self.micro_batch_size * self.grad_accum_steps
+
+
+_OPTIONAL = {"model", "init_from"}
+
+# Keys of a `data:` mapping: the arguments of `growlm data prepare`, prepared once into `out`.
+DATA_SPEC_KEYS: dict[str, type] = {
+    "inputs": list,
+    "val": list,
+    "tokenizer": str,
+    "out": str,
+    "val_fraction": float,
+    "text_field": str,
+    "max_docs_per_file": int,
+    "max_tokens": int,
+}
+
+
+def check_data_spec(data: Any) -> None:
+    """``data`` is an existing prepared folder, or a mapping that says how to prepare one."""
+    if isinstance(data, str):
+        if not Path(data).exists():
+            raise ConfigError(f"data folder '{data}' does not exist; prepare it with `growlm data prepare`")
+        return
+    if not isinstance(data, dict):
+        raise ConfigError("'data' must name a folder written by `growlm data prepare`, or be a mapping with "
+                          f"keys {', '.join(DATA_SPEC_KEYS)} (inputs, tokenizer and out required)")
+    for key, value in data.items():
+        if key not in DATA_SPEC_KEYS:
+            raise ConfigError(unknown_key_message("data key", key, DATA_SPEC_KEYS))
+        coerce(f"data.{key}", value, DATA_SPEC_KEYS[key], optional=True)
+    for key in ("inputs", "tokenizer", "out"):
+        if not data.get(key):
+            raise ConfigError(f"data.{key} is required when 'data' is a mapping")
+
+
+def _field_types() -> dict[str, type]:
+    types: dict[str, type] = {}
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        types[f.name] = str if default is None else type(default)
+    return types
+
+
+def build_train_config(values: dict[str, Any], overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """A validated :class:`TrainConfig` from a mapping plus ``--set`` overrides."""
+    types = _field_types()
+    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
+    for key, value in (overrides or {}).items():
+        head, dot, rest = key.partition(".")
+        if dot:
+            if types.get(head) is not dict and not (head == "data" and isinstance(merged.get(head), dict)):
+                raise ConfigError(unknown_key_message("training config key", key, types))
+            merged.setdefault(head, {})
+            merged[head] = {**(merged[head] or {}), rest: value}
+        else:
+            merged[key] = value
+    checked: dict[str, Any] = {}
+    for key, value in merged.items():
+        if key not in types:
+            raise ConfigError(unknown_key_message("training config key", key, types))
+        if key == "data":
+            checked[key] = dict(value) if isinstance(value, dict) else value
+        elif types[key] is dict:
+            value = value or {}
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key} must be a mapping, got {value!r}")
+            checked[key] = value
+        else:
+            checked[key] = coerce(key, value, types[key], optional=key in _OPTIONAL)
+    config = TrainConfig(**checked)
+    config.validate()
+    return config
+
+
+def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} must hold a mapping of keys to values")
+    return build_train_config(values, overrides)

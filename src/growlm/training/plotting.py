@@ -1,0 +1,52 @@
+"""Loss curves as PNG (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def plot_loss_curves(
+    curves: Sequence[dict[str, Any]],
+    path: str | Path,
+    title: str = "loss",
+    markers: Sequence[tuple[float, str]] = (),
+    x_label: str = "step",
+) -> Path:
+    """One line per curve: ``{"label", "x": [...], "y": [...], "style": "-"}``; vertical markers ``(x, text)``."""
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
+    for curve in curves:
+        if curve["x"]:
+            ax.plot(curve["x"], curve["y"], curve.get("style", "-"), label=curve["label"], linewidth=1.4,
+                    color=curve.get("color"))
+    for x, text in markers:
+        ax.axvline(x, color="grey", linestyle=":", linewidth=1.2)
+        ax.annotate(text, (x, 1.0), xycoords=("data", "axes fraction"), xytext=(4, -14),
+                    textcoords="offset points", fontsize=9, color="dimgrey")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2 if len(curves) > 4 else 1, loc="upper right", framealpha=0.85)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def run_curves(rows: Sequence[dict[str, Any]], label: str, x_offset: float = 0.0) -> list[dict[str, Any]]:
+    """Train and validation curves of one run's metrics.jsonl rows."""
+    train = [r for r in rows if "loss" in r]
+    val = [r for r in rows if "val_loss" in r]
+    return [
+        {"label": f"{label} train", "x": [r["step"] + x_offset for r in train], "y": [r["loss"] for r in train]},
+        {"label": f"{label} val", "x": [r["step"] + x_offset for r in val], "y": [r["val_loss"] for r in val],
+         "style": "o--"},
+    ]

@@ -1,0 +1,364 @@
+"""``growlm train``: one process, CPU or one GPU, resumable exactly.
+
+The loop is deliberately plain: take ``grad_accum_steps`` micro-batches from the
+data position, back-propagate, clip, step AdamW and the LambdaLR schedule, log,
+evaluate, checkpoint. Everything that decides what happens next -- weights,
+optimizer and scheduler state, RNG, the data position and the loss accumulator of
+the current logging window -- is in every checkpoint, so a run killed at any moment
+and resumed with ``--resume`` logs the same losses as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from growlm.data.dataset import TokenSplit, WindowSampler, load_meta
+from growlm.data.prepare import prepare
+from growlm.data.tokenizer import load_tokenizer
+from growlm.errors import CheckpointError, ConfigError, DataError, GrowlmError
+from growlm.evaluation.perplexity import autocast_context, evaluate_loss
+from growlm.models import GrowLMForCausalLM, model_class_for
+from growlm.models.accounting import model_cost
+from growlm.models.presets import build_config
+from growlm.system import tune_cpu_allocator
+from growlm.training import checkpoint as ckpt
+from growlm.training.config import TrainConfig, build_train_config
+from growlm.training.optim import build_optimizer, build_scheduler, load_state_by_name, state_by_name
+from growlm.training.plotting import plot_loss_curves, run_curves
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+
+
+def _say(message: str) -> None:
+    """Progress messages go to stderr with the progress bar; stdout carries only results."""
+    tqdm.write(message, file=sys.stderr)
+
+
+def resolve_data(spec: Any) -> Path:
+    """The prepared data folder of a config's ``data`` entry, preparing it on first use."""
+    if isinstance(spec, str):
+        load_meta(spec)
+        return Path(spec)
+    out = Path(spec["out"])
+    wanted = {k: spec.get(k) for k in sorted(spec) if k != "out"}
+    if (out / "meta.json").exists():
+        meta = load_meta(out)
+        if meta.get("spec") not in (None, wanted):
+            raise DataError(f"{out} was prepared from a different data spec; delete it or change data.out")
+        return out
+    _say(f"preparing {out} from {', '.join(spec['inputs'])} (first use of this data spec)")
+    meta = prepare(spec["inputs"], spec["tokenizer"], out, val_inputs=spec.get("val") or (),
+                   val_fraction=spec.get("val_fraction", 0.01), text_field=spec.get("text_field", "text"),
+                   max_docs_per_file=spec.get("max_docs_per_file"), max_tokens=spec.get("max_tokens"))
+    meta["spec"] = wanted
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    return out
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def pick_autocast(name: str, device: torch.device) -> torch.dtype | None:
+    if name == "bf16" or (name == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one JSON object per logged step, appended and flushed as it happens."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def truncate_after(self, step: int) -> None:
+        """Drop rows logged after ``step`` (written after the checkpoint a run resumes from)."""
+        if self.path.exists():
+            rows = [line for line in self.path.read_text().splitlines() if line.strip()]
+            kept = [line for line in rows if json.loads(line)["step"] <= step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, row: dict[str, Any]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def rows(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    return MetricsLog(Path(run_dir) / METRICS_FILE).rows()
+
+
+class _StopRequest:
+    """SIGTERM/SIGINT set a flag; the loop checkpoints at the end of the current step and exits."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequest:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError):  # not the main thread: signals stay with the caller
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _new_model(cfg: TrainConfig, tokenizer: Any) -> GrowLMForCausalLM:
+    overrides = dict(cfg.model_overrides)
+    for field_name, token in (("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"),
+                              ("pad_token_id", "pad_token_id")):
+        value = getattr(tokenizer, token, None)
+        if value is not None:
+            overrides.setdefault(field_name, int(value))
+    config = build_config(cfg.model, overrides)
+    torch.manual_seed(cfg.seed)
+    return model_class_for(config)(config)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, resume: bool = False) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.out_dir)
+        self.device = pick_device(cfg.device)
+        if self.device.type == "cpu":
+            tune_cpu_allocator()
+        self.autocast = pick_autocast(cfg.dtype, self.device)
+        self.data_dir = resolve_data(cfg.data)
+        self.tokenizer = load_tokenizer(self.data_dir / "tokenizer")
+        self.train_split = TokenSplit(self.data_dir, "train")
+        self.val_split = TokenSplit(self.data_dir, "val") if "val" in load_meta(self.data_dir)["splits"] else None
+        if self.val_split is not None and self.val_split.num_windows(cfg.seq_len) == 0:
+            _say(f"warning: the val split of {self.data_dir} is shorter than one window; validation is off")
+            self.val_split = None
+        self.sampler = WindowSampler(self.train_split, cfg.seq_len, cfg.seed)
+        self.metrics = MetricsLog(self.out / METRICS_FILE)
+        self.state: dict[str, Any] = {"step": 0, "tokens": 0, "data_position": 0, "window_loss_sum": 0.0,
+                                      "window_steps": 0, "bad_steps_total": 0, "elapsed_s": 0.0}
+        resume_from = self._resume_point() if resume else None
+        self._build(resume_from)
+
+    # -- setup -------------------------------------------------------------------------------
+    def _resume_point(self) -> Path | None:
+        found = ckpt.latest_good_checkpoint(self.out, _say)
+        if found is None:
+            _say(f"no usable checkpoint in {self.out}; starting from step 0")
+        return found
+
+    def _build(self, resume_from: Path | None) -> None:
+        cfg = self.cfg
+        init_state: dict[str, Any] | None = None
+        init_moments: dict[str, Any] | None = None
+        if resume_from is not None:
+            model = ckpt.load_model(resume_from, self.device, _say)
+        elif cfg.init_from is not None:
+            source = ckpt.resolve_model_dir(cfg.init_from, _say)
+            model = ckpt.load_model(source, self.device, _say)
+            if (source / ckpt.TRAINER_STATE).exists():
+                init_state = ckpt.load_trainer_state(source)
+                if cfg.init_optimizer and (source / ckpt.OPTIMIZER).exists():
+                    saved = torch.load(source / ckpt.OPTIMIZER, map_location="cpu", weights_only=False)
+                    init_moments = state_by_name(saved, init_state["param_names"])
+            self.state["init_from"] = str(source)
+        else:
+            model = _new_model(cfg, self.tokenizer)
+        model.to(self.device)
+        vocab = len(self.tokenizer)
+        if vocab > model.config.vocab_size:
+            raise ConfigError(f"the data's tokenizer has {vocab} tokens but the model's vocab_size is "
+                              f"{model.config.vocab_size}; set model_overrides.vocab_size to at least {vocab}")
+        self.model = model
+        self.optimizer, self.param_names = build_optimizer(model, cfg, self.device)
+        self.scheduler = build_scheduler(self.optimizer, cfg)
+        if resume_from is not None:
+            self._restore(resume_from)
+        elif init_state is not None:
+            if init_moments is not None:
+                loaded, skipped = load_state_by_name(self.optimizer, self.param_names, init_moments)
+                _say(f"optimizer moments from {cfg.init_from}: {len(loaded)} tensors loaded, "
+                     f"{len(skipped)} started fresh")
+            if cfg.continue_data:
+                self.state["data_position"] = int(init_state.get("data_position", 0))
+        self.forward = torch.compile(model) if cfg.compile else model
+        self.cost = model_cost(model.config, cfg.seq_len)
+
+    def _restore(self, folder: Path) -> None:
+        state = ckpt.load_trainer_state(folder)
+        if state.get("param_names") != self.param_names:
+            raise CheckpointError(f"{folder}: the optimizer state was saved for different parameters")
+        self.optimizer.load_state_dict(torch.load(folder / ckpt.OPTIMIZER, map_location=self.device,
+                                                  weights_only=False))
+        self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=False))
+        ckpt.set_rng_state(torch.load(folder / "rng.pt", weights_only=False))
+        self.state.update({k: v for k, v in state.items() if k != "param_names"})
+        self.metrics.truncate_after(self.state["step"])
+        _say(f"resumed from {folder} at step {self.state['step']}")
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _step(self) -> tuple[float, float]:
+        cfg = self.cfg
+        self.model.train()
+        total = torch.zeros((), device=self.device)
+        for _ in range(cfg.grad_accum_steps):
+            x, y = self.sampler.batch(self.state["data_position"], cfg.micro_batch_size)
+            self.state["data_position"] += cfg.micro_batch_size
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            with autocast_context(self.device, self.autocast):
+                loss = self.forward(input_ids=x, shift_labels=y, use_cache=False).loss / cfg.grad_accum_steps
+            loss.backward()
+            total += loss.detach()
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        loss_value, norm_value = total.item(), grad_norm.item()
+        if math.isfinite(loss_value) and math.isfinite(norm_value):
+            self.optimizer.step()
+            self.state["bad_steps_in_a_row"] = 0
+        else:
+            self.state["bad_steps_total"] += 1
+            self.state["bad_steps_in_a_row"] = self.state.get("bad_steps_in_a_row", 0) + 1
+            _say(f"warning: non-finite loss or gradient at step {self.state['step'] + 1}; step skipped")
+            if self.state["bad_steps_in_a_row"] >= cfg.max_bad_steps:
+                self.save()
+                raise GrowlmError(f"{cfg.max_bad_steps} non-finite steps in a row (last at step "
+                                  f"{self.state['step'] + 1}); stopping. Lower lr or check the data.")
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_value, norm_value
+
+    def validate(self) -> dict[str, float] | None:
+        if self.val_split is None:
+            return None
+        return evaluate_loss(self.model, self.val_split, self.cfg.seq_len, self.cfg.micro_batch_size,
+                             self.cfg.eval_batches, self.device, self.autocast)
+
+    def save(self) -> Path:
+        state = {**self.state, "param_names": self.param_names, "seq_len": self.cfg.seq_len,
+                 "data_dir": str(self.data_dir), "config": self.cfg.to_dict()}
+        return ckpt.save_checkpoint(self.out, self.state["step"], self.model, self.tokenizer, self.optimizer,
+                                    self.scheduler, state, self.cfg.keep_last)
+
+    def run(self) -> dict[str, Any]:
+        cfg, st = self.cfg, self.state
+        self.out.mkdir(parents=True, exist_ok=True)
+        bar = tqdm(total=cfg.max_steps, initial=st["step"], unit="step", disable=not cfg.progress,
+                   dynamic_ncols=True, desc=self.out.name)
+        window_start, window_tokens = time.time(), 0
+        last_val: dict[str, float] | None = None
+        with _StopRequest() as stop:
+            while st["step"] < cfg.max_steps:
+                tic = time.time()
+                loss, grad_norm = self._step()
+                st["step"] += 1
+                st["tokens"] += cfg.tokens_per_step
+                st["elapsed_s"] += time.time() - tic
+                window_tokens += cfg.tokens_per_step
+                if math.isfinite(loss):
+                    st["window_loss_sum"] += loss
+                    st["window_steps"] += 1
+                step = st["step"]
+                final = step == cfg.max_steps
+                row: dict[str, Any] = {}
+                is_eval = step % cfg.eval_every == 0 or final
+                if (step % cfg.log_every == 0 or final or is_eval) and st["window_steps"]:
+                    seconds = time.time() - window_start
+                    row = {"step": step, "loss": st["window_loss_sum"] / st["window_steps"],
+                           "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm, "tokens": st["tokens"],
+                           "tokens_per_s": window_tokens / max(seconds, 1e-9), "elapsed_s": st["elapsed_s"]}
+                    st["window_loss_sum"], st["window_steps"] = 0.0, 0
+                    window_start, window_tokens = time.time(), 0
+                    bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
+                if is_eval:
+                    last_val = self.validate()
+                    if last_val is not None and row:
+                        row.update(val_loss=last_val["loss"], val_ppl=last_val["perplexity"],
+                                   val_bpb=last_val["bits_per_byte"])
+                        _say(f"step {step}: val loss {last_val['loss']:.4f}, ppl {last_val['perplexity']:.2f}")
+                    window_start = time.time()
+                if row:
+                    self.metrics.write(row)
+                bar.update(1)
+                if step % cfg.checkpoint_every == 0 or final or stop.signal is not None:
+                    path = self.save()
+                    if stop.signal is not None:
+                        bar.close()
+                        _say(f"stopped by signal {stop.signal} at step {step}; checkpoint {path}; "
+                             f"continue with `growlm train --resume {self.out}`")
+                        raise SystemExit(128 + stop.signal)
+        bar.close()
+        return self.finish(last_val)
+
+    def finish(self, last_val: dict[str, float] | None) -> dict[str, Any]:
+        rows = self.metrics.rows()
+        if rows:
+            plot_loss_curves(run_curves(rows, self.model.config.architecture), self.out / "loss.png",
+                             title=f"{self.out.name}: {self.model.config.architecture}")
+        train_rows = [r for r in rows if "loss" in r]
+        summary = {
+            "steps": self.state["step"],
+            "tokens": self.state["tokens"],
+            "final_train_loss": train_rows[-1]["loss"] if train_rows else None,
+            "final_val_loss": last_val["loss"] if last_val else None,
+            "final_val_perplexity": last_val["perplexity"] if last_val else None,
+            "non_finite_steps": self.state["bad_steps_total"],
+            "train_seconds": round(self.state["elapsed_s"], 2),
+            "parameters": self.cost.total_params,
+            "train_flops": self.cost.train_flops_per_token * self.state["tokens"],
+            "checkpoint": str(ckpt.list_checkpoints(self.out)[-1]) if ckpt.list_checkpoints(self.out) else None,
+        }
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+
+def start_run(cfg: TrainConfig) -> dict[str, Any]:
+    """Begin a new run in ``cfg.out_dir``, refusing to overwrite an existing one."""
+    out = Path(cfg.out_dir)
+    if ckpt.list_checkpoints(out) or (out / METRICS_FILE).exists():
+        raise ConfigError(f"out_dir {out} already holds a run; continue it with `growlm train --resume {out}` "
+                          "or choose another out_dir")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return Trainer(cfg).run()
+
+
+def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Continue the run in ``run_dir`` from its newest good checkpoint (``--set`` may extend it)."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / CONFIG_FILE
+    if not config_path.exists():
+        raise CheckpointError(f"{run_dir} is not a training run (no {CONFIG_FILE})")
+    values = yaml.safe_load(config_path.read_text())
+    values["out_dir"] = str(run_dir)
+    cfg = build_train_config(values, overrides)
+    if overrides:
+        config_path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    with contextlib.suppress(FileExistsError):
+        run_dir.mkdir(parents=True)
+    return Trainer(cfg, resume=True).run()

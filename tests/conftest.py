@@ -1,0 +1,69 @@
+"""Shared fixtures: the shared material, a small prepared data folder, tiny model configs."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+import growlm  # noqa: F401 -- registers the architectures with transformers
+from growlm.models import model_class_for
+from growlm.models.presets import build_config
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("GROWLM_SHARED", REPO.parent / "shared"))
+SP_MODEL = SHARED / "tokenizers" / "mistral-v1-32k" / "tokenizer.model"
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    if not (SHARED / "corpus").is_dir():
+        pytest.fail(f"the shared material is missing at {SHARED}; set GROWLM_SHARED")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def tiny_data(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few documents of each corpus source, tokenized with the 32k vocabulary."""
+    from growlm.data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("data") / "tiny"
+    prepare([shared / "corpus" / "train"], str(SP_MODEL), out, val_inputs=[shared / "corpus" / "val" / "sotu.jsonl.gz"],
+            max_docs_per_file=4, show_progress=False)
+    return out
+
+
+def small_config(architecture: str = "nexus", seed: int = 0, **overrides):
+    """A random small config of an architecture (vocab 512, 1-3 layers, GQA sometimes)."""
+    rng = random.Random(seed)
+    heads = rng.choice([2, 4])
+    fields = {
+        "vocab_size": 512,
+        "num_hidden_layers": rng.randint(1, 3),
+        "hidden_size": rng.choice([32, 48, 64]),
+        "intermediate_size": rng.choice([40, 64, 96]),
+        "num_attention_heads": heads,
+        "num_key_value_heads": rng.choice([h for h in (1, 2, heads) if heads % h == 0]),
+        "head_dim": rng.choice([8, 16]),
+        "max_position_embeddings": 128,
+        "tie_word_embeddings": rng.random() < 0.5,
+    }
+    if architecture == "nexus":
+        m = rng.randint(16, 48)
+        fields.update(nexus_m=m, nexus_a=m + rng.randint(0, 24))
+    fields.update(overrides)
+    return build_config(f"{architecture}-tiny", fields)
+
+
+def make_model(config, seed: int = 0, perturb: float = 0.0):
+    """A model of ``config``; ``perturb`` adds noise so that norms and gains are not all ones."""
+    torch.manual_seed(seed)
+    model = model_class_for(config)(config).eval()
+    if perturb:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * perturb)
+    return model

@@ -1,0 +1,60 @@
+"""growlm convert: transformers Qwen3 checkpoints in and out, same logits."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+from transformers import Qwen3Config as HFQwen3Config
+from transformers import Qwen3ForCausalLM as HFQwen3
+
+from growlm.convert import config_from_hf
+from growlm.errors import ConfigError
+from growlm.training.checkpoint import load_model
+
+
+def growlm(*args):
+    return subprocess.run([sys.executable, "-m", "growlm.cli.main", *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_round_trip_keeps_logits(tmp_path, tie):
+    torch.manual_seed(0)
+    reference = HFQwen3(HFQwen3Config(vocab_size=400, hidden_size=64, intermediate_size=80, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                      tie_word_embeddings=tie, eos_token_id=3,
+                                      rope_parameters={"rope_type": "default", "rope_theta": 1e6}))
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    reference.save_pretrained(tmp_path / "hf")
+    assert growlm("convert", tmp_path / "hf", "--out", tmp_path / "g").returncode == 0
+    ours = load_model(tmp_path / "g")
+    assert json.loads((tmp_path / "g" / "config.json").read_text())["model_type"] == "growlm_qwen3"
+    ids = torch.randint(0, 400, (2, 30))
+    with torch.no_grad():
+        a, b = reference.eval()(ids).logits, ours(ids).logits
+    assert (a - b).abs().max() / a.abs().max() <= 1e-4
+
+    assert growlm("convert", tmp_path / "g", "--out", tmp_path / "back", "--to-hf").returncode == 0
+    back = AutoModelForCausalLM.from_pretrained(tmp_path / "back").eval()
+    assert type(back).__name__ == "Qwen3ForCausalLM"
+    with torch.no_grad():
+        assert (back(ids).logits - a).abs().max() / a.abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [({"model_type": "mistral"}, "cannot convert model_type 'mistral'"),
+     ({"attention_bias": True}, "attention_bias"),
+     ({"use_sliding_window": True}, "sliding-window"),
+     ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
+     ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e6, "factor": 4.0}}, "RoPE type 'yarn'")],
+)
+def test_unsupported_features_are_refused(change, message):
+    base = HFQwen3Config(vocab_size=100, hidden_size=32, intermediate_size=40, num_hidden_layers=1,
+                         num_attention_heads=2, head_dim=16).to_dict()
+    with pytest.raises(ConfigError, match=message):
+        config_from_hf({**base, **change})
