@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from growlm.errors import CheckpointError, ConfigError
-from growlm.models import GrowLMConfig, architecture_classes
+from growlm.models import GrowLMConfig, architecture_classes, model_from_state
 from growlm.training.checkpoint import load_config, load_model
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
@@ -99,17 +99,7 @@ def from_hf(src: str | Path, out: str | Path, say: Callable[[str], None] = print
     hf = json.loads((src / "config.json").read_text())
     config = config_from_hf(hf)
     state = load_hf_state(src)
-    _, model_cls = architecture_classes(config.architecture)
-    with torch.device("meta"):
-        model = model_cls(config)
-    if config.tie_word_embeddings:
-        state.pop("lm_head.weight", None)
-    result = model.load_state_dict(state, strict=False, assign=True)
-    missing = [k for k in result.missing_keys if not (config.tie_word_embeddings and k == "lm_head.weight")]
-    if missing or result.unexpected_keys:
-        raise CheckpointError(f"weights in {src} do not match a {config.architecture} model: missing "
-                              f"{missing[:5]}, unexpected {result.unexpected_keys[:5]}")
-    model.tie_weights()
+    model = model_from_state(config, state, f"the weights in {src}")
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     copied = copy_tokenizer_files(src, out)

@@ -17,9 +17,9 @@ def tune_cpu_allocator() -> bool:
     A CPU training step allocates and frees several buffers of hundreds of MB (the
     logits of a 32k vocabulary). glibc serves each from a new ``mmap`` and returns it
     with ``munmap``, so every step page-faults and zero-fills the same memory again.
-    Raising the mmap and trim thresholds lets freed blocks be reused: measured on a
-    2-core machine, nexus-tiny went from 1,878 to 2,746 tokens/s (sys time 11 s -> 4.5 s
-    over 13 steps). Linux/glibc only; elsewhere this does nothing.
+    Raising the mmap and trim thresholds lets freed blocks be reused: on a
+    2-core machine nexus-tiny trains 1.4-1.7x faster (docs/benchmarks.md,
+    ``benchmarks/cpu_step.py``). Linux/glibc only; elsewhere this does nothing.
     """
     global _tuned
     if _tuned or not sys.platform.startswith("linux"):

@@ -116,3 +116,19 @@ def test_refuses_to_overwrite(tmp_path):
 def test_unknown_tokenizer_spec(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_tokenizer("./no/such/tokenizer.model")
+
+
+def test_tokenizer_specs_load_the_same_tokenizer(tmp_path, tokenizer):
+    """A saved folder and its tokenizer.json give the tokenizer the SentencePiece model was converted to
+    (the folder path goes through AutoTokenizer.from_pretrained, the same call a hub name takes)."""
+    tokenizer.save_pretrained(tmp_path / "saved")
+    text = "Growth keeps what the model learned.\n  Indented line."
+    expected = tokenizer(text, add_special_tokens=False)["input_ids"]
+    for spec in (tmp_path / "saved", tmp_path / "saved" / "tokenizer.json"):
+        assert load_tokenizer(spec)(text, add_special_tokens=False)["input_ids"] == expected
+    (tmp_path / "vocab.bin").write_bytes(b"x")
+    with pytest.raises(DataError, match=r"neither a SentencePiece \.model nor a tokenizer\.json"):
+        load_tokenizer(tmp_path / "vocab.bin")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"holds no tokenizer\.json"):
+        load_tokenizer(tmp_path / "empty")

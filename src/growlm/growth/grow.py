@@ -22,7 +22,7 @@ from growlm.errors import ConfigError, GrowthError, unknown_key_message
 from growlm.growth.base import BlockFiller, InitScheme, NewBlock, ParamMove, top_left
 from growlm.growth.nexus_rank import grow_nexus_rank
 from growlm.growth.verify import compare_logits, gradient_reach, random_batch
-from growlm.models import GrowLMConfig, GrowLMForCausalLM, model_class_for
+from growlm.models import GrowLMConfig, GrowLMForCausalLM, model_from_state
 from growlm.models.accounting import model_cost
 from growlm.overrides import coerce
 
@@ -119,13 +119,7 @@ def grow_model(
         current = target
         applied.append(op.name)
 
-    with torch.device("meta"):
-        grown = model_class_for(new_config)(new_config)
-    if new_config.tie_word_embeddings:
-        state.pop("lm_head.weight", None)
-    grown.load_state_dict(state, strict=not new_config.tie_word_embeddings, assign=True)
-    grown.tie_weights()
-    grown.eval()
+    grown = model_from_state(new_config, state, "the grown state")
     moves = [
         ParamMove(name, name if name in old_state else None,
                   top_left(old_state[name].shape) if name in old_state else ())

@@ -7,6 +7,7 @@ growlm checkpoint like any other transformers model.
 
 from __future__ import annotations
 
+import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from growlm.errors import ConfigError, unknown_key_message
@@ -37,6 +38,29 @@ def model_class_for(config: GrowLMConfig) -> type[GrowLMForCausalLM]:
     return architecture_classes(config.architecture)[1]
 
 
+def model_from_state(config: GrowLMConfig, state: dict[str, torch.Tensor], source: str) -> GrowLMForCausalLM:
+    """Build the model of ``config`` around the tensors of ``state`` (no initialisation work).
+
+    The model is created on the meta device and takes the given tensors as they are;
+    with tied embeddings ``lm_head.weight`` may be absent. A missing or unexpected tensor
+    raises :class:`CheckpointError` naming ``source``.
+    """
+    from growlm.errors import CheckpointError
+
+    with torch.device("meta"):
+        model = model_class_for(config)(config)
+    state = dict(state)
+    if config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    result = model.load_state_dict(state, strict=False, assign=True)
+    missing = [k for k in result.missing_keys if not (config.tie_word_embeddings and k == "lm_head.weight")]
+    if missing or result.unexpected_keys:
+        raise CheckpointError(f"{source} does not match a {config.architecture} model of its config: missing "
+                              f"{missing[:5]}, unexpected {result.unexpected_keys[:5]}")
+    model.tie_weights()
+    return model.eval()
+
+
 __all__ = [
     "ARCHITECTURES",
     "GrowLMConfig",
@@ -47,5 +71,6 @@ __all__ = [
     "Qwen3ForCausalLM",
     "architecture_classes",
     "model_class_for",
+    "model_from_state",
     "register_with_transformers",
 ]

@@ -34,7 +34,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig
 
 from growlm.errors import CheckpointError
-from growlm.models import GrowLMConfig, GrowLMForCausalLM, model_class_for
+from growlm.models import GrowLMConfig, GrowLMForCausalLM, model_from_state
 
 CHECKPOINTS = "checkpoints"
 MANIFEST = "manifest.json"
@@ -190,17 +190,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
         state = load_file(weights, device=str(device))
     except (SafetensorError, OSError, RuntimeError) as exc:
         raise CheckpointError(f"{weights} is corrupt or truncated: {exc}") from exc
-    with torch.device("meta"):  # no init work: every tensor comes from the file
-        model = model_class_for(config)(config)
-    if config.tie_word_embeddings:
-        state.pop("lm_head.weight", None)
-    result = model.load_state_dict(state, strict=False, assign=True)
-    missing = [k for k in result.missing_keys if not (config.tie_word_embeddings and k == "lm_head.weight")]
-    if missing or result.unexpected_keys:
-        raise CheckpointError(f"{weights} does not match its config.json: missing {missing[:5]}, "
-                              f"unexpected {result.unexpected_keys[:5]}")
-    model.tie_weights()
-    return model.eval()
+    return model_from_state(config, state, str(weights))
 
 
 def load_trainer_state(folder: Path) -> dict[str, Any]:
