@@ -49,6 +49,7 @@ def test_round_trip_keeps_logits(tmp_path, tie):
     ("change", "message"),
     [({"model_type": "mistral"}, "cannot convert model_type 'mistral'"),
      ({"attention_bias": True}, "attention_bias"),
+     ({"pretraining_tp": 2}, "pretraining_tp=2"),
      ({"use_sliding_window": True}, "sliding-window"),
      ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
      ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e6, "factor": 4.0}}, "RoPE type 'yarn'")],
@@ -58,3 +59,56 @@ def test_unsupported_features_are_refused(change, message):
                          num_attention_heads=2, head_dim=16).to_dict()
     with pytest.raises(ConfigError, match=message):
         config_from_hf({**base, **change})
+
+
+def _llama(tmp_path, tie=False, kv_heads=2):
+    from transformers import LlamaConfig as HFLlamaConfig
+    from transformers import LlamaForCausalLM as HFLlama
+
+    torch.manual_seed(1)
+    reference = HFLlama(HFLlamaConfig(vocab_size=300, hidden_size=48, intermediate_size=72, num_hidden_layers=3,
+                                      num_attention_heads=4, num_key_value_heads=kv_heads, head_dim=16,
+                                      tie_word_embeddings=tie, rms_norm_eps=1e-5,
+                                      rope_parameters={"rope_type": "default", "rope_theta": 500000.0}))
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    reference.save_pretrained(tmp_path / "hf")
+    return reference.eval()
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_llama_round_trip_keeps_logits(tmp_path, tie):
+    reference = _llama(tmp_path, tie)
+    assert growlm("convert", tmp_path / "hf", "--out", tmp_path / "g").returncode == 0
+    ours = load_model(tmp_path / "g")
+    assert ours.config.architecture == "llama" and ours.config.rope_theta == 500000.0
+    ids = torch.randint(0, 300, (2, 25))
+    with torch.no_grad():
+        a = reference(ids).logits
+        assert (a - ours(ids).logits).abs().max() / a.abs().max() <= 1e-4
+    assert growlm("convert", tmp_path / "g", "--out", tmp_path / "back", "--to-hf").returncode == 0
+    back = AutoModelForCausalLM.from_pretrained(tmp_path / "back").eval()
+    assert type(back).__name__ == "LlamaForCausalLM"
+    with torch.no_grad():
+        assert (back(ids).logits - a).abs().max() / a.abs().max() <= 1e-4
+
+
+def test_converted_llama_grown_in_depth_and_width_keeps_logits(tmp_path):
+    reference = _llama(tmp_path, tie=False)
+    assert growlm("convert", tmp_path / "hf", "--out", tmp_path / "g").returncode == 0
+    result = growlm("grow", tmp_path / "g", "--out", tmp_path / "grown", "--set", "num_hidden_layers=5",
+                    "--set", "hidden_size=64", "--set", "intermediate_size=96", "--set", "num_attention_heads=8",
+                    "--layers-at", "interleave")
+    assert result.returncode == 0, result.stderr
+    grown = AutoModelForCausalLM.from_pretrained(tmp_path / "grown").eval()
+    assert (grown.config.num_hidden_layers, grown.config.hidden_size) == (5, 64)
+    ids = torch.randint(0, 300, (2, 25))
+    with torch.no_grad():
+        a = reference(ids).logits
+        assert (a - grown(ids).logits).abs().max() / a.abs().max() <= 1e-4
+    # and back to transformers' own Llama, still the same function
+    assert growlm("convert", tmp_path / "grown", "--out", tmp_path / "grown-hf", "--to-hf").returncode == 0
+    back = AutoModelForCausalLM.from_pretrained(tmp_path / "grown-hf").eval()
+    with torch.no_grad():
+        assert (back(ids).logits - a).abs().max() / a.abs().max() <= 1e-4

@@ -1,9 +1,10 @@
-"""``growlm convert``: transformers checkpoints to growlm and back.
+"""``growlm convert``: transformers Qwen3 and Llama checkpoints to growlm and back.
 
-growlm's Qwen3 uses transformers' parameter names, so conversion maps config fields
-and copies tensors unchanged. Features that growlm's Qwen3 does not implement
-(attention biases, sliding-window layers, scaled RoPE, activations other than SiLU)
-are refused with a message rather than converted into a different model.
+growlm's Qwen3 and Llama use transformers' parameter names, so conversion maps config
+fields and copies tensors unchanged. Features growlm does not implement (attention or
+MLP biases, sliding-window layers, scaled RoPE, activations other than SiLU, Llama's
+``pretraining_tp > 1``) are refused with a message rather than converted into a
+different model.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja")
 
 # transformers model_type -> growlm architecture
-HF_TO_GROWLM = {"qwen3": "qwen3"}
+HF_TO_GROWLM = {"qwen3": "qwen3", "llama": "llama"}
 GROWLM_TO_HF = {v: k for k, v in HF_TO_GROWLM.items()}
 
 _SHARED_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -45,10 +46,13 @@ def config_from_hf(hf: dict[str, Any]) -> GrowLMConfig:
     model_type = hf.get("model_type")
     if model_type not in HF_TO_GROWLM:
         raise ConfigError(f"cannot convert model_type '{model_type}'; supported: {', '.join(HF_TO_GROWLM)}")
-    if hf.get("attention_bias"):
-        raise ConfigError("attention_bias=true is not supported by growlm's Qwen3")
+    for flag in ("attention_bias", "mlp_bias"):
+        if hf.get(flag):
+            raise ConfigError(f"{flag}=true is not supported by growlm's {model_type}")
     if hf.get("use_sliding_window"):
-        raise ConfigError("sliding-window attention is not supported by growlm's Qwen3")
+        raise ConfigError("sliding-window attention is not supported by growlm")
+    if hf.get("pretraining_tp", 1) != 1:
+        raise ConfigError(f"pretraining_tp={hf['pretraining_tp']} is not supported (only 1)")
     if hf.get("hidden_act", "silu") != "silu":
         raise ConfigError(f"hidden_act '{hf['hidden_act']}' is not supported (growlm uses SiLU/SwiGLU)")
     eos = hf.get("eos_token_id")

@@ -40,6 +40,8 @@ def _bad_inputs(tmp: Path, small_model: Path):
         (["grow", small_model, "--out", tmp / "g1", "--set", "nexus_m=100"], "would shrink nexus_m from 160"),
         (["grow", small_model, "--out", tmp / "g2", "--set", "depth=3"], "unknown nexus field 'depth'"),
         (["grow", small_model, "--out", tmp / "g3", "--set", "nexus_m=170", "--init", "ones"], "unknown --init"),
+        (["grow", small_model, "--out", tmp / "g6", "--set", "num_hidden_layers=6", "--layers-at", "0"],
+         "layers_at lists 1 position(s) but num_hidden_layers grows by 2"),
         (["grow", tmp / "missing", "--out", tmp / "g4", "--set", "nexus_m=170"], "does not exist"),
         (["grow", tmp / "corrupt", "--out", tmp / "g5", "--set", "nexus_m=170"], "model.safetensors is corrupt"),
         (["eval", tmp / "corrupt", "--data", tmp], "model.safetensors is corrupt"),

@@ -10,7 +10,7 @@ GOOD = {"model": "nexus-tiny", "data": "."}
 
 @pytest.mark.parametrize(
     ("values", "message"),
-    [({"lr_max": 1.0}, "unknown training config key 'lr_max'; valid: .*beta1.*lr.*"),
+    [({"lr_max": 1.0}, "unknown training config key 'lr_max'.*; valid: .*beta1.*lr.*"),
      ({"max_step": 5}, "did you mean 'max_steps'"),
      ({"max_steps": "many"}, "max_steps must be a int"),
      ({"max_steps": 0}, "max_steps must be positive"),

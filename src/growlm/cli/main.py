@@ -49,14 +49,16 @@ def cmd_models(args: argparse.Namespace) -> None:
         _print_json(rows)
         return
     table = Table(title="growlm presets (FLOPs per token at the context length shown)")
-    for col in ("preset", "layers", "D", "FFN", "heads", "M / A", "params", "non-emb", "ctx",
-                "train GFLOP/tok"):
+    for col in ("preset", "layers", "D", "FFN", "heads", "M / A or qkv/proj/ffn slots", "params", "non-emb",
+                "ctx", "train GFLOP/tok"):
         table.add_column(col, justify="left" if col == "preset" else "right")
     for r in rows:
-        ma = f"{r['nexus_m']} / {r['nexus_a']}" if r["architecture"] == "nexus" else "-"
+        ma = {"nexus": f"{r.get('nexus_m')} / {r.get('nexus_a')}",
+              "tokenformer": f"{r.get('qkv_slots')}/{r.get('proj_slots')}/{r.get('ffn_slots')}"}.get(r["architecture"], "-")
+        ffn = "-" if r["architecture"] == "tokenformer" else str(r["intermediate_size"])
         heads = f"{r['num_attention_heads']}x{r['head_dim']}" + (
             f" kv{r['num_key_value_heads']}" if r["num_key_value_heads"] != r["num_attention_heads"] else "")
-        table.add_row(r["preset"], str(r["num_hidden_layers"]), str(r["hidden_size"]), str(r["intermediate_size"]),
+        table.add_row(r["preset"], str(r["num_hidden_layers"]), str(r["hidden_size"]), ffn,
                       heads, ma, f"{r['total_params'] / 1e6:,.2f}M", f"{r['non_embedding_params'] / 1e6:,.2f}M",
                       str(r["seq_len"]), f"{r['train_flops_per_token'] / 1e9:.3f}")
     Console(width=None if sys.stdout.isatty() else 160).print(table)
@@ -113,39 +115,92 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
 
 # -- train / grow / eval / generate -------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> None:
+    import yaml
+
     from growlm.overrides import parse_assignments
     from growlm.training.config import load_train_config
+    from growlm.training.plan import PLAN_FILE, is_plan, ledger_lines, load_plan, resume_plan, run_plan
     from growlm.training.trainer import resume_run, start_run
 
     overrides = parse_assignments(args.set)
     if args.resume:
         if args.config:
             raise GrowlmError("pass either CONFIG or --resume RUN_DIR, not both")
+        if (Path(args.resume) / PLAN_FILE).exists():
+            print("\n".join(ledger_lines(resume_plan(args.resume, overrides))))
+            return
         summary = resume_run(args.resume, overrides)
     else:
         if not args.config:
-            raise GrowlmError("pass a CONFIG.yaml (or --resume RUN_DIR)")
+            raise GrowlmError("pass a CONFIG.yaml or PLAN.yaml (or --resume RUN_DIR)")
+        path = Path(args.config)
+        try:
+            values = yaml.safe_load(path.read_text()) if path.exists() else None
+        except yaml.YAMLError:
+            values = None  # load_train_config reports it
+        if is_plan(values):
+            print("\n".join(ledger_lines(run_plan(load_plan(path, overrides)))))
+            return
         summary = start_run(load_train_config(args.config, overrides))
     _print_json(summary)
+
+
+def cmd_plan_show(args: argparse.Namespace) -> None:
+    from growlm.overrides import parse_assignments
+    from growlm.training.plan import load_plan, plan_shapes
+
+    plan = load_plan(args.plan, parse_assignments(args.set))
+    rows = plan_shapes(plan)
+    if args.json:
+        _print_json(rows)
+        return
+    print(f"plan {args.plan}: {len(rows)} stage(s), out_dir {plan.out_dir}")
+    total = 0
+    for r in rows:
+        changes = ", ".join(f"{k} {o}->{n}" for k, (o, n) in r["changes"].items()) or "from " + (
+            r["architecture"] + " preset/init")
+        total += r["train_flops_upper_bound"]
+        print(f"  {r['stage']:<16} {r['architecture']:<11} {r['parameters'] / 1e6:9.2f}M params  "
+              f"{r['train_flops_per_token'] / 1e9:7.3f} GFLOP/token  {r['tokens']:>15,} tokens  "
+              f"{r['train_flops_upper_bound']:.3e} FLOPs  [{changes}{'; init ' + r['init'] if r['init'] else ''}]")
+    print(f"  total training FLOPs (everything trainable): {total:.3e}")
+
+
+def cmd_plan_report(args: argparse.Namespace) -> None:
+    from growlm.training.plan import LEDGER_FILE, ledger_lines, plot_plan
+
+    out = Path(args.run)
+    if not (out / LEDGER_FILE).exists():
+        raise GrowlmError(f"{out} holds no {LEDGER_FILE}: not a plan run, or no stage has finished yet")
+    picture = plot_plan(out)
+    print("\n".join(ledger_lines(json.loads((out / LEDGER_FILE).read_text()))))
+    if picture:
+        print(f"wrote {picture}")
 
 
 def cmd_grow(args: argparse.Namespace) -> None:
     from growlm.growth import grow_checkpoint, parse_init
     from growlm.overrides import parse_assignments
 
+    options = {"layers_at": args.layers_at} if args.layers_at else {}
     report = grow_checkpoint(args.checkpoint, args.out, parse_assignments(args.set), parse_init(args.init),
-                             seed=args.seed, verify=not args.no_verify, say=_warn)
+                             seed=args.seed, verify=not args.no_verify, say=_warn, options=options)
     changes = ", ".join(f"{k} {v['old']} -> {v['new']}" for k, v in report["changes"].items())
     print(f"grew {report['architecture']} ({changes}) with --init {report['init']}: "
           f"{report['parameters']['old']:,} -> {report['parameters']['new']:,} parameters")
     print(f"optimizer state: {report['optimizer_state']}")
     v = report["verification"]
+    if v is not None and report["init"] == "zero":
+        stuck = sum(1 for b in v["gradients"]["blocks"] if b["first_step_with_gradient"] is None)
+        if stuck:
+            _warn(f"warning: {stuck} of {len(v['gradients']['blocks'])} new blocks received no gradient in two steps "
+                  "and will never train")
     if v is not None:
         grads = v["gradients"]
         print(f"verification: max |Δlogit| {v['logits']['max_abs_diff']:.3g} "
               f"(relative {v['logits']['max_rel_diff']:.3g}); {len(grads['blocks'])} new blocks, "
               f"all received gradient within {grads['steps']} steps: {grads['every_block_got_gradient']}, "
-              f"all still zero: {grads['every_block_still_zero']}; expectation ({v['expectation']}) "
+              f"none moved: {grads['no_block_moved']}; expectation ({v['expectation']}) "
               f"{'met' if v['passed'] else 'NOT MET'}")
     print(f"wrote {args.out} (details in {Path(args.out) / 'growth.json'})")
     if v is not None and not v["passed"]:
@@ -249,17 +304,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_data_prepare)
 
-    p = sub.add_parser("train", help="train from a config, or --resume a run")
+    p = sub.add_parser("train", help="train from a config or a growth plan, or --resume a run")
     p.add_argument("config", nargs="?")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest good checkpoint")
     p.set_defaults(func=cmd_train)
 
+    plan = sub.add_parser("plan", help="growth plans").add_subparsers(dest="plan_command", required=True,
+                                                                       metavar="SUBCOMMAND")
+    p = plan.add_parser("show", help="validate a plan and print every stage's shape, parameters and FLOPs")
+    p.add_argument("plan")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key in every stage")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plan_show)
+    p = plan.add_parser("report", help="loss across stages (PNG) and the FLOPs ledger of a plan run")
+    p.add_argument("run")
+    p.set_defaults(func=cmd_plan_report)
+
     p = sub.add_parser("grow", help="grow a checkpoint without changing what it computes")
     p.add_argument("checkpoint", help="a model/checkpoint folder or a run folder (its newest checkpoint)")
     p.add_argument("--out", required=True)
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help=set_help)
-    p.add_argument("--init", default="preserve", help="preserve (default) | zero | noise:FRACTION")
+    p.add_argument("--init", default="preserve", help="preserve (default) | zero | noise:FRACTION | random")
+    p.add_argument("--layers-at", help="where new blocks go when num_hidden_layers grows: end (default), start, "
+                                       "interleave, or positions in the grown model such as 0,4,8")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-verify", action="store_true", help="skip the logits and gradient checks")
     p.set_defaults(func=cmd_grow)

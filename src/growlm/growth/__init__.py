@@ -5,14 +5,14 @@
 over, verifies the result and writes ``growth.json``.
 """
 
-from growlm.growth.base import InitScheme, NewBlock, ParamMove, parse_init
+from growlm.growth.base import InitScheme, NewBlock, Placement, parse_init
 from growlm.growth.grow import GrowthResult, grow_checkpoint, grow_model, growable_fields
 
 __all__ = [
     "GrowthResult",
     "InitScheme",
     "NewBlock",
-    "ParamMove",
+    "Placement",
     "grow_checkpoint",
     "grow_model",
     "growable_fields",

@@ -1,13 +1,15 @@
-"""What every growth operator shares: init schemes, new-block records, tensor embedding.
+"""What every growth operator shares: init schemes, placements, new-block records.
 
 A growth operator turns the state dict of a model into the state dict of a larger
-model of the same architecture. It reports
+model of the same architecture. Besides the tensors it reports
 
-* for every parameter of the grown model, where the old tensor sits inside it
-  (:class:`ParamMove`: old name and the region of the new tensor the old values
-  occupy) -- used to carry optimizer moments over and to audit the growth;
-* every block of new entries (:class:`NewBlock`), with how it was initialised --
-  used by the verification, which checks that each one receives gradient.
+* for every grown tensor that is not simply "the old tensor of the same name in the
+  leading corner", a :class:`Placement`: which old tensor it extends, at which
+  positions along each axis the old entries now sit, and by which factor they were
+  scaled. Placements compose across operators; they carry the optimizer moments over
+  and let ``growth.json`` say exactly where every old value went;
+* every block of new entries (:class:`NewBlock`) with how it was initialised, so the
+  verification can check that each one receives gradient.
 
 Init schemes (``--init``):
 
@@ -20,35 +22,39 @@ Init schemes (``--init``):
 * ``noise:F``: the paper's ablation (Table 4), the zero scheme plus Gaussian noise of
   standard deviation F times the standard deviation of the pretrained matrix in every
   new block. Not lossless by design; the verification reports the deviation.
+* ``random``: every new block random at the pretrained scale, as naive growth (and
+  TokenFormer's released code, whose Pattention scale then follows n) does. Not
+  lossless; offered for comparison.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from growlm.errors import GrowthError
 
-Region = tuple[slice, ...]
+Index = tuple[torch.Tensor, ...]  # per axis: the positions (LongTensor) an index set covers
 
 
 @dataclass(frozen=True)
 class InitScheme:
-    kind: str  # "preserve" | "zero" | "noise"
+    kind: str  # "preserve" | "zero" | "noise" | "random"
     noise: float = 0.0
 
     @property
     def lossless(self) -> bool:
-        return self.kind != "noise"
+        return self.kind in ("preserve", "zero")
 
     def __str__(self) -> str:
         return f"noise:{self.noise:g}" if self.kind == "noise" else self.kind
 
 
 def parse_init(text: str) -> InitScheme:
-    if text in ("preserve", "zero"):
+    if text in ("preserve", "zero", "random"):
         return InitScheme(text)
     kind, _, value = text.partition(":")
     if kind == "noise":
@@ -59,42 +65,88 @@ def parse_init(text: str) -> InitScheme:
         if fraction <= 0:
             raise GrowthError(f"--init noise:F needs a positive fraction F (e.g. noise:0.1), got {text!r}")
         return InitScheme("noise", fraction)
-    raise GrowthError(f"unknown --init {text!r}; valid: preserve, zero, noise:FRACTION")
+    raise GrowthError(f"unknown --init {text!r}; valid: preserve, zero, noise:FRACTION, random")
+
+
+def arange(n: int, start: int = 0) -> torch.Tensor:
+    return torch.arange(start, start + n, dtype=torch.long)
+
+
+def leading(shape: Sequence[int]) -> Index:
+    """The index set of a tensor of ``shape`` sitting in the leading corner."""
+    return tuple(arange(n) for n in shape)
+
+
+def ranges(positions: torch.Tensor) -> list[list[int]]:
+    """``[[start, stop], ...]`` runs of consecutive positions, for readable JSON."""
+    out: list[list[int]] = []
+    for p in positions.tolist():
+        if out and out[-1][1] == p:
+            out[-1][1] = p + 1
+        else:
+            out.append([p, p + 1])
+    return out
+
+
+def _grid(index: Index) -> tuple[torch.Tensor, ...]:
+    return torch.meshgrid(*index, indexing="ij") if len(index) > 1 else index
+
+
+def take(tensor: torch.Tensor, index: Index) -> torch.Tensor:
+    return tensor[_grid(index)]
+
+
+def put(tensor: torch.Tensor, index: Index, values: torch.Tensor | float) -> None:
+    tensor[_grid(index)] = values
+
+
+@dataclass(frozen=True)
+class Placement:
+    """``grown[index] == scale * source`` for the grown tensor this placement belongs to."""
+
+    source: str | None  # None: a tensor with no predecessor
+    index: Index = ()
+    scale: float = 1.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "positions": [ranges(i) for i in self.index], "scale": self.scale}
+
+
+def place(old: torch.Tensor, new_shape: Sequence[int], positions: Sequence[torch.Tensor | None] = (),
+          scale: float = 1.0) -> tuple[torch.Tensor, Index]:
+    """A zero tensor of ``new_shape`` holding ``scale * old`` at ``positions`` (leading where None)."""
+    positions = list(positions) + [None] * (old.dim() - len(positions))
+    index = tuple(arange(n) if p is None else p for n, p in zip(old.shape, positions, strict=True))
+    out = torch.zeros(tuple(new_shape), dtype=old.dtype, device=old.device)
+    put(out, index, old * scale if scale != 1.0 else old)
+    return out, index
+
+
+def complement(positions: torch.Tensor, size: int) -> torch.Tensor:
+    """The positions of ``range(size)`` not in ``positions``."""
+    mask = torch.ones(size, dtype=torch.bool)
+    mask[positions] = False
+    return mask.nonzero().flatten()
 
 
 @dataclass(frozen=True)
 class NewBlock:
     param: str  # parameter name in the grown model
     label: str  # what the block is, e.g. "W_A new rows x old columns"
-    region: Region  # its entries in the grown tensor
-    init: str  # "random" or "zero" (before any noise)
+    index: Index  # its entries in the grown tensor
+    init: str  # "random" or "zero" under the preserve scheme
 
     def as_dict(self) -> dict[str, Any]:
         return {"param": self.param, "label": self.label, "init": self.init,
-                "region": [[s.start, s.stop] for s in self.region]}
+                "region": [ranges(i) for i in self.index]}
 
 
-@dataclass(frozen=True)
-class ParamMove:
-    new_name: str
-    old_name: str | None  # None: a tensor with no predecessor
-    region: Region  # where the old values sit in the new tensor
+@dataclass
+class GrowthStep:
+    """An operator's output: the new state and the placements that are not the default."""
 
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["region"] = [[s.start, s.stop] for s in self.region]
-        return d
-
-
-def top_left(shape: torch.Size | tuple[int, ...]) -> Region:
-    return tuple(slice(0, n) for n in shape)
-
-
-def embed(old: torch.Tensor, new_shape: tuple[int, ...]) -> torch.Tensor:
-    """A zero tensor of ``new_shape`` with ``old`` in its leading corner."""
-    out = torch.zeros(new_shape, dtype=old.dtype, device=old.device)
-    out[top_left(old.shape)] = old
-    return out
+    state: dict[str, torch.Tensor]
+    placements: dict[str, Placement] = field(default_factory=dict)
 
 
 class BlockFiller:
@@ -105,28 +157,73 @@ class BlockFiller:
         self.generator = generator
         self.blocks: list[NewBlock] = []
 
-    def _normal(self, shape: tuple[int, ...], std: float, like: torch.Tensor) -> torch.Tensor:
-        sample = torch.randn(shape, generator=self.generator, dtype=torch.float32)
+    def normal(self, shape: Sequence[int], std: float, like: torch.Tensor) -> torch.Tensor:
+        sample = torch.randn(tuple(shape), generator=self.generator, dtype=torch.float32)
         return (sample * std).to(dtype=like.dtype, device=like.device)
 
-    def fill(self, tensor: torch.Tensor, param: str, label: str, region: Region, role: str, scale: float) -> None:
-        """Initialise ``tensor[region]``; ``role`` is what *preserve* needs there ("random" or "zero").
+    def fill(self, tensor: torch.Tensor, param: str, label: str, index: Index | tuple[slice, ...], role: str,
+             scale: float) -> None:
+        """Initialise ``tensor[index]``; ``role`` is what *preserve* needs there ("random" or "zero").
 
-        ``scale`` is the standard deviation of the pretrained matrix the block extends.
+        ``scale`` is the standard deviation of the pretrained tensor the block extends.
         """
-        shape = tuple(s.stop - s.start for s in region)
+        if index and isinstance(index[0], slice):
+            index = tuple(arange(s.stop - s.start, s.start) for s in index)
+        shape = tuple(len(i) for i in index)
         if 0 in shape:
             return
-        if self.scheme.kind == "preserve" and role == "random":
-            tensor[region] = self._normal(shape, scale, tensor)
+        kind = self.scheme.kind
+        if kind == "random" or (kind == "preserve" and role == "random"):
+            put(tensor, index, self.normal(shape, scale, tensor))
         else:
-            tensor[region] = 0
-        if self.scheme.kind == "noise":
-            tensor[region] += self._normal(shape, self.scheme.noise * scale, tensor)
-        self.blocks.append(NewBlock(param, label, region, role))
+            put(tensor, index, 0.0)
+        if kind == "noise":
+            put(tensor, index, take(tensor, index) + self.normal(shape, self.scheme.noise * scale, tensor))
+        self.blocks.append(NewBlock(param, label, index, role))
+
+    def fill_gain(self, tensor: torch.Tensor, param: str, label: str, index: Index,
+                  value: float | torch.Tensor) -> None:
+        """New entries of a norm gain: a fixed value under every scheme (zero would cut gradient flow)."""
+        if len(index[0]):
+            put(tensor, index, value)
+            self.blocks.append(NewBlock(param, label, index, "fixed"))
 
 
 def matrix_std(weight: torch.Tensor) -> float:
-    """Scale for new entries of a matrix: its own standard deviation (0.02 if degenerate)."""
+    """Scale for new entries of a tensor: its own standard deviation (0.02 if degenerate)."""
     std = float(weight.float().std()) if weight.numel() > 1 else 0.0
     return std if std > 0 else 0.02
+
+
+def embed(old: torch.Tensor, new_shape: Sequence[int]) -> torch.Tensor:
+    """A zero tensor of ``new_shape`` with ``old`` in its leading corner."""
+    return place(old, new_shape)[0]
+
+
+def grow_axis(
+    state: dict[str, torch.Tensor],
+    name: str,
+    axis: int,
+    new_size: int,
+    filler: BlockFiller,
+    label: str,
+    role: str,
+    positions: torch.Tensor | None = None,
+    scale: float = 1.0,
+    std: float | None = None,
+) -> Placement:
+    """Grow one axis of ``state[name]`` to ``new_size``; the new slab is filled as ``role``.
+
+    Old entries go to ``positions`` along ``axis`` (the leading ones by default),
+    multiplied by ``scale``; every other axis keeps its size.
+    """
+    old = state[name]
+    shape = list(old.shape)
+    shape[axis] = new_size
+    lead = [None] * old.dim()
+    lead[axis] = positions
+    grown, index = place(old, shape, lead, scale)
+    slab = tuple(complement(index[d], new_size) if d == axis else arange(n) for d, n in enumerate(shape))
+    filler.fill(grown, name, label, slab, role, std if std is not None else matrix_std(old))
+    state[name] = grown
+    return Placement(name, index, scale)

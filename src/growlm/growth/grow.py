@@ -19,14 +19,19 @@ from typing import Any
 import torch
 
 from growlm.errors import ConfigError, GrowthError, unknown_key_message
-from growlm.growth.base import BlockFiller, InitScheme, NewBlock, ParamMove, top_left
+from growlm.growth.attention_heads import grow_attention_heads
+from growlm.growth.base import BlockFiller, GrowthStep, InitScheme, NewBlock, Placement, leading, put
+from growlm.growth.depth import grow_depth
+from growlm.growth.ffn_width import grow_ffn_width
+from growlm.growth.hidden_size import grow_hidden_size
 from growlm.growth.nexus_rank import grow_nexus_rank
+from growlm.growth.tokenformer_slots import grow_tokenformer_slots
 from growlm.growth.verify import compare_logits, gradient_reach, random_batch
 from growlm.models import GrowLMConfig, GrowLMForCausalLM, model_from_state
 from growlm.models.accounting import model_cost
 from growlm.overrides import coerce
 
-GrowFn = Callable[[dict[str, torch.Tensor], GrowLMConfig, GrowLMConfig, BlockFiller], dict[str, torch.Tensor]]
+GrowFn = Callable[[dict[str, torch.Tensor], GrowLMConfig, GrowLMConfig, BlockFiller, dict], GrowthStep]
 
 
 @dataclass(frozen=True)
@@ -34,17 +39,31 @@ class Operator:
     name: str
     fields: tuple[str, ...]
     apply: GrowFn
+    options: tuple[str, ...] = ()
 
 
-# architecture -> operators, in the order they are applied
+NEXUS_RANK = Operator("nexus_rank", ("nexus_m", "nexus_a"), grow_nexus_rank)
+TOKENFORMER_SLOTS = Operator("tokenformer_slots", ("qkv_slots", "proj_slots", "ffn_slots"), grow_tokenformer_slots)
+FFN_WIDTH = Operator("ffn_width", ("intermediate_size",), grow_ffn_width)
+HEADS = Operator("attention_heads", ("num_attention_heads", "num_key_value_heads"), grow_attention_heads)
+HIDDEN = Operator("hidden_size", ("hidden_size",), grow_hidden_size)
+DEPTH = Operator("depth", ("num_hidden_layers",), grow_depth, ("layers_at",))
+
+# architecture -> operators, in the order they are applied (depth last: new blocks get the final shapes)
 OPERATORS: dict[str, list[Operator]] = {
-    "nexus": [Operator("nexus_rank", ("nexus_m", "nexus_a"), grow_nexus_rank)],
-    "qwen3": [],
+    "nexus": [NEXUS_RANK, FFN_WIDTH, HEADS, HIDDEN, DEPTH],
+    "qwen3": [FFN_WIDTH, HEADS, HIDDEN, DEPTH],
+    "llama": [FFN_WIDTH, HEADS, HIDDEN, DEPTH],
+    "tokenformer": [TOKENFORMER_SLOTS, HEADS, HIDDEN, DEPTH],
 }
 
 
 def growable_fields(architecture: str) -> list[str]:
     return [f for op in OPERATORS.get(architecture, []) for f in op.fields]
+
+
+def growth_options(architecture: str) -> list[str]:
+    return [o for op in OPERATORS.get(architecture, []) for o in op.options]
 
 
 @dataclass
@@ -54,9 +73,10 @@ class GrowthResult:
     new_config: GrowLMConfig
     changes: dict[str, tuple[Any, Any]]
     operators: list[str]
-    moves: list[ParamMove]
+    placements: dict[str, Placement]  # every parameter of the grown model -> where its old values are
     blocks: list[NewBlock]
     init: InitScheme
+    options: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -86,74 +106,122 @@ def check_request(config: GrowLMConfig, request: dict[str, Any]) -> dict[str, tu
             changes[name] = (old, value)
     if not changes:
         raise GrowthError("nothing to grow: every requested value equals the current one")
+    if "num_attention_heads" in changes or "num_key_value_heads" in changes:
+        heads = changes.get("num_attention_heads", (0, config.num_attention_heads))[1]
+        kv = changes.get("num_key_value_heads", (0, config.num_key_value_heads))[1]
+        if heads % kv:
+            raise GrowthError(f"num_key_value_heads={kv} does not divide num_attention_heads={heads}")
     return changes
 
 
+def _compose(
+    cumulative: dict[str, Placement], before: dict[str, torch.Tensor], step: GrowthStep, blocks: list[NewBlock]
+) -> tuple[dict[str, Placement], list[NewBlock]]:
+    """Chain one operator's placements onto the placements so far, and move earlier blocks along."""
+    local: dict[str, Placement] = {}
+    for name in step.state:
+        if name in step.placements:
+            local[name] = step.placements[name]
+        elif name in before:
+            local[name] = Placement(name, leading(before[name].shape))
+        else:
+            local[name] = Placement(None)
+    successor = {p.source: name for name, p in local.items() if p.source is not None}
+    chained = {}
+    for name, p in local.items():
+        prev = cumulative.get(p.source) if p.source is not None else None
+        if prev is None or prev.source is None:
+            chained[name] = Placement(None)
+        else:
+            index = tuple(p.index[d][prev.index[d]] for d in range(len(p.index)))
+            chained[name] = Placement(prev.source, index, prev.scale * p.scale)
+    moved = []
+    for block in blocks:
+        if block.param in successor:
+            p = local[successor[block.param]]
+            index = tuple(p.index[d][block.index[d]] for d in range(len(block.index)))
+            moved.append(NewBlock(successor[block.param], block.label, index, block.init))
+    return chained, moved
+
+
 def grow_model(
-    model: GrowLMForCausalLM, request: dict[str, Any], init: InitScheme, seed: int = 0
+    model: GrowLMForCausalLM, request: dict[str, Any], init: InitScheme, seed: int = 0,
+    options: dict[str, Any] | None = None,
 ) -> GrowthResult:
     """A new, larger model computing the same function as ``model`` (for lossless schemes)."""
     old_config = model.config
+    options = dict(options or {})
+    valid_options = growth_options(old_config.architecture)
+    for key in options:
+        if key not in valid_options:
+            raise GrowthError(unknown_key_message("growth option", key, valid_options))
     changes = check_request(old_config, request)
-    new_config = copy.deepcopy(old_config)
+    target = copy.deepcopy(old_config)
     for name, (_, value) in changes.items():
-        setattr(new_config, name, value)
+        setattr(target, name, value)
     try:
-        new_config.validate()
+        target.validate()
     except ConfigError as exc:
         raise GrowthError(f"the grown model would be invalid: {exc}") from exc
 
-    old_state = {k: v.detach().float().cpu().clone() for k, v in model.state_dict().items()}
-    state = dict(old_state)
+    state = {k: v.detach().float().cpu().clone() for k, v in model.state_dict().items()}
+    cumulative = {name: Placement(name, leading(t.shape)) for name, t in state.items()}
     filler = BlockFiller(init, torch.Generator().manual_seed(seed))
+    blocks: list[NewBlock] = []
     current = copy.deepcopy(old_config)
     applied = []
     for op in OPERATORS[old_config.architecture]:
         step_fields = {f: changes[f][1] for f in op.fields if f in changes}
         if not step_fields:
             continue
-        target = copy.deepcopy(current)
+        nxt = copy.deepcopy(current)
         for name, value in step_fields.items():
-            setattr(target, name, value)
-        state = op.apply(state, current, target, filler)
-        current = target
+            setattr(nxt, name, value)
+        filler.blocks = []
+        step = op.apply(state, current, nxt, filler, options)
+        cumulative, blocks = _compose(cumulative, state, step, blocks)
+        blocks += filler.blocks
+        state, current = step.state, nxt
         applied.append(op.name)
 
-    grown = model_from_state(new_config, state, "the grown state")
-    moves = [
-        ParamMove(name, name if name in old_state else None,
-                  top_left(old_state[name].shape) if name in old_state else ())
-        for name, _ in grown.named_parameters()
-    ]
+    grown = model_from_state(current, state, "the grown state")
+    placements = {name: cumulative.get(name, Placement(None)) for name, _ in grown.named_parameters()}
     warnings = []
-    if init.kind == "zero":
-        warnings.append("--init zero sets every new block to zero: with GELU(0) = 0 no new block ever receives "
-                        "gradient, so training cannot move the grown model away from the original "
+    if init.kind == "zero" and "nexus_rank" in applied:
+        warnings.append("--init zero sets every new block to zero: with GELU(0) = 0 no new Nexus-Rank block ever "
+                        "receives gradient, so training cannot move the grown model away from the original "
                         "(NOTES.md §1). Use --init preserve for growth that is lossless and trains.")
-    if init.kind == "noise":
+    elif init.kind == "zero":
+        warnings.append("--init zero sets every new block to zero; blocks that only non-zero paths reach still "
+                        "train, the others never do (see the verification). --init preserve trains them all.")
+    if not init.lossless:
         warnings.append(f"--init {init} perturbs the new blocks: the grown model does not compute the same "
-                        "function (the paper's Table 4 ablation); the verification reports the deviation.")
-    return GrowthResult(grown, old_config, new_config, changes, applied, moves, filler.blocks, init, warnings)
+                        "function; the verification reports the deviation.")
+    return GrowthResult(grown, old_config, current, changes, applied, placements, blocks, init, options, warnings)
 
 
 def carry_moments(old_by_name: dict[str, dict[str, Any]], result: GrowthResult) -> dict[str, dict[str, Any]]:
-    """AdamW state for the grown parameters: old moments in place, zeros in new entries, old step count."""
+    """AdamW state for the grown parameters: old moments where the old values went, zeros elsewhere.
+
+    A value moved with factor ``s`` has gradient ``g / s``, so its first moment is divided
+    by ``s`` and its second by ``s^2``; the step count is kept, so bias correction goes on.
+    """
     params = dict(result.model.named_parameters())
     carried = {}
-    for move in result.moves:
-        entry = old_by_name.get(move.old_name) if move.old_name else None
+    for name, placement in result.placements.items():
+        entry = old_by_name.get(placement.source) if placement.source else None
         if entry is None:
             continue
-        shape = params[move.new_name].shape
         new_entry = {}
         for key, value in entry.items():
-            if key == "step" or not torch.is_tensor(value) or value.dim() == 0:
+            if not torch.is_tensor(value) or value.dim() == 0:
                 new_entry[key] = value
-            else:
-                grown = torch.zeros(shape, dtype=value.dtype)
-                grown[move.region] = value.cpu()
-                new_entry[key] = grown
-        carried[move.new_name] = new_entry
+                continue
+            power = 2 if key == "exp_avg_sq" else 1
+            grown = torch.zeros(params[name].shape, dtype=value.dtype)
+            put(grown, placement.index, value.cpu() / placement.scale**power)
+            new_entry[key] = grown
+        carried[name] = new_entry
     return carried
 
 
@@ -162,13 +230,13 @@ def verify_growth(original: GrowLMForCausalLM, result: GrowthResult, seed: int =
     ids = random_batch(config.vocab_size, seed, seq_len=min(32, config.max_position_embeddings))
     logits = compare_logits(original, result.model, ids)
     reach = gradient_reach(result.model, result.blocks, ids)
-    expected = "every block gets gradient" if result.init.kind == "preserve" else (
-        "every block stays zero" if result.init.kind == "zero" else "function changes by design")
-    passed = {
-        "preserve": logits["max_rel_diff"] <= 1e-5 and reach["every_block_got_gradient"],
-        "zero": logits["max_rel_diff"] <= 1e-5 and reach["every_block_still_zero"],
-        "noise": reach["every_block_got_gradient"],
-    }[result.init.kind]
+    lossless = logits["max_rel_diff"] <= 1e-5
+    if result.init.kind == "preserve":
+        expected, passed = "same function; every new block gets gradient", lossless and reach["every_block_got_gradient"]
+    elif result.init.kind == "zero":
+        expected, passed = "same function (new blocks start at zero)", lossless
+    else:
+        expected, passed = "function changes by design; every new block gets gradient", reach["every_block_got_gradient"]
     return {"logits": logits, "gradients": reach, "expectation": expected, "passed": bool(passed),
             "batch_shape": list(ids.shape), "seed": seed}
 
@@ -184,10 +252,11 @@ def growth_report(result: GrowthResult, verification: dict[str, Any] | None, **e
                        "added": new_cost.total_params - old_cost.total_params},
         "train_flops_per_token": {"old": old_cost.train_flops_per_token, "new": new_cost.train_flops_per_token,
                                   "seq_len": new_cost.seq_len},
+        "options": result.options,
         "new_blocks": [b.as_dict() for b in result.blocks],
-        "reshaped_parameters": [m.as_dict() for m in result.moves
-                                if m.old_name is None or m.region != top_left(result.model.get_parameter(
-                                    m.new_name).shape)],
+        "placements": {name: p.as_dict() for name, p in result.placements.items()
+                       if p.source != name or p.scale != 1.0
+                       or [len(i) for i in p.index] != list(result.model.get_parameter(name).shape)},
         "verification": verification,
         "warnings": result.warnings,
         **extra,
@@ -202,6 +271,7 @@ def grow_checkpoint(
     seed: int = 0,
     verify: bool = True,
     say: Callable[[str], None] = print,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Grow the model in ``source`` into ``out``; returns the growth.json content."""
     from growlm.data.tokenizer import load_tokenizer
@@ -213,7 +283,7 @@ def grow_checkpoint(
     if out.exists() and any(out.iterdir()):
         raise GrowthError(f"output folder {out} exists and is not empty")
     model = ckpt.load_model(src, "cpu", say)
-    result = grow_model(model, request, init, seed)
+    result = grow_model(model, request, init, seed, options)
     for warning in result.warnings:
         say(f"warning: {warning}")
     tokenizer = load_tokenizer(src) if (src / "tokenizer_config.json").exists() else None

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import torch
 
-from growlm.growth.base import BlockFiller, embed, matrix_std
+from growlm.growth.base import BlockFiller, GrowthStep, embed, matrix_std
 from growlm.models.nexus import NexusConfig
 
 FIELDS = ("nexus_m", "nexus_a")
@@ -62,8 +62,8 @@ def nexus_projection_prefixes(config: NexusConfig) -> list[str]:
 
 
 def grow_nexus_rank(
-    state: dict[str, torch.Tensor], old: NexusConfig, new: NexusConfig, filler: BlockFiller
-) -> dict[str, torch.Tensor]:
+    state: dict[str, torch.Tensor], old: NexusConfig, new: NexusConfig, filler: BlockFiller, options: dict
+) -> GrowthStep:
     """Grow every Q/K/V Nexus-Rank map from (old.M, old.A) to (new.M, new.A); other tensors pass through."""
     m0, a0, m1, a1 = old.nexus_m, old.nexus_a, new.nexus_m, new.nexus_a
     l2 = old.nexus_norm == "l2"
@@ -90,4 +90,4 @@ def grow_nexus_rank(
         grown = out[name] = embed(wd, (d_out, a1))
         filler.fill(grown, name, "W_D new columns (new A units)", (slice(0, d_out), slice(a0, a1)),
                     "random" if l2 else "zero", sd)
-    return out
+    return GrowthStep(out)

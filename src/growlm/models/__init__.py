@@ -12,13 +12,17 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from growlm.errors import ConfigError, unknown_key_message
 from growlm.models.base import GrowLMConfig, GrowLMForCausalLM
+from growlm.models.llama import LlamaConfig, LlamaForCausalLM
 from growlm.models.nexus import NexusConfig, NexusForCausalLM
 from growlm.models.qwen3 import Qwen3Config, Qwen3ForCausalLM
+from growlm.models.tokenformer import TokenFormerConfig, TokenFormerForCausalLM
 
 # architecture name -> (config class, model class)
 ARCHITECTURES: dict[str, tuple[type[GrowLMConfig], type[GrowLMForCausalLM]]] = {
     "nexus": (NexusConfig, NexusForCausalLM),
     "qwen3": (Qwen3Config, Qwen3ForCausalLM),
+    "llama": (LlamaConfig, LlamaForCausalLM),
+    "tokenformer": (TokenFormerConfig, TokenFormerForCausalLM),
 }
 
 
@@ -65,10 +69,14 @@ __all__ = [
     "ARCHITECTURES",
     "GrowLMConfig",
     "GrowLMForCausalLM",
+    "LlamaConfig",
+    "LlamaForCausalLM",
     "NexusConfig",
     "NexusForCausalLM",
     "Qwen3Config",
     "Qwen3ForCausalLM",
+    "TokenFormerConfig",
+    "TokenFormerForCausalLM",
     "architecture_classes",
     "model_class_for",
     "model_from_state",

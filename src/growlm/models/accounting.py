@@ -22,6 +22,7 @@ are a few percent and omitted):
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 import torch
@@ -70,3 +71,42 @@ def model_cost(config: GrowLMConfig, seq_len: int | None = None) -> ModelCost:
         train_flops_per_token=3 * forward,
         forward_flops_per_token=forward,
     )
+
+
+def training_flops_per_token(model: torch.nn.Module, seq_len: int) -> int:
+    """Training FLOPs per token of a model as it is set up to train (frozen parts, adapters).
+
+    Same convention as :func:`model_cost`, split by what a backward pass computes:
+    the forward pass (``2 N`` for every matmul weight, adapters included, plus attention);
+    input gradients (``2 N`` and the attention backward) for the layers at and above
+    the lowest one holding a trainable parameter, which is where the gradient must
+    flow; weight gradients (``2 N``) for trainable matmul weights only. With every
+    parameter trainable this is exactly ``model_cost(...).train_flops_per_token``.
+    Within the lowest trainable layer every matmul is counted, a small overestimate.
+    """
+    from growlm.training.trainable import base_model, canonical_name
+
+    config = base_model(model).config
+    layers = config.num_hidden_layers
+    pattern = re.compile(r"model\.layers\.(\d+)\.")
+
+    def depth(name: str) -> int:
+        found = pattern.match(name)
+        if found:
+            return int(found.group(1))
+        return -1 if "embed_tokens" in name else layers
+
+    named = [(canonical_name(n), p) for n, p in model.named_parameters()]
+    trainable_depths = [depth(n) for n, p in named if p.requires_grad]
+    lowest = min(trainable_depths) if trainable_depths else None
+    matmuls = [(depth(n), p.numel(), p.requires_grad) for n, p in named if p.dim() == 2 and "embed_tokens" not in n]
+    if config.tie_word_embeddings:
+        embed = base_model(model).get_input_embeddings().weight
+        matmuls.append((layers, embed.numel(), embed.requires_grad))
+    attn = config.num_attention_heads * config.head_dim * seq_len  # per layer
+    forward = 2 * sum(n for _, n, _ in matmuls) + 4 * attn * layers
+    if lowest is None:
+        return forward
+    input_grads = 2 * sum(n for d, n, _ in matmuls if d >= lowest) + 8 * attn * (layers - max(lowest, 0))
+    weight_grads = 2 * sum(n for _, n, trains in matmuls if trains)
+    return forward + input_grads + weight_grads

@@ -108,8 +108,12 @@ def save_checkpoint(
     scheduler: Any,
     state: dict[str, Any],
     keep_last: int = 0,
+    extra: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write a complete, verified checkpoint for ``step`` and prune old ones."""
+    """Write a complete, verified checkpoint for ``step`` and prune old ones.
+
+    ``extra(folder)`` may add files (e.g. LoRA state) before the manifest is written.
+    """
     final = step_dir(run_dir, step)
     tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -118,6 +122,8 @@ def save_checkpoint(
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save(rng_state(), tmp / "rng.pt")
     (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=1))
+    if extra is not None:
+        extra(tmp)
     write_manifest(tmp)
     if final.exists():
         shutil.rmtree(final)

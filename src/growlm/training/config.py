@@ -32,6 +32,9 @@ class TrainConfig:
     init_from: str | None = None  # a saved model or checkpoint folder, or a run folder (its latest checkpoint)
     init_optimizer: bool = True  # with init_from: also take its optimizer moments when it has them
     continue_data: bool = True  # with init_from: start the data stream where that run stopped
+    trainable: list | None = None  # glob patterns: only matching parameters train
+    frozen: list = field(default_factory=list)  # glob patterns: parameters to freeze
+    lora: dict | None = None  # LoRA adapters through peft: {target_modules, r, alpha, dropout}
     # data
     data: Any = None  # a folder written by `growlm data prepare`, or a mapping to prepare one (DATA_SPEC_KEYS)
     seq_len: int = 256
@@ -72,6 +75,10 @@ class TrainConfig:
             raise ConfigError("model_overrides apply to a preset ('model'); a saved model is changed with "
                               "`growlm grow`, not with overrides")
         check_data_spec(self.data)
+        if self.lora is not None:
+            from growlm.training.trainable import check_lora_spec
+
+            check_lora_spec(self.lora)
         for name in ("seq_len", "micro_batch_size", "grad_accum_steps", "max_steps", "log_every",
                      "eval_every", "eval_batches", "checkpoint_every", "max_bad_steps"):
             if getattr(self, name) <= 0:
@@ -100,7 +107,8 @@ class TrainConfig:
         return self.seq_len * self.micro_batch_size * self.grad_accum_steps
 
 
-_OPTIONAL = {"model", "init_from"}
+_OPTIONAL = {"model", "init_from", "trainable", "lora"}
+_TYPES = {"trainable": list, "frozen": list, "lora": dict, "model_overrides": dict}
 
 # Keys of a `data:` mapping: the arguments of `growlm data prepare`, prepared once into `out`.
 DATA_SPEC_KEYS: dict[str, type] = {
@@ -133,22 +141,24 @@ def check_data_spec(data: Any) -> None:
             raise ConfigError(f"data.{key} is required when 'data' is a mapping")
 
 
-def _field_types() -> dict[str, type]:
+def field_types() -> dict[str, type]:
+    """Every training config key with the type its value must have."""
     types: dict[str, type] = {}
     for f in dataclasses.fields(TrainConfig):
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        types[f.name] = str if default is None else type(default)
+        types[f.name] = _TYPES.get(f.name, str if default is None else type(default))
     return types
 
 
 def build_train_config(values: dict[str, Any], overrides: dict[str, Any] | None = None) -> TrainConfig:
     """A validated :class:`TrainConfig` from a mapping plus ``--set`` overrides."""
-    types = _field_types()
+    types = field_types()
     merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
     for key, value in (overrides or {}).items():
         head, dot, rest = key.partition(".")
         if dot:
-            if types.get(head) is not dict and not (head == "data" and isinstance(merged.get(head), dict)):
+            nested = head in ("model_overrides", "lora") or (head == "data" and isinstance(merged.get(head), dict))
+            if not nested:
                 raise ConfigError(unknown_key_message("training config key", key, types))
             merged.setdefault(head, {})
             merged[head] = {**(merged[head] or {}), rest: value}
@@ -160,7 +170,7 @@ def build_train_config(values: dict[str, Any], overrides: dict[str, Any] | None 
             raise ConfigError(unknown_key_message("training config key", key, types))
         if key == "data":
             checked[key] = dict(value) if isinstance(value, dict) else value
-        elif types[key] is dict:
+        elif key == "model_overrides":
             value = value or {}
             if not isinstance(value, dict):
                 raise ConfigError(f"{key} must be a mapping, got {value!r}")

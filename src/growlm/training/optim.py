@@ -16,9 +16,16 @@ from torch import nn
 from growlm.training.config import TrainConfig
 
 
+def named_trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """Trainable parameters under growlm's names (peft wrappers see-through)."""
+    from growlm.training.trainable import canonical_name
+
+    return [(canonical_name(n), p) for n, p in model.named_parameters() if p.requires_grad]
+
+
 def parameter_groups(model: nn.Module) -> tuple[list[str], list[str]]:
     """Names of trainable matrices (weight-decayed) and vectors (norm gains, not decayed)."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    named = named_trainable(model)
     return [n for n, p in named if p.dim() >= 2], [n for n, p in named if p.dim() < 2]
 
 
@@ -33,7 +40,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
 
     Returns the optimizer and the parameter names in the order its state uses.
     """
-    params = dict(model.named_parameters())
+    params = dict(named_trainable(model))
     decay, no_decay = parameter_groups(model)
     groups = [
         {"params": [params[n] for n in decay], "weight_decay": cfg.weight_decay},

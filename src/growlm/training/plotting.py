@@ -27,8 +27,8 @@ def plot_loss_curves(
                     color=curve.get("color"))
     for x, text in markers:
         ax.axvline(x, color="grey", linestyle=":", linewidth=1.2)
-        ax.annotate(text, (x, 1.0), xycoords=("data", "axes fraction"), xytext=(4, -14),
-                    textcoords="offset points", fontsize=9, color="dimgrey")
+        ax.annotate(text, (x, 0.03), xycoords=("data", "axes fraction"), xytext=(3, 0),
+                    textcoords="offset points", fontsize=8, color="dimgrey", rotation=90, va="bottom")
     ax.set_xlabel(x_label)
     ax.set_ylabel("cross-entropy (nats/token)")
     ax.set_title(title)

@@ -29,13 +29,22 @@ from growlm.data.tokenizer import load_tokenizer
 from growlm.errors import CheckpointError, ConfigError, DataError, GrowlmError
 from growlm.evaluation.perplexity import autocast_context, evaluate_loss
 from growlm.models import GrowLMForCausalLM, model_class_for
-from growlm.models.accounting import model_cost
+from growlm.models.accounting import model_cost, training_flops_per_token
 from growlm.models.presets import build_config
 from growlm.system import tune_cpu_allocator
 from growlm.training import checkpoint as ckpt
 from growlm.training.config import TrainConfig, build_train_config
 from growlm.training.optim import build_optimizer, build_scheduler, load_state_by_name, state_by_name
 from growlm.training.plotting import plot_loss_curves, run_curves
+from growlm.training.trainable import (
+    apply_lora,
+    base_model,
+    is_lora,
+    load_lora,
+    merged_model,
+    save_lora,
+    set_trainable,
+)
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -176,7 +185,9 @@ class Trainer:
         cfg = self.cfg
         init_state: dict[str, Any] | None = None
         init_moments: dict[str, Any] | None = None
-        if resume_from is not None:
+        if resume_from is not None and (resume_from / "lora").is_dir():
+            model = load_lora(resume_from / "lora", ckpt.load_config(resume_from), cfg.lora, self.device)
+        elif resume_from is not None:
             model = ckpt.load_model(resume_from, self.device, _say)
         elif cfg.init_from is not None:
             source = ckpt.resolve_model_dir(cfg.init_from, _say)
@@ -189,12 +200,19 @@ class Trainer:
             self.state["init_from"] = str(source)
         else:
             model = _new_model(cfg, self.tokenizer)
-        model.to(self.device)
+        model = model.float().to(self.device)
         vocab = len(self.tokenizer)
         if vocab > model.config.vocab_size:
             raise ConfigError(f"the data's tokenizer has {vocab} tokens but the model's vocab_size is "
                               f"{model.config.vocab_size}; set model_overrides.vocab_size to at least {vocab}")
+        if cfg.lora is not None and not is_lora(model):
+            model = apply_lora(model, cfg.lora)
+        self.trainable_params, self.total_params = set_trainable(model, cfg.trainable, cfg.frozen,
+                                                                 cfg.lora is not None)
+        if self.trainable_params == 0:
+            raise ConfigError("no parameter is trainable: check 'trainable', 'frozen' and 'lora'")
         self.model = model
+        self.base = base_model(model)
         self.optimizer, self.param_names = build_optimizer(model, cfg, self.device)
         self.scheduler = build_scheduler(self.optimizer, cfg)
         if resume_from is not None:
@@ -207,7 +225,8 @@ class Trainer:
             if cfg.continue_data:
                 self.state["data_position"] = int(init_state.get("data_position", 0))
         self.forward = torch.compile(model) if cfg.compile else model
-        self.cost = model_cost(model.config, cfg.seq_len)
+        self.cost = model_cost(self.base.config, cfg.seq_len)
+        self.flops_per_token = training_flops_per_token(model, cfg.seq_len)
 
     def _restore(self, folder: Path) -> None:
         state = ckpt.load_trainer_state(folder)
@@ -261,9 +280,11 @@ class Trainer:
 
     def save(self) -> Path:
         state = {**self.state, "param_names": self.param_names, "seq_len": self.cfg.seq_len,
-                 "data_dir": str(self.data_dir), "config": self.cfg.to_dict()}
-        return ckpt.save_checkpoint(self.out, self.state["step"], self.model, self.tokenizer, self.optimizer,
-                                    self.scheduler, state, self.cfg.keep_last)
+                 "data_dir": str(self.data_dir), "config": self.cfg.to_dict(),
+                 "trainable_params": self.trainable_params, "train_flops_per_token": self.flops_per_token}
+        extra = (lambda folder: save_lora(self.model, folder / "lora")) if is_lora(self.model) else None
+        return ckpt.save_checkpoint(self.out, self.state["step"], merged_model(self.model), self.tokenizer,
+                                    self.optimizer, self.scheduler, state, self.cfg.keep_last, extra)
 
     def run(self) -> dict[str, Any]:
         cfg, st = self.cfg, self.state
@@ -318,8 +339,8 @@ class Trainer:
     def finish(self, last_val: dict[str, float] | None) -> dict[str, Any]:
         rows = self.metrics.rows()
         if rows:
-            plot_loss_curves(run_curves(rows, self.model.config.architecture), self.out / "loss.png",
-                             title=f"{self.out.name}: {self.model.config.architecture}")
+            plot_loss_curves(run_curves(rows, self.base.config.architecture), self.out / "loss.png",
+                             title=f"{self.out.name}: {self.base.config.architecture}")
         train_rows = [r for r in rows if "loss" in r]
         summary = {
             "steps": self.state["step"],
@@ -330,7 +351,9 @@ class Trainer:
             "non_finite_steps": self.state["bad_steps_total"],
             "train_seconds": round(self.state["elapsed_s"], 2),
             "parameters": self.cost.total_params,
-            "train_flops": self.cost.train_flops_per_token * self.state["tokens"],
+            "trainable_parameters": self.trainable_params,
+            "train_flops_per_token": self.flops_per_token,
+            "train_flops": self.flops_per_token * self.state["tokens"],
             "checkpoint": str(ckpt.list_checkpoints(self.out)[-1]) if ckpt.list_checkpoints(self.out) else None,
         }
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))

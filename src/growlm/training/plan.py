@@ -1,0 +1,331 @@
+"""Growth plans: a progressive-training recipe in one YAML file, run with ``growlm train PLAN.yaml``.
+
+```yaml
+out_dir: runs/my-plan
+defaults:                 # training config keys shared by every stage
+  data: {...}
+  seq_len: 256
+stages:
+  - name: base
+    model: nexus-240m     # the first stage names a preset (or init_from)
+    tokens: 100_000_000   # token budget (or max_steps)
+  - name: to-380m
+    grow: {hidden_size: 800, nexus_m: 1340, nexus_a: 1530}
+    init: preserve        # growth scheme (default preserve)
+    grow_options: {layers_at: end}
+    tokens: 30_000_000
+    lr: 1.0e-3            # any training config key overrides the defaults for this stage
+    trainable: [...]      # glob patterns; frozen: [...]; lora: {...}
+```
+
+Each stage grows the previous stage's final checkpoint (if it names ``grow``), trains
+from it (``init_from``, with its optimizer moments and data position), and writes,
+under ``OUT/stage-NN-name/``, the grown model (``grown/``), the run (``train/``, a normal
+run folder) and ``stage.json``, whose presence marks the stage complete. ``ledger.json``
+records per stage the tokens, steps, training FLOPs (``train_flops_per_token`` of what
+actually trained, see ``accounting.training_flops_per_token``) and the cumulative
+totals, so compute comparisons ("X% less compute") come straight from it; evaluation
+and growth verification are not counted.
+
+``growlm train --resume OUT`` continues an interrupted plan: completed stages are
+skipped, a stage interrupted during training resumes from its newest good checkpoint
+(exactly), and growth is redone only if its folder is missing.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from growlm.errors import ConfigError, GrowlmError, GrowthError, unknown_key_message
+from growlm.growth import grow_checkpoint, parse_init
+from growlm.growth.grow import check_request, growth_options
+from growlm.models import GrowLMConfig
+from growlm.models.accounting import model_cost
+from growlm.models.presets import build_config
+from growlm.training import checkpoint as ckpt
+from growlm.training.config import TrainConfig, build_train_config, field_types
+from growlm.training.plotting import plot_loss_curves
+from growlm.training.trainer import _say, read_metrics, resume_run, start_run
+
+PLAN_FILE = "plan.yaml"
+LEDGER_FILE = "ledger.json"
+STAGE_FILE = "stage.json"
+STAGE_KEYS = {"name": str, "grow": dict, "init": str, "grow_options": dict, "grow_seed": int, "tokens": int}
+PLAN_KEYS = ("out_dir", "defaults", "stages", "description")
+
+
+@dataclass
+class Stage:
+    index: int
+    name: str
+    train: dict[str, Any]  # training config keys of this stage (defaults merged)
+    grow: dict[str, Any] = field(default_factory=dict)
+    init: str = "preserve"
+    grow_options: dict[str, Any] = field(default_factory=dict)
+    grow_seed: int = 0
+    tokens: int | None = None
+
+    @property
+    def folder_name(self) -> str:
+        return f"stage-{self.index + 1:02d}-{self.name}"
+
+
+@dataclass
+class Plan:
+    out_dir: Path
+    stages: list[Stage]
+    description: str = ""
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+def is_plan(values: Any) -> bool:
+    return isinstance(values, dict) and "stages" in values
+
+
+def parse_plan(values: dict[str, Any], overrides: dict[str, Any] | None = None) -> Plan:
+    """Check every key of a plan mapping; ``overrides`` (``--set``) apply to every stage."""
+    for key in values:
+        if key not in PLAN_KEYS:
+            raise ConfigError(unknown_key_message("plan key", key, PLAN_KEYS))
+    overrides = dict(overrides or {})
+    out_dir = overrides.pop("out_dir", values.get("out_dir"))
+    if not out_dir:
+        raise ConfigError("a plan needs out_dir (the folder its stages are written to)")
+    defaults = values.get("defaults") or {}
+    stages_in = values.get("stages")
+    if not isinstance(stages_in, list) or not stages_in:
+        raise ConfigError("stages must be a non-empty list of stage mappings")
+    train_types = field_types()
+    stages, names = [], set()
+    for i, raw in enumerate(stages_in):
+        if not isinstance(raw, dict):
+            raise ConfigError(f"stage {i + 1} must be a mapping, got {raw!r}")
+        label = f"stage {i + 1} ({raw.get('name', 'unnamed')})"
+        extra = {k: v for k, v in raw.items() if k in STAGE_KEYS}
+        train = {**defaults, **{k: v for k, v in raw.items() if k not in STAGE_KEYS}}
+        for key in train:
+            if key not in train_types:
+                raise ConfigError(f"{label}: " + unknown_key_message("key", key, [*STAGE_KEYS, *train_types]))
+        if "out_dir" in train:
+            raise ConfigError(f"{label}: out_dir belongs to the plan, not to a stage")
+        name = str(extra.get("name") or f"stage{i + 1}")
+        if name in names or "/" in name:
+            raise ConfigError(f"{label}: stage names must be unique and contain no '/'")
+        names.add(name)
+        if i == 0 and extra.get("grow"):
+            raise ConfigError(f"{label}: the first stage has nothing to grow; give it a model or init_from")
+        if i > 0 and (train.get("model") or raw.get("init_from")):
+            raise ConfigError(f"{label}: only the first stage names a model; later stages start from the previous one")
+        if "tokens" in extra and "max_steps" in raw:
+            raise ConfigError(f"{label}: give tokens or max_steps, not both")
+        stage = Stage(i, name, {**train, **overrides}, dict(extra.get("grow") or {}), str(extra.get("init", "preserve")),
+                      dict(extra.get("grow_options") or {}), int(extra.get("grow_seed", 0)), extra.get("tokens"))
+        parse_init(stage.init)
+        stages.append(stage)
+    return Plan(Path(out_dir), stages, str(values.get("description", "")), values)
+
+
+def load_plan(path: str | Path, overrides: dict[str, Any] | None = None) -> Plan:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"plan file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not is_plan(values):
+        raise ConfigError(f"{path} is not a plan (no 'stages' list)")
+    return parse_plan(values, overrides)
+
+
+def stage_config(stage: Stage, out: Path, init_from: Path | None, check_data: bool = True) -> TrainConfig:
+    values = dict(stage.train)
+    values["out_dir"] = str(out)
+    if init_from is not None:
+        values["model"] = None
+        values["init_from"] = str(init_from)
+    if stage.tokens is not None:
+        values.pop("max_steps", None)
+    if not check_data:
+        values.setdefault("data", ".")
+        if isinstance(values["data"], str):
+            values["data"] = "."
+    cfg = build_train_config(values)
+    if stage.tokens is not None:
+        cfg.max_steps = max(1, math.ceil(stage.tokens / cfg.tokens_per_step))
+        cfg.validate()
+    return cfg
+
+
+def plan_shapes(plan: Plan) -> list[dict[str, Any]]:
+    """Validate every stage's model without building it: config, parameters, FLOPs per token, budget."""
+    rows = []
+    config: GrowLMConfig | None = None
+    for stage in plan.stages:
+        cfg = stage_config(stage, plan.out_dir, None if stage.index == 0 else Path("."), check_data=False)
+        if stage.index == 0:
+            if cfg.model is None:
+                source = ckpt.resolve_model_dir(cfg.init_from)
+                config = ckpt.load_config(source)
+            else:
+                config = build_config(cfg.model, cfg.model_overrides)
+        changes = {}
+        if stage.grow:
+            for key in stage.grow_options:
+                if key not in growth_options(config.architecture):
+                    raise ConfigError(f"stage {stage.name}: " + unknown_key_message(
+                        "growth option", key, growth_options(config.architecture)))
+            try:
+                changes = check_request(config, stage.grow)
+            except GrowthError as exc:
+                raise GrowthError(f"stage {stage.name}: {exc}") from exc
+            config = copy.deepcopy(config)
+            for name, (_, value) in changes.items():
+                setattr(config, name, value)
+            config.validate()
+        cost = model_cost(config, cfg.seq_len)
+        tokens = cfg.max_steps * cfg.tokens_per_step
+        rows.append({"stage": stage.name, "architecture": config.architecture,
+                     "changes": {k: [o, n] for k, (o, n) in changes.items()}, "init": stage.init if changes else None,
+                     "config": config.field_values(), "parameters": cost.total_params,
+                     "train_flops_per_token": cost.train_flops_per_token, "seq_len": cfg.seq_len,
+                     "steps": cfg.max_steps, "tokens": tokens,
+                     "train_flops_upper_bound": cost.train_flops_per_token * tokens})
+    return rows
+
+
+def _final_checkpoint(run_dir: Path) -> Path:
+    found = ckpt.latest_good_checkpoint(run_dir, _say)
+    if found is None:
+        raise GrowlmError(f"{run_dir} finished without a usable checkpoint")
+    return found
+
+
+def _write_ledger(out: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
+    cumulative_tokens = cumulative_flops = 0
+    stages = []
+    for record in records:
+        cumulative_tokens += record["tokens"]
+        cumulative_flops += record["train_flops"]
+        stages.append({**record, "cumulative_tokens": cumulative_tokens, "cumulative_train_flops": cumulative_flops})
+    ledger = {"stages": stages, "total": {"tokens": cumulative_tokens, "train_flops": cumulative_flops},
+              "convention": "matmul FLOPs of forward, input-gradient and weight-gradient passes of what trained; "
+                            "evaluation and growth verification excluded"}
+    (out / LEDGER_FILE).write_text(json.dumps(ledger, indent=2))
+    return ledger
+
+
+def run_plan(plan: Plan, resume: bool = False) -> dict[str, Any]:
+    out = plan.out_dir
+    if (out / PLAN_FILE).exists() and not resume:
+        raise ConfigError(f"out_dir {out} already holds a plan run; continue it with `growlm train --resume {out}`")
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        (out / PLAN_FILE).write_text(yaml.safe_dump({**plan.source, "out_dir": str(out)}, sort_keys=False))
+    plan_shapes(plan)  # every stage's request is checked before any training starts
+    records: list[dict[str, Any]] = []
+    previous: Path | None = None
+    for stage in plan.stages:
+        folder = out / stage.folder_name
+        marker = folder / STAGE_FILE
+        if marker.exists():
+            record = json.loads(marker.read_text())
+            records.append(record)
+            previous = Path(record["final_checkpoint"])
+            _say(f"stage {stage.index + 1}/{len(plan.stages)} {stage.name}: complete, skipped")
+            continue
+        _say(f"stage {stage.index + 1}/{len(plan.stages)} {stage.name}")
+        folder.mkdir(parents=True, exist_ok=True)
+        started = time.time()
+        source = previous
+        growth = None
+        if stage.grow:
+            grown = folder / "grown"
+            if not (grown / "growth.json").exists():
+                shutil.rmtree(grown, ignore_errors=True)
+                grow_checkpoint(previous, grown, stage.grow, parse_init(stage.init), seed=stage.grow_seed,
+                                say=_say, options=stage.grow_options)
+            growth = json.loads((grown / "growth.json").read_text())
+            if growth["verification"] is not None and not growth["verification"]["passed"]:
+                raise GrowlmError(f"stage {stage.name}: the grown model in {grown} failed its verification "
+                                  f"({growth['verification']['expectation']}); see growth.json")
+            source = grown
+        run_dir = folder / "train"
+        if ckpt.list_checkpoints(run_dir):
+            summary = resume_run(run_dir)
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            summary = start_run(stage_config(stage, run_dir, source))
+        record = {
+            "stage": stage.name,
+            "index": stage.index,
+            "grew": growth["changes"] if growth else {},
+            "init": growth["init"] if growth else None,
+            "growth_verified": growth["verification"]["passed"] if growth and growth["verification"] else None,
+            "parameters": summary["parameters"],
+            "trainable_parameters": summary["trainable_parameters"],
+            "steps": summary["steps"],
+            "tokens": summary["tokens"],
+            "train_flops_per_token": summary["train_flops_per_token"],
+            "train_flops": summary["train_flops"],
+            "final_train_loss": summary["final_train_loss"],
+            "final_val_loss": summary["final_val_loss"],
+            "seconds": round(time.time() - started, 1),
+            "final_checkpoint": str(_final_checkpoint(run_dir)),
+        }
+        marker.write_text(json.dumps(record, indent=2))
+        records.append(record)
+        _write_ledger(out, records)
+        previous = Path(record["final_checkpoint"])
+    ledger = _write_ledger(out, records)
+    plot_plan(out)
+    return ledger
+
+
+def resume_plan(out: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    out = Path(out)
+    plan = load_plan(out / PLAN_FILE, {**(overrides or {}), "out_dir": str(out)})
+    return run_plan(plan, resume=True)
+
+
+def plot_plan(out: Path) -> Path | None:
+    """Loss across all stages against cumulative tokens, growth points marked."""
+    ledger = json.loads((out / LEDGER_FILE).read_text())
+    curves, markers, offset = [], [], 0
+    for i, record in enumerate(ledger["stages"]):
+        folder = next(out.glob(f"stage-{record['index'] + 1:02d}-*"))
+        rows = read_metrics(folder / "train")
+        colour = f"C{i % 10}"
+        curves.append({"label": f"{record['stage']}: train", "x": [r["tokens"] + offset for r in rows if "loss" in r],
+                       "y": [r["loss"] for r in rows if "loss" in r], "color": colour})
+        val = [r for r in rows if "val_loss" in r]
+        curves.append({"label": f"{record['stage']}: val", "x": [r["tokens"] + offset for r in val],
+                       "y": [r["val_loss"] for r in val], "style": "o--", "color": colour})
+        if record["grew"]:
+            markers.append((offset, "grow " + ", ".join(f"{k}={v['new']}" for k, v in record["grew"].items())))
+        offset += record["tokens"]
+    if not curves:
+        return None
+    return plot_loss_curves(curves, out / "loss.png", title=f"{out.name}: loss across stages", markers=markers,
+                            x_label="training tokens (cumulative)")
+
+
+def ledger_lines(ledger: dict[str, Any]) -> list[str]:
+    lines = [f"{'stage':<20} {'params':>12} {'trainable':>12} {'tokens':>14} {'train FLOPs':>12} "
+             f"{'cumulative':>12} {'val loss':>9}"]
+    for s in ledger["stages"]:
+        val = f"{s['final_val_loss']:.4f}" if s.get("final_val_loss") is not None else "-"
+        lines.append(f"{s['stage']:<20} {s['parameters']:>12,} {s['trainable_parameters']:>12,} {s['tokens']:>14,} "
+                     f"{s['train_flops']:>12.3e} {s['cumulative_train_flops']:>12.3e} {val:>9}")
+    total = ledger["total"]
+    lines.append(f"{'total':<20} {'':>12} {'':>12} {total['tokens']:>14,} {total['train_flops']:>12.3e}")
+    return lines

@@ -1,0 +1,122 @@
+"""Growth plans: the tiny plan runs, survives SIGKILL, and keeps an exact FLOPs ledger;
+the paper-scale plans validate without training; bad plans are refused by name."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from growlm.errors import ConfigError, GrowthError
+from growlm.models.presets import build_config
+from growlm.training.plan import load_plan, parse_plan, plan_shapes
+from tests.conftest import REPO
+
+TINY = "plans/tiny-three-stage.yaml"
+
+
+def _train(*args: str) -> list[str]:
+    return [sys.executable, "-m", "growlm.cli.main", "train", *args]
+
+
+def _metrics(out: Path) -> dict[str, list[tuple]]:
+    runs = {}
+    for stage in sorted(out.glob("stage-*")):
+        rows = [json.loads(x) for x in (stage / "train" / "metrics.jsonl").read_text().splitlines()]
+        runs[stage.name] = [(r["step"], r["loss"], r.get("val_loss")) for r in rows]
+    return runs
+
+
+def test_tiny_plan_interrupted_and_resumed_matches_uninterrupted(tmp_path, shared):
+    straight = tmp_path / "straight"
+    result = subprocess.run(_train(TINY, "--set", f"out_dir={straight}", "--set", "progress=false"), cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    ledger = json.loads((straight / "ledger.json").read_text())
+    assert [s["stage"] for s in ledger["stages"]] == ["base", "wider", "deeper"]
+    assert sum(s["train_flops"] for s in ledger["stages"]) == ledger["total"]["train_flops"]
+    assert sum(s["tokens"] for s in ledger["stages"]) == ledger["total"]["tokens"] == 35840
+    assert ledger["stages"][-1]["cumulative_train_flops"] == ledger["total"]["train_flops"]
+    deeper = ledger["stages"][2]
+    assert deeper["trainable_parameters"] < deeper["parameters"]
+    assert deeper["train_flops_per_token"] < 6 * deeper["parameters"]
+    assert all(s["growth_verified"] for s in ledger["stages"][1:])
+    assert (straight / "loss.png").stat().st_size > 5000
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_train(TINY, "--set", f"out_dir={killed}", "--set", "progress=false"), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = killed / "stage-02-wider" / "train" / "checkpoints" / "step-00000020"
+    deadline = time.time() + 300
+    while not checkpoint.exists():
+        assert proc.poll() is None and time.time() < deadline, "the plan ended before stage 2 checkpointed"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "stage-02-wider" / "stage.json").exists()
+    result = subprocess.run(_train("--resume", str(killed)), cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "stage 1/3 base: complete, skipped" in result.stderr
+    assert _metrics(killed) == _metrics(straight)
+    resumed = json.loads((killed / "ledger.json").read_text())
+    assert [(s["tokens"], s["train_flops"]) for s in resumed["stages"]] == \
+        [(s["tokens"], s["train_flops"]) for s in ledger["stages"]]
+
+    report = subprocess.run([sys.executable, "-m", "growlm.cli.main", "plan", "report", str(killed)],
+                            capture_output=True, text=True)
+    assert report.returncode == 0 and "deeper" in report.stdout and "total" in report.stdout
+
+
+@pytest.mark.parametrize("arch", ["nexus", "tokenformer"])
+@pytest.mark.parametrize("target", ["300m", "380m", "440m"])
+def test_paper_plans_validate_to_the_table7_shapes(arch, target):
+    plan = load_plan(REPO / "plans" / f"{arch}-240m-to-{target}.yaml")
+    rows = plan_shapes(plan)
+    assert [r["stage"] for r in rows] == ["base", "grow"]
+    assert rows[0]["parameters"] < rows[1]["parameters"]
+    preset = build_config(f"{arch}-{target}").field_values()
+    grown = rows[1]["config"]
+    for key in ("hidden_size", "num_hidden_layers", "nexus_m", "nexus_a", "qkv_slots", "num_attention_heads"):
+        if key in preset:
+            assert grown[key] == preset[key], key
+    assert rows[1]["tokens"] >= 30_000_000_000 and rows[1]["seq_len"] == 4096
+
+
+def test_plan_show_prints_every_stage():
+    result = subprocess.run([sys.executable, "-m", "growlm.cli.main", "plan", "show",
+                             "plans/nexus-240m-to-440m.yaml"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "187.94M params" in result.stdout and "351.01M params" in result.stdout
+    assert "hidden_size 768->1024" in result.stdout
+
+
+BASE = {"out_dir": "x", "defaults": {"data": ".", "seq_len": 8}}
+
+
+@pytest.mark.parametrize(
+    ("stages", "message", "error"),
+    [([{"name": "a", "model": "nexus-tiny", "learning_rate": 1}], r"stage 1 \(a\): unknown key 'learning_rate'",
+      ConfigError),
+     ([{"model": "nexus-tiny", "grow": {"nexus_m": 200}}], "the first stage has nothing to grow", ConfigError),
+     ([{"model": "nexus-tiny"}, {"model": "qwen3-tiny"}], "only the first stage names a model", ConfigError),
+     ([{"name": "a", "model": "nexus-tiny"}, {"name": "a"}], "stage names must be unique", ConfigError),
+     ([{"model": "nexus-tiny"}, {"grow": {"nexus_m": 100}}], "would shrink nexus_m", GrowthError),
+     ([{"model": "nexus-tiny"}, {"grow": {"head_dim": 64}}], "stage stage2: field 'head_dim' cannot be grown",
+      GrowthError),
+     ([{"model": "nexus-tiny"}, {"grow": {"num_hidden_layers": 5}, "grow_options": {"at": 1}}],
+      "unknown growth option 'at'", ConfigError),
+     ([{"model": "nexus-tiny"}, {"init": "ones"}], "unknown --init", GrowthError)],
+)
+def test_bad_plans(stages, message, error):
+    with pytest.raises(error, match=message):
+        plan_shapes(parse_plan({**BASE, "stages": stages}))
+
+
+def test_plan_level_keys_are_checked():
+    with pytest.raises(ConfigError, match="unknown plan key 'stage'"):
+        parse_plan({**BASE, "stage": []})
+    with pytest.raises(ConfigError, match="needs out_dir"):
+        parse_plan({"stages": [{"model": "nexus-tiny"}]})
