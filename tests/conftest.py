@@ -58,6 +58,16 @@ def small_config(architecture: str = "nexus", seed: int = 0, **overrides):
     return build_config(f"{architecture}-tiny", fields)
 
 
+def train_config(data, out, **values):
+    """A fast CPU training config on ``data`` writing to ``out`` (keys as in a config file)."""
+    from growlm.training.config import build_train_config
+
+    base = {"model": "nexus-tiny", "data": str(data), "seq_len": 32, "micro_batch_size": 4, "max_steps": 20,
+            "lr": 3e-3, "warmup_steps": 2, "log_every": 5, "eval_every": 10, "eval_batches": 2,
+            "checkpoint_every": 10, "out_dir": str(out), "progress": False, "device": "cpu"}
+    return build_train_config({**base, **values})
+
+
 def make_model(config, seed: int = 0, perturb: float = 0.0):
     """A model of ``config``; ``perturb`` adds noise so that norms and gains are not all ones."""
     torch.manual_seed(seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -23,6 +24,17 @@ def parse_assignments(items: Iterable[str] | None) -> dict[str, Any]:
         except yaml.YAMLError:
             result[key] = raw
     return result
+
+
+def read_yaml(path: str | Path, what: str) -> Any:
+    """The parsed content of a YAML file; a missing file or bad YAML is a :class:`ConfigError`."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{what} {path} does not exist")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
 
 
 def coerce(name: str, value: Any, expected: type, optional: bool = False) -> Any:

@@ -10,17 +10,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from growlm.errors import ConfigError
 from growlm.models.accounting import model_cost, training_flops_per_token
 from growlm.training import checkpoint as ckpt
-from growlm.training.config import build_train_config
 from growlm.training.trainable import apply_lora, merged_model, set_trainable
 from growlm.training.trainer import read_metrics, resume_run, start_run
-from tests.conftest import make_model, small_config
+from tests.conftest import make_model, small_config, train_config
 
-
-def _cfg(data, out, **values):
-    base = {"model": "nexus-tiny", "data": str(data), "seq_len": 32, "micro_batch_size": 4, "max_steps": 20,
-            "lr": 3e-3, "warmup_steps": 2, "log_every": 5, "eval_every": 10, "eval_batches": 2,
-            "checkpoint_every": 10, "out_dir": str(out), "progress": False, "device": "cpu"}
-    return build_train_config({**base, **values})
+_cfg = train_config
 
 
 def test_frozen_parameters_do_not_move(tiny_data, tmp_path):

@@ -13,13 +13,11 @@ from growlm.training import checkpoint as ckpt
 from growlm.training.config import build_train_config
 from growlm.training.optim import lr_factor
 from growlm.training.trainer import Trainer, read_metrics, resume_run, start_run
+from tests.conftest import train_config
 
 
 def _cfg(data, out, **values):
-    base = {"model": "nexus-tiny", "data": str(data), "seq_len": 32, "micro_batch_size": 4, "max_steps": 30,
-            "lr": 3e-3, "warmup_steps": 3, "log_every": 5, "eval_every": 10, "eval_batches": 2,
-            "checkpoint_every": 10, "out_dir": str(out), "progress": False, "device": "cpu"}
-    return build_train_config({**base, **values})
+    return train_config(data, out, **{"max_steps": 30, "warmup_steps": 3, **values})
 
 
 def test_learns_and_writes_everything(tiny_data, tmp_path):

@@ -14,10 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from growlm.errors import ConfigError, unknown_key_message
-from growlm.overrides import coerce
+from growlm.overrides import coerce, read_yaml
 
 SCHEDULES = ("cosine", "wsd", "constant")
 DEVICES = ("auto", "cpu", "cuda")
@@ -183,13 +181,7 @@ def build_train_config(values: dict[str, Any], overrides: dict[str, Any] | None 
 
 
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    values = read_yaml(path, "config file") or {}
     if not isinstance(values, dict):
         raise ConfigError(f"{path} must hold a mapping of keys to values")
     return build_train_config(values, overrides)

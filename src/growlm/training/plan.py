@@ -51,6 +51,7 @@ from growlm.growth.grow import check_request, growth_options
 from growlm.models import GrowLMConfig
 from growlm.models.accounting import model_cost
 from growlm.models.presets import build_config
+from growlm.overrides import read_yaml
 from growlm.training import checkpoint as ckpt
 from growlm.training.config import TrainConfig, build_train_config, field_types
 from growlm.training.plotting import plot_loss_curves
@@ -135,13 +136,7 @@ def parse_plan(values: dict[str, Any], overrides: dict[str, Any] | None = None) 
 
 
 def load_plan(path: str | Path, overrides: dict[str, Any] | None = None) -> Plan:
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"plan file {path} does not exist")
-    try:
-        values = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    values = read_yaml(path, "plan file")
     if not is_plan(values):
         raise ConfigError(f"{path} is not a plan (no 'stages' list)")
     return parse_plan(values, overrides)
