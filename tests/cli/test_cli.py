@@ -46,6 +46,8 @@ def _bad_inputs(tmp: Path, small_model: Path):
         (["grow", tmp / "corrupt", "--out", tmp / "g5", "--set", "nexus_m=170"], "model.safetensors is corrupt"),
         (["eval", tmp / "corrupt", "--data", tmp], "model.safetensors is corrupt"),
         (["eval", small_model, "--data", tmp], "not a prepared data folder"),
+        (["eval", small_model, "--tasks", "mmlu"], "unknown task 'mmlu'"),
+        (["eval", small_model], "pass --tasks"),
         (["data", "prepare", tmp / "empty.jsonl", "--tokenizer", SP_MODEL, "--out", tmp / "d1"], "no usable documents"),
         (["data", "prepare", tmp / "broken.jsonl.gz", "--tokenizer", SP_MODEL, "--out", tmp / "d2"], "cannot read"),
         (["data", "prepare", tmp / "nothing.txt", "--tokenizer", SP_MODEL, "--out", tmp / "d3"], "does not exist"),

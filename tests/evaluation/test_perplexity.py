@@ -35,11 +35,11 @@ def test_metrics_are_consistent(tiny_data, tmp_path):
             losses.append(model(input_ids=x, shift_labels=y).loss * y.numel())
     assert math.isclose(result["loss"], float(sum(losses)) / result["tokens"], rel_tol=1e-5)
 
-    out = tmp_path / "eval.json"
+    out = tmp_path / "eval"
     cli = subprocess.run([sys.executable, "-m", "growlm.cli.main", "eval", str(tmp_path / "run"), "--data",
-                          str(tiny_data), "--max-batches", "3", "--batch-size", "4", "--out", str(out)],
-                         capture_output=True, text=True)
+                          str(tiny_data), "--max-batches", "3", "--batch-size", "4", "--seq-len", "32",
+                          "--out", str(out)], capture_output=True, text=True)
     assert cli.returncode == 0, cli.stderr
-    written = json.loads(out.read_text())
+    written = json.loads((out / "results.json").read_text())["results"]["ppl"]
     assert written["seq_len"] == 32 and math.isclose(written["loss"], result["loss"], rel_tol=1e-6)
-    assert "perplexity" in cli.stdout and "bits/byte" in cli.stdout
+    assert "perplexity" in cli.stdout and "bits_per_byte" in cli.stdout

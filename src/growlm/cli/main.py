@@ -208,31 +208,45 @@ def cmd_grow(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    import torch
+    from growlm.evaluation.runner import evaluate_checkpoint, evaluate_series
 
-    from growlm.data.dataset import TokenSplit
-    from growlm.evaluation.perplexity import evaluate_loss
-    from growlm.training import checkpoint as ckpt
-    from growlm.training.trainer import pick_autocast, pick_device
+    tasks = args.tasks or (["ppl"] if args.data else None)
+    if not tasks:
+        raise GrowlmError("pass --tasks (e.g. --tasks paper5 lambada_openai) or --data DATA_DIR for perplexity")
+    options = dict(data_dir=args.data_dir, ppl_data=args.data, limit=args.limit, batch_size=args.batch_size,
+                   device=args.device, seq_len=args.seq_len, max_batches=args.max_batches, say=_warn,
+                   dtype=args.dtype)
+    if args.all_checkpoints:
+        rows = evaluate_series(args.checkpoint, tasks, out=args.out, **options)
+        out = Path(args.out) if args.out else Path(args.checkpoint) / "eval-series"
+        print(f"evaluated {len(rows)} checkpoints; wrote {out / 'series.csv'} and {out / 'series.png'}")
+        return
+    report = evaluate_checkpoint(args.checkpoint, tasks, out=args.out, **options)
+    for task, metrics in report["results"].items():
+        shown = {k: v for k, v in metrics.items() if isinstance(v, float) and not k.endswith("_stderr")}
+        print(f"{task:<16} " + "  ".join(
+            f"{k} {v:.4f}" + (f" ± {metrics[k + '_stderr']:.4f}" if k + "_stderr" in metrics else "")
+            for k, v in shown.items()))
+    for group, metrics in report["groups"].items():
+        print(f"{group:<16} " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    out = Path(args.out) if args.out else Path(report["model"]["checkpoint"]) / "eval"
+    print(f"wrote {out / 'results.json'}, {out / 'samples.jsonl'}, {out / 'results.md'} "
+          f"({report['seconds']:.0f} s)")
 
-    folder = ckpt.resolve_model_dir(args.checkpoint)
-    device = pick_device(args.device)
-    model = ckpt.load_model(folder, device).float()
-    split = TokenSplit(args.data, args.split)
-    seq_len = args.seq_len
-    if seq_len is None:
-        state = folder / ckpt.TRAINER_STATE
-        seq_len = json.loads(state.read_text()).get("seq_len", 512) if state.exists() else 512
-    with torch.no_grad():
-        result = evaluate_loss(model, split, seq_len, args.batch_size, args.max_batches, device,
-                               pick_autocast("auto", device))
-    result = {"checkpoint": str(folder), "data": str(args.data), "split": args.split, "seq_len": seq_len, **result}
-    out = Path(args.out) if args.out else folder / "eval" / f"ppl-{args.split}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"{args.split}: loss {result['loss']:.4f}  perplexity {result['perplexity']:.3f}  "
-          f"bits/byte {result['bits_per_byte']:.4f}  ({result['tokens']:,} tokens)")
-    print(f"wrote {out}")
+
+def cmd_table(args: argparse.Namespace) -> None:
+    from growlm.evaluation.tables import build_tables
+
+    text = build_tables(args.results, args.names, args.metric)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+
+
+def cmd_harness(args: argparse.Namespace) -> None:
+    from growlm.evaluation.harness import run
+
+    run(args.args)
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -332,16 +346,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip the logits and gradient checks")
     p.set_defaults(func=cmd_grow)
 
-    p = sub.add_parser("eval", help="validation loss, perplexity and bits per byte")
-    p.add_argument("checkpoint")
-    p.add_argument("--data", required=True, help="prepared data folder")
-    p.add_argument("--split", default="val")
-    p.add_argument("--seq-len", type=int)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-batches", type=int)
+    p = sub.add_parser("eval", help="benchmarks (lm-eval-compatible) and perplexity of a checkpoint or a run")
+    p.add_argument("checkpoint", help="a checkpoint/model folder, or a run folder (its newest checkpoint)")
+    p.add_argument("--tasks", nargs="+", help="piqa, openbookqa, hellaswag, arc_easy, arc_challenge, "
+                                              "lambada_openai, squad, ppl, or the group paper5")
+    p.add_argument("--data", help="prepared data folder for the ppl task (its val split)")
+    p.add_argument("--data-dir", help="benchmark files in Hugging Face schemas (default: $GROWLM_BENCHMARKS or "
+                                      "../shared/benchmarks; else the hub)")
+    p.add_argument("--limit", type=int, help="first N documents of each task")
+    p.add_argument("--batch-size", type=int, default=16, help="questions (or windows) per batch")
+    p.add_argument("--seq-len", type=int, help="ppl window length (default: min(1024, context length))")
+    p.add_argument("--max-batches", type=int, help="ppl: at most this many batches")
+    p.add_argument("--all-checkpoints", action="store_true",
+                   help="evaluate every checkpoint of a run; writes series.csv and series.png")
     p.add_argument("--device", default="auto")
-    p.add_argument("--out", help="results JSON (default: CHECKPOINT/eval/ppl-SPLIT.json)")
+    p.add_argument("--dtype", default="auto", help="auto (fp32, bf16 autocast on GPU) | float32 | float64 | bfloat16")
+    p.add_argument("--out", help="output folder (default: CHECKPOINT/eval, or RUN/eval-series)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("table", help="results of several models in the papers' table layout")
+    p.add_argument("results", nargs="+", help="results.json files or folders holding them")
+    p.add_argument("--names", nargs="+", help="row names (default: architecture and checkpoint)")
+    p.add_argument("--metric", default="paper", help="paper (default) | acc | acc_norm")
+    p.add_argument("--out", help="write the markdown here too")
+    p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("harness", help="run lm-evaluation-harness with growlm models and local task files",
+                       prefix_chars="\x00")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="lm-eval arguments, e.g. --model growlm --tasks ...")
+    p.set_defaults(func=cmd_harness)
 
     p = sub.add_parser("generate", help="continue a prompt with a checkpoint")
     p.add_argument("checkpoint")

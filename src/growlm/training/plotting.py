@@ -50,3 +50,26 @@ def run_curves(rows: Sequence[dict[str, Any]], label: str, x_offset: float = 0.0
         {"label": f"{label} val", "x": [r["step"] + x_offset for r in val], "y": [r["val_loss"] for r in val],
          "style": "o--"},
     ]
+
+
+def plot_score_series(rows: Sequence[dict[str, Any]], path: str | Path, title: str) -> Path:
+    """Every evaluation score of a run's checkpoints against tokens seen (accuracies left, perplexities right)."""
+    keys = [k for k in rows[0] if "/" in k]
+    rates = [k for k in keys if not k.endswith(("perplexity", "loss"))]
+    ppls = [k for k in keys if k.endswith(("perplexity", "loss"))]
+    panels = [p for p in (rates, ppls) if p]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), dpi=120, squeeze=False)
+    x = [r["tokens"] if r["tokens"] is not None else r["step"] for r in rows]
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for key in panel:
+            ax.plot(x, [r[key] for r in rows], "o-", label=key, linewidth=1.2, markersize=3)
+        ax.set_xlabel("training tokens" if rows[0]["tokens"] is not None else "step")
+        ax.set_ylabel("score" if panel is rates else "perplexity / loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,254 @@
+"""``growlm eval``: run tasks on a checkpoint (or every checkpoint of a run) and write the results.
+
+Per checkpoint, ``OUT/`` receives
+
+* ``results.json``: every metric with its standard error and count, group averages,
+  the model (architecture, parameters, FLOPs per token, tokens seen) and the settings;
+* ``samples.jsonl``: one line per scored document (log-likelihoods, prediction, gold,
+  correctness; the generated answer for SQuAD);
+* ``results.md``: the same numbers as a markdown table.
+
+Metrics follow lm-evaluation-harness: ``acc`` is the argmax of the continuation
+log-likelihoods, ``acc_norm`` the argmax after dividing each by the length of its choice
+in characters; LAMBADA's ``acc`` is whether greedy decoding reproduces the last word and
+its ``perplexity`` is ``exp(-mean log-likelihood)``. Standard errors are those of a mean
+(sample standard deviation over sqrt(n)); for perplexities, by the delta method
+(``ppl * stderr(mean log-likelihood)``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from growlm.data.tokenizer import load_tokenizer
+from growlm.evaluation.loglikelihood import LoglikelihoodScorer
+from growlm.evaluation.squad import best_over_answers, generate_answers
+from growlm.evaluation.tasks import GROUPS, TASKS, EvalError, load_docs, resolve_tasks
+from growlm.models.accounting import model_cost
+from growlm.system import tune_cpu_allocator
+from growlm.training import checkpoint as ckpt
+
+# "auto": fp32 weights, bf16 autocast on CUDA; the others set the weights' dtype, no autocast
+EVAL_DTYPES = {"auto": torch.float32, "float32": torch.float32, "float64": torch.float64,
+               "bfloat16": torch.bfloat16}
+
+
+def mean_stderr(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    return float(np.std(values, ddof=1) / math.sqrt(len(values)))
+
+
+def _summary(values: dict[str, list[float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, column in values.items():
+        out[name] = float(np.mean(column))
+        out[f"{name}_stderr"] = mean_stderr(column)
+    return out
+
+
+def model_info(folder: Path, model: torch.nn.Module) -> dict[str, Any]:
+    config = model.config
+    cost = model_cost(config)
+    info = {"checkpoint": str(folder), "architecture": config.architecture, "parameters": cost.total_params,
+            "non_embedding_parameters": cost.non_embedding_params,
+            "forward_flops_per_token": cost.forward_flops_per_token,
+            "train_flops_per_token": cost.train_flops_per_token, "flops_seq_len": cost.seq_len}
+    state = folder / ckpt.TRAINER_STATE
+    if state.exists():
+        trainer = json.loads(state.read_text())
+        info.update(step=trainer.get("step"), tokens_seen=trainer.get("tokens"))
+    return info
+
+
+class Evaluator:
+    """Runs tasks on one loaded model."""
+
+    def __init__(self, model, tokenizer, device: torch.device, autocast: torch.dtype | None, batch_size: int,
+                 progress: bool = True) -> None:
+        self.model, self.tokenizer, self.device, self.autocast = model, tokenizer, device, autocast
+        self.batch_size, self.progress = batch_size, progress
+        self.scorer = LoglikelihoodScorer(model, tokenizer, device, autocast, batch_size)
+
+    def multiple_choice(self, name: str, docs: list[dict]) -> tuple[dict, list[dict]]:
+        examples = [TASKS[name].to_example(d) for d in docs]
+        scores = self.scorer.score([(e.context, [" " + c for c in e.choices]) for e in examples], desc=name,
+                                   progress=self.progress)
+        acc, acc_norm, samples = [], [], []
+        for i, (example, score) in enumerate(zip(examples, scores, strict=True)):
+            lls = np.array([s.loglikelihood for s in score])
+            lengths = np.array([float(len(c)) for c in example.choices])
+            pred, pred_norm = int(np.argmax(lls)), int(np.argmax(lls / lengths))
+            acc.append(float(pred == example.gold))
+            acc_norm.append(float(pred_norm == example.gold))
+            samples.append({"task": name, "doc_id": i, "context": example.context, "choices": list(example.choices),
+                            "gold": example.gold, "loglikelihoods": lls.tolist(),
+                            "is_greedy": [s.is_greedy for s in score], "pred": pred, "pred_norm": pred_norm,
+                            "acc": acc[-1], "acc_norm": acc_norm[-1]})
+        return _summary({"acc": acc, "acc_norm": acc_norm}), samples
+
+    def loglikelihood(self, name: str, docs: list[dict]) -> tuple[dict, list[dict]]:
+        examples = [TASKS[name].to_example(d) for d in docs]
+        scores = self.scorer.score([(e.context, [e.target]) for e in examples], desc=name, progress=self.progress)
+        lls = [s[0].loglikelihood for s in scores]
+        greedy = [float(s[0].is_greedy) for s in scores]
+        metrics = _summary({"acc": greedy})
+        perplexity = math.exp(-float(np.mean(lls)))
+        metrics.update(perplexity=perplexity, perplexity_stderr=perplexity * mean_stderr(lls))
+        samples = [{"task": name, "doc_id": i, "context": e.context, "target": e.target, "loglikelihood": ll,
+                    "is_greedy": bool(g)} for i, (e, ll, g) in enumerate(zip(examples, lls, greedy, strict=True))]
+        return metrics, samples
+
+    def generate(self, name: str, docs: list[dict]) -> tuple[dict, list[dict]]:
+        examples = [TASKS[name].to_example(d) for d in docs]
+        with tqdm(total=len(examples), desc=name, disable=not self.progress, leave=False) as bar:
+            answers = generate_answers(self.model, self.tokenizer, [e.context for e in examples], self.device,
+                                       self.autocast, max(1, self.batch_size // 2), progress=bar)
+        em, f1, samples = [], [], []
+        for i, (example, answer) in enumerate(zip(examples, answers, strict=True)):
+            e, f = best_over_answers(answer, example.answers)
+            em.append(100.0 * e)
+            f1.append(100.0 * f)
+            samples.append({"task": name, "doc_id": i, "prediction": answer, "answers": list(example.answers),
+                            "exact_match": em[-1], "f1": f1[-1]})
+        return _summary({"exact_match": em, "f1": f1}), samples
+
+    def perplexity(self, data: Path, seq_len: int | None, max_batches: int | None) -> tuple[dict, list[dict]]:
+        from growlm.data.dataset import TokenSplit
+        from growlm.evaluation.perplexity import evaluate_loss
+
+        split = TokenSplit(data, "val")
+        seq_len = seq_len or min(1024, int(self.model.config.max_position_embeddings))
+        result = evaluate_loss(self.model, split, seq_len, self.batch_size, max_batches, self.device, self.autocast)
+        return {**result, "seq_len": seq_len, "data": str(data)}, []
+
+
+def _markdown(results: dict[str, Any]) -> str:
+    lines = [f"# {results['model']['architecture']} — {results['model']['checkpoint']}", "",
+             "| task | metric | value | stderr | n |", "|---|---|---|---|---|"]
+    for task, metrics in results["results"].items():
+        for name, value in metrics.items():
+            if name.endswith("_stderr") or name in ("n", "tokens", "seq_len", "data"):
+                continue
+            stderr = metrics.get(f"{name}_stderr")
+            lines.append(f"| {task} | {name} | {value:.4f} | {'' if stderr is None else f'{stderr:.4f}'} | "
+                         f"{metrics.get('n', metrics.get('tokens', ''))} |")
+    for group, metrics in results["groups"].items():
+        lines.append(f"| **{group}** | " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()) + " | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    tasks: list[str],
+    out: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    ppl_data: str | Path | None = None,
+    limit: int | None = None,
+    batch_size: int = 16,
+    device: str = "auto",
+    seq_len: int | None = None,
+    max_batches: int | None = None,
+    progress: bool = True,
+    say: Callable[[str], None] = print,
+    dtype: str = "auto",
+) -> dict[str, Any]:
+    from growlm.evaluation.tasks import default_benchmarks_dir
+    from growlm.training.trainer import pick_autocast, pick_device
+
+    names = resolve_tasks(tasks)
+    if "ppl" in names and ppl_data is None:
+        raise EvalError("task ppl needs --data DATA_DIR (a folder written by `growlm data prepare`)")
+    explicit = data_dir is not None
+    bench = Path(data_dir) if explicit else default_benchmarks_dir()
+    if explicit and not bench.is_dir():
+        raise EvalError(f"--data-dir {bench} does not exist")
+    folder = ckpt.resolve_model_dir(checkpoint, say)
+    if not any((folder / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+        raise EvalError(f"checkpoint {folder} holds no tokenizer: evaluation needs the tokenizer it was trained "
+                        "with (growlm checkpoints carry it; copy it in with tokenizer.save_pretrained)")
+    docs = {n: load_docs(TASKS[n], bench, limit, explicit) for n in names if n != "ppl"}
+    run_device = pick_device(device)
+    if run_device.type == "cpu":
+        tune_cpu_allocator()
+    if dtype not in EVAL_DTYPES:
+        raise EvalError(f"--dtype must be one of {', '.join(EVAL_DTYPES)}, got {dtype!r}")
+    weights = EVAL_DTYPES[dtype]
+    model = ckpt.load_model(folder, run_device, say).to(weights).eval()
+    tokenizer = load_tokenizer(folder)
+    autocast = pick_autocast("auto", run_device) if dtype == "auto" else None
+    evaluator = Evaluator(model, tokenizer, run_device, autocast, batch_size, progress)
+    started = time.time()
+    results: dict[str, dict[str, Any]] = {}
+    samples: list[dict[str, Any]] = []
+    for name in names:
+        kind = TASKS[name].kind
+        if kind == "perplexity":
+            metrics, rows = evaluator.perplexity(Path(ppl_data), seq_len, max_batches)
+        else:
+            runner = {"multiple_choice": evaluator.multiple_choice, "loglikelihood": evaluator.loglikelihood,
+                      "generate": evaluator.generate}[kind]
+            metrics, rows = runner(name, docs[name])
+            metrics["n"] = len(docs[name])
+        results[name] = metrics
+        samples += rows
+    groups = {}
+    for group, members in GROUPS.items():
+        if all(m in results for m in members):
+            groups[group] = {k: float(np.mean([results[m][k] for m in members])) for k in ("acc", "acc_norm")}
+    report = {"model": model_info(folder, model), "results": results, "groups": groups,
+              "settings": {"tasks": names, "limit": limit, "batch_size": batch_size, "data_dir": str(bench),
+                           "device": str(run_device), "dtype": dtype},
+              "seconds": round(time.time() - started, 2)}
+    out = Path(out) if out else folder / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(report, indent=2))
+    with open(out / "samples.jsonl", "w") as f:
+        for row in samples:
+            f.write(json.dumps(row) + "\n")
+    (out / "results.md").write_text(_markdown(report))
+    return report
+
+
+SERIES_METRICS = {"multiple_choice": ("acc", "acc_norm"), "loglikelihood": ("acc", "perplexity"),
+                  "generate": ("exact_match", "f1"), "perplexity": ("loss", "perplexity")}
+
+
+def evaluate_series(run_dir: str | Path, tasks: list[str], out: str | Path | None = None,
+                    **kwargs: Any) -> list[dict[str, Any]]:
+    """Every checkpoint of a run: one results folder each, plus ``series.csv`` and ``series.png``."""
+    from growlm.training.plotting import plot_score_series
+
+    run_dir = Path(run_dir)
+    checkpoints = ckpt.list_checkpoints(run_dir)
+    if not checkpoints:
+        raise EvalError(f"{run_dir} holds no checkpoints to evaluate")
+    out = Path(out) if out else run_dir / "eval-series"
+    rows = []
+    for folder in checkpoints:
+        report = evaluate_checkpoint(folder, tasks, out=out / folder.name, **kwargs)
+        row = {"checkpoint": folder.name, "step": report["model"].get("step"),
+               "tokens": report["model"].get("tokens_seen")}
+        for task, metrics in report["results"].items():
+            for metric in SERIES_METRICS[TASKS[task].kind]:
+                row[f"{task}/{metric}"] = metrics[metric]
+        for group, metrics in report["groups"].items():
+            for metric, value in metrics.items():
+                row[f"{group}/{metric}"] = value
+        rows.append(row)
+    with open(out / "series.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    plot_score_series(rows, out / "series.png", title=f"{run_dir.name}: scores during training")
+    return rows
