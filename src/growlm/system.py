@@ -33,3 +33,28 @@ def tune_cpu_allocator() -> bool:
     except (OSError, AttributeError):
         _tuned = False
     return _tuned
+
+
+def measure_matmul_flops(device, dtype=None, size: int = 8192, repeats: int = 20) -> float:
+    """The bf16 matrix-multiply rate of ``device`` in FLOP/s: the ceiling MFU is measured against.
+
+    A ``size``^3 GEMM, timed with CUDA events after a warm-up, median of ``repeats``.
+    """
+    import torch
+
+    dtype = dtype or torch.bfloat16
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        a @ b
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    times.sort()
+    return 2 * size**3 / times[len(times) // 2]

@@ -270,6 +270,15 @@ def cmd_generate(args: argparse.Namespace) -> None:
     print(args.prompt + tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True))
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from growlm.bench import bench
+
+    compile_model = {"auto": None, "on": True, "off": False}[args.compile]
+    bench(args.preset, seq_len=args.seq_len, micro_batch=args.micro_batch, steps=args.steps, warmup=args.warmup,
+          compile_model=compile_model, reference=args.reference, device=args.device,
+          loss_chunk_tokens=args.loss_chunk_tokens, out=args.out)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from growlm.demo import run_demo
 
@@ -385,6 +394,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("bench", help="training tokens/s, MFU and memory of a preset (vs transformers with --reference)")
+    p.add_argument("preset")
+    p.add_argument("--seq-len", type=int, default=4096)
+    p.add_argument("--micro-batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto", help="auto: on for CUDA")
+    p.add_argument("--reference", action="store_true", help="also time transformers' own model (qwen3, llama)")
+    p.add_argument("--loss-chunk-tokens", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", help="write the results as JSON")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="train, grow, verify, continue, compare: the whole story on a CPU")
     p.add_argument("--out", default="growlm-demo")

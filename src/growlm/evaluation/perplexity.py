@@ -38,20 +38,31 @@ def evaluate_loss(
     device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype | None = None,
     progress: Any = None,
+    runtime: Any = None,
 ) -> dict[str, float]:
-    """Mean next-token loss over the split (or its first ``max_batches`` batches)."""
+    """Mean next-token loss over the split (or its first ``max_batches`` batches).
+
+    Under several processes (``runtime``) each rank scores every ``world``-th batch and
+    the sums are all-reduced, so every rank returns the same numbers.
+    """
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    total_nats, total_tokens = 0.0, 0
-    for x, y in evaluation_batches(split, seq_len, batch_size, max_batches):
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # nats, tokens
+    world, rank = (runtime.world, runtime.rank) if runtime is not None else (1, 0)
+    for index, (x, y) in enumerate(evaluation_batches(split, seq_len, batch_size, max_batches)):
+        if index % world != rank:
+            continue
         x, y = x.to(device), y.to(device)
         with autocast_context(device, autocast_dtype):
             logits = model(input_ids=x, use_cache=False).logits
-        total_nats += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").item()
-        total_tokens += y.numel()
+        sums[0] += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").double()
+        sums[1] += y.numel()
         if progress is not None:
             progress.update(1)
+    if runtime is not None:
+        sums = runtime.total(sums)
+    total_nats, total_tokens = float(sums[0]), int(sums[1])
     model.train(was_training)
     loss = total_nats / max(1, total_tokens)
     tokens_per_byte = split.num_tokens / split.num_bytes if split.num_bytes else float("nan")

@@ -31,7 +31,15 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from growlm.errors import ConfigError
-from growlm.models.layers import RMSNorm, SwiGLU, apply_rotary, attend, build_attention_mask, rotary_tables
+from growlm.models.layers import (
+    RMSNorm,
+    SwiGLU,
+    apply_rotary,
+    attend,
+    build_attention_mask,
+    chunked_cross_entropy,
+    rotary_tables,
+)
 
 # Fields every architecture has, with the Python type a value must have.
 COMMON_FIELDS: dict[str, type] = {
@@ -292,10 +300,14 @@ class GrowLMForCausalLM(PreTrainedModel, GenerationMixin):
         logits_to_keep: int | torch.Tensor = 0,
         output_hidden_states: bool | None = None,
         shift_labels: torch.LongTensor | None = None,
+        loss_chunk_tokens: int = 0,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
         """Logits and, given ``labels`` (shifted here, -100 ignored) or ``shift_labels``
-        (already aligned with the logits), the mean next-token cross-entropy."""
+        (already aligned with the logits), the mean next-token cross-entropy.
+
+        With ``loss_chunk_tokens > 0`` and targets, the loss is computed chunk by chunk and
+        no logits are returned (``layers.chunked_cross_entropy``)."""
         use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache()
@@ -303,14 +315,18 @@ class GrowLMForCausalLM(PreTrainedModel, GenerationMixin):
         hidden, all_hidden = self.model(
             input_ids, inputs_embeds, attention_mask, position_ids, cache, bool(output_hidden_states)
         )
+        if labels is not None and shift_labels is None:
+            shift_labels = F.pad(labels, (0, 1), value=-100)[:, 1:]
+        if loss_chunk_tokens > 0 and shift_labels is not None:
+            loss = chunked_cross_entropy(hidden.flatten(0, 1), self.lm_head.weight, shift_labels.flatten(),
+                                         loss_chunk_tokens)
+            return CausalLMOutputWithPast(loss=loss, logits=None, past_key_values=cache, hidden_states=all_hidden)
         if isinstance(logits_to_keep, int) and logits_to_keep > 0:
             hidden = hidden[:, -logits_to_keep:]
         elif isinstance(logits_to_keep, torch.Tensor):
             hidden = hidden[:, logits_to_keep]
         logits = self.lm_head(hidden)
         loss = None
-        if labels is not None and shift_labels is None:
-            shift_labels = F.pad(labels, (0, 1), value=-100)[:, 1:]
         if shift_labels is not None:
             loss = F.cross_entropy(
                 logits.float().reshape(-1, logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100

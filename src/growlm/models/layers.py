@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 
@@ -118,3 +119,24 @@ def attend(
         causal = q.shape[2] == k.shape[2] and q.shape[2] > 1
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=gqa)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
+
+
+def _cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy((hidden @ weight.t()).float(), targets, ignore_index=-100, reduction="sum")
+
+
+def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                          chunk: int) -> torch.Tensor:
+    """Mean cross-entropy of ``hidden @ weight.T`` against ``targets``, ``chunk`` tokens at a time.
+
+    Each chunk's logits exist only inside a checkpointed function: the forward keeps
+    the loss, the backward recomputes the chunk's logits. Peak memory for the LM head
+    falls from ``tokens x vocab`` to ``chunk x vocab`` floats at the cost of a second
+    LM-head matmul in the backward pass.
+    """
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, hidden.shape[0], chunk):
+        total = total + torch.utils.checkpoint.checkpoint(
+            _cross_entropy_sum, hidden[start: start + chunk], weight, targets[start: start + chunk],
+            use_reentrant=False)
+    return total / (targets != -100).sum().clamp(min=1)

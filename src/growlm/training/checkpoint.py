@@ -104,7 +104,7 @@ def save_checkpoint(
     step: int,
     model: GrowLMForCausalLM,
     tokenizer: Any,
-    optimizer: torch.optim.Optimizer,
+    optimizer_state: dict[str, Any],
     scheduler: Any,
     state: dict[str, Any],
     keep_last: int = 0,
@@ -118,7 +118,7 @@ def save_checkpoint(
     tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     save_model(model, tmp, tokenizer)
-    torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
+    torch.save(optimizer_state, tmp / OPTIMIZER)
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save(rng_state(), tmp / "rng.pt")
     (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=1))

@@ -54,7 +54,12 @@ class TrainConfig:
     # system
     device: str = "auto"  # auto picks cuda when available
     dtype: str = "auto"  # auto: bf16 autocast on cuda, fp32 on cpu
-    compile: bool = False  # torch.compile the model
+    compile: Any = "auto"  # torch.compile the model: auto (on CUDA), true or false
+    distributed: str = "auto"  # under torchrun: auto (= ddp), ddp, fsdp; none for one process
+    activation_checkpointing: bool = False  # recompute each block in backward to save memory
+    loss_chunk_tokens: int = 0  # > 0: cross-entropy in chunks of this many tokens, logits never all at once
+    mfu_peak_tflops: float = 0.0  # for the MFU column; 0 measures the bf16 matmul rate at start (CUDA)
+    tensorboard: bool = True  # also log to OUT/tensorboard when tensorboard is installed
     seed: int = 0
     # bookkeeping
     out_dir: str = "runs/run"
@@ -93,7 +98,16 @@ class TrainConfig:
         for name in ("beta1", "beta2", "min_lr_ratio", "decay_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        for name, choices in (("schedule", SCHEDULES), ("device", DEVICES), ("dtype", DTYPES)):
+        if self.compile not in (True, False, "auto"):
+            raise ConfigError(f"compile must be true, false or auto, got {self.compile!r}")
+        if self.loss_chunk_tokens < 0 or self.mfu_peak_tflops < 0:
+            raise ConfigError("loss_chunk_tokens and mfu_peak_tflops must not be negative")
+        if self.model is not None:
+            from growlm.models.presets import build_config
+
+            build_config(self.model, self.model_overrides)  # a bad model field fails here, named
+        for name, choices in (("schedule", SCHEDULES), ("device", DEVICES), ("dtype", DTYPES),
+                              ("distributed", ("auto", "none", "ddp", "fsdp"))):
             if getattr(self, name) not in choices:
                 raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
 
@@ -106,7 +120,7 @@ class TrainConfig:
 
 
 _OPTIONAL = {"model", "init_from", "trainable", "lora"}
-_TYPES = {"trainable": list, "frozen": list, "lora": dict, "model_overrides": dict}
+_TYPES = {"trainable": list, "frozen": list, "lora": dict, "model_overrides": dict, "compile": object}
 
 # Keys of a `data:` mapping: the arguments of `growlm data prepare`, prepared once into `out`.
 DATA_SPEC_KEYS: dict[str, type] = {

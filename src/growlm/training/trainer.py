@@ -1,4 +1,4 @@
-"""``growlm train``: one process, CPU or one GPU, resumable exactly.
+"""``growlm train``: CPU, one GPU or several processes (``training/distributed.py``), resumable exactly.
 
 The loop is deliberately plain: take ``grad_accum_steps`` micro-batches from the
 data position, back-propagate, clip, step AdamW and the LambdaLR schedule, log,
@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -28,12 +29,21 @@ from growlm.data.prepare import prepare
 from growlm.data.tokenizer import load_tokenizer
 from growlm.errors import CheckpointError, ConfigError, DataError, GrowlmError
 from growlm.evaluation.perplexity import autocast_context, evaluate_loss
-from growlm.models import GrowLMForCausalLM, model_class_for
+from growlm.models import GrowLMForCausalLM, model_class_for, model_from_state
 from growlm.models.accounting import model_cost, training_flops_per_token
 from growlm.models.presets import build_config
-from growlm.system import tune_cpu_allocator
+from growlm.system import measure_matmul_flops, tune_cpu_allocator
 from growlm.training import checkpoint as ckpt
 from growlm.training.config import TrainConfig, build_train_config
+from growlm.training.distributed import (
+    full_state,
+    grad_norm_value,
+    inner,
+    load_fsdp_optimizer,
+    sync_gradients,
+    wrap,
+)
+from growlm.training.distributed import setup as setup_runtime
 from growlm.training.optim import build_optimizer, build_scheduler, load_state_by_name, state_by_name
 from growlm.training.plotting import plot_loss_curves, run_curves
 from growlm.training.trainable import (
@@ -156,16 +166,16 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False) -> None:
         self.cfg = cfg
         self.out = Path(cfg.out_dir)
-        self.device = pick_device(cfg.device)
+        self.runtime, self.device = setup_runtime(cfg.distributed, cfg.device)
         if self.device.type == "cpu":
             tune_cpu_allocator()
         self.autocast = pick_autocast(cfg.dtype, self.device)
-        self.data_dir = resolve_data(cfg.data)
+        self.data_dir = self._data()
         self.tokenizer = load_tokenizer(self.data_dir / "tokenizer")
         self.train_split = TokenSplit(self.data_dir, "train")
         self.val_split = TokenSplit(self.data_dir, "val") if "val" in load_meta(self.data_dir)["splits"] else None
         if self.val_split is not None and self.val_split.num_windows(cfg.seq_len) == 0:
-            _say(f"warning: the val split of {self.data_dir} is shorter than one window; validation is off")
+            self.say(f"warning: the val split of {self.data_dir} is shorter than one window; validation is off")
             self.val_split = None
         self.sampler = WindowSampler(self.train_split, cfg.seq_len, cfg.seed)
         self.metrics = MetricsLog(self.out / METRICS_FILE)
@@ -174,24 +184,38 @@ class Trainer:
         resume_from = self._resume_point() if resume else None
         self._build(resume_from)
 
+    def say(self, message: str) -> None:
+        if self.runtime.main:
+            _say(message)
+
+    def _data(self) -> Path:
+        """Rank 0 prepares the data (first use of a data spec); the others wait for it."""
+        if self.runtime.main:
+            folder = resolve_data(self.cfg.data)
+        self.runtime.barrier()
+        return folder if self.runtime.main else resolve_data(self.cfg.data)
+
     # -- setup -------------------------------------------------------------------------------
     def _resume_point(self) -> Path | None:
-        found = ckpt.latest_good_checkpoint(self.out, _say)
+        found = ckpt.latest_good_checkpoint(self.out, self.say) if self.runtime.main else None
+        found = self.runtime.broadcast(str(found) if found else None)
         if found is None:
-            _say(f"no usable checkpoint in {self.out}; starting from step 0")
-        return found
+            self.say(f"no usable checkpoint in {self.out}; starting from step 0")
+        return Path(found) if found else None
 
     def _build(self, resume_from: Path | None) -> None:
-        cfg = self.cfg
+        cfg, runtime = self.cfg, self.runtime
+        if cfg.lora is not None and runtime.strategy == "fsdp":
+            raise ConfigError("lora is not supported with distributed: fsdp; use ddp")
         init_state: dict[str, Any] | None = None
         init_moments: dict[str, Any] | None = None
         if resume_from is not None and (resume_from / "lora").is_dir():
             model = load_lora(resume_from / "lora", ckpt.load_config(resume_from), cfg.lora, self.device)
         elif resume_from is not None:
-            model = ckpt.load_model(resume_from, self.device, _say)
+            model = ckpt.load_model(resume_from, self.device, self.say)
         elif cfg.init_from is not None:
-            source = ckpt.resolve_model_dir(cfg.init_from, _say)
-            model = ckpt.load_model(source, self.device, _say)
+            source = ckpt.resolve_model_dir(cfg.init_from, self.say)
+            model = ckpt.load_model(source, self.device, self.say)
             if (source / ckpt.TRAINER_STATE).exists():
                 init_state = ckpt.load_trainer_state(source)
                 if cfg.init_optimizer and (source / ckpt.OPTIMIZER).exists():
@@ -211,85 +235,145 @@ class Trainer:
                                                                  cfg.lora is not None)
         if self.trainable_params == 0:
             raise ConfigError("no parameter is trainable: check 'trainable', 'frozen' and 'lora'")
-        self.model = model
         self.base = base_model(model)
-        self.optimizer, self.param_names = build_optimizer(model, cfg, self.device)
+        self.base.model.gradient_checkpointing = cfg.activation_checkpointing
+        self.cost = model_cost(self.base.config, cfg.seq_len)
+        self.flops_per_token = training_flops_per_token(model, cfg.seq_len)
+        self.model = wrap(model, runtime, self.device, self.autocast)
+        self.optimizer, self.param_names = build_optimizer(inner(self.model), cfg, self.device)
         self.scheduler = build_scheduler(self.optimizer, cfg)
         if resume_from is not None:
             self._restore(resume_from)
         elif init_state is not None:
             if init_moments is not None:
-                loaded, skipped = load_state_by_name(self.optimizer, self.param_names, init_moments)
-                _say(f"optimizer moments from {cfg.init_from}: {len(loaded)} tensors loaded, "
-                     f"{len(skipped)} started fresh")
+                loaded, skipped = self._load_moments(init_moments)
+                self.say(f"optimizer moments from {cfg.init_from}: {len(loaded)} tensors loaded, "
+                         f"{len(skipped)} started fresh")
             if cfg.continue_data:
                 self.state["data_position"] = int(init_state.get("data_position", 0))
-        self.forward = torch.compile(model) if cfg.compile else model
-        self.cost = model_cost(self.base.config, cfg.seq_len)
-        self.flops_per_token = training_flops_per_token(model, cfg.seq_len)
+        compile_model = cfg.compile if cfg.compile != "auto" else self.device.type == "cuda"
+        self.forward = torch.compile(self.model) if compile_model else self.model
+        self.peak_flops = cfg.mfu_peak_tflops * 1e12 if cfg.mfu_peak_tflops else (
+            measure_matmul_flops(self.device) if self.device.type == "cuda" else 0.0)
+
+    def _load_moments(self, by_name: dict[str, dict[str, Any]]) -> tuple[list[str], list[str]]:
+        """AdamW moments by parameter name, into a plain, DDP or FSDP optimizer."""
+        if self.runtime.strategy != "fsdp":
+            return load_state_by_name(self.optimizer, self.param_names, by_name)
+        shapes = dict(inner(self.model).named_parameters())
+        usable = {n: e for n, e in by_name.items() if n in shapes and e["exp_avg"].shape == shapes[n].shape}
+        groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": names}
+                  for g, names in zip(self.optimizer.param_groups, self._group_names(), strict=True)]
+        load_fsdp_optimizer(self.model, self.optimizer, {"state": usable, "param_groups": groups})
+        return list(usable), [n for n in self.param_names if n not in usable]
+
+    def _group_names(self) -> list[list[str]]:
+        sizes = [len(g["params"]) for g in self.optimizer.param_groups]
+        return [self.param_names[sum(sizes[:i]): sum(sizes[: i + 1])] for i in range(len(sizes))]
 
     def _restore(self, folder: Path) -> None:
         state = ckpt.load_trainer_state(folder)
         if state.get("param_names") != self.param_names:
             raise CheckpointError(f"{folder}: the optimizer state was saved for different parameters")
-        self.optimizer.load_state_dict(torch.load(folder / ckpt.OPTIMIZER, map_location=self.device,
-                                                  weights_only=False))
+        saved = torch.load(folder / ckpt.OPTIMIZER, map_location="cpu", weights_only=False)
+        if self.runtime.strategy == "fsdp":
+            self._load_moments(state_by_name(saved, self.param_names))
+        else:
+            self.optimizer.load_state_dict(saved)
         self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=False))
         ckpt.set_rng_state(torch.load(folder / "rng.pt", weights_only=False))
-        self.state.update({k: v for k, v in state.items() if k != "param_names"})
-        self.metrics.truncate_after(self.state["step"])
-        _say(f"resumed from {folder} at step {self.state['step']}")
+        self.state.update({k: v for k, v in state.items() if k in self.state or k == "init_from"})
+        if self.runtime.main:
+            self.metrics.truncate_after(self.state["step"])
+        self.say(f"resumed from {folder} at step {self.state['step']}")
 
     # -- the loop ----------------------------------------------------------------------------
+    @property
+    def tokens_per_step(self) -> int:
+        return self.cfg.tokens_per_step * self.runtime.world
+
     def _step(self) -> tuple[float, float]:
-        cfg = self.cfg
+        cfg, runtime = self.cfg, self.runtime
         self.model.train()
         total = torch.zeros((), device=self.device)
-        for _ in range(cfg.grad_accum_steps):
-            x, y = self.sampler.batch(self.state["data_position"], cfg.micro_batch_size)
-            self.state["data_position"] += cfg.micro_batch_size
+        for micro in range(cfg.grad_accum_steps):
+            start = self.state["data_position"] + runtime.rank * cfg.micro_batch_size
+            x, y = self.sampler.batch(start, cfg.micro_batch_size)
+            self.state["data_position"] += cfg.micro_batch_size * runtime.world
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            with autocast_context(self.device, self.autocast):
-                loss = self.forward(input_ids=x, shift_labels=y, use_cache=False).loss / cfg.grad_accum_steps
-            loss.backward()
+            with sync_gradients(self.model, runtime, micro == cfg.grad_accum_steps - 1), \
+                    autocast_context(self.device, self.autocast):
+                loss = self.forward(input_ids=x, shift_labels=y, use_cache=False,
+                                    loss_chunk_tokens=cfg.loss_chunk_tokens).loss / cfg.grad_accum_steps
+                loss.backward()
             total += loss.detach()
         params = [p for p in self.model.parameters() if p.grad is not None]
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        loss_value, norm_value = total.item(), grad_norm.item()
-        if math.isfinite(loss_value) and math.isfinite(norm_value):
+        grad_norm = grad_norm_value(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        loss_value = float(runtime.mean(total))
+        if math.isfinite(loss_value) and math.isfinite(grad_norm):
             self.optimizer.step()
             self.state["bad_steps_in_a_row"] = 0
         else:
             self.state["bad_steps_total"] += 1
             self.state["bad_steps_in_a_row"] = self.state.get("bad_steps_in_a_row", 0) + 1
-            _say(f"warning: non-finite loss or gradient at step {self.state['step'] + 1}; step skipped")
+            self.say(f"warning: non-finite loss or gradient at step {self.state['step'] + 1}; step skipped")
             if self.state["bad_steps_in_a_row"] >= cfg.max_bad_steps:
                 self.save()
                 raise GrowlmError(f"{cfg.max_bad_steps} non-finite steps in a row (last at step "
                                   f"{self.state['step'] + 1}); stopping. Lower lr or check the data.")
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss_value, norm_value
+        return loss_value, grad_norm
 
     def validate(self) -> dict[str, float] | None:
         if self.val_split is None:
             return None
         return evaluate_loss(self.model, self.val_split, self.cfg.seq_len, self.cfg.micro_batch_size,
-                             self.cfg.eval_batches, self.device, self.autocast)
+                             self.cfg.eval_batches, self.device, self.autocast, runtime=self.runtime)
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """A checkpoint of the full (unsharded) state, written by rank 0; collective under FSDP."""
+        weights, fsdp_optimizer = full_state(self.model, self.optimizer, self.runtime)
+        if not self.runtime.main:
+            self.runtime.barrier()
+            return None
+        if fsdp_optimizer is not None:
+            optimizer_state = {"state": {self.param_names.index(n): v for n, v in fsdp_optimizer["state"].items()},
+                               "param_groups": [{**{k: v for k, v in g.items() if k != "params"},
+                                                 "params": [self.param_names.index(n) for n in g["params"]]}
+                                                for g in fsdp_optimizer["param_groups"]]}
+            plain = model_from_state(self.base.config, weights, "the gathered FSDP state")
+        else:
+            optimizer_state = self.optimizer.state_dict()
+            plain = merged_model(inner(self.model))
         state = {**self.state, "param_names": self.param_names, "seq_len": self.cfg.seq_len,
-                 "data_dir": str(self.data_dir), "config": self.cfg.to_dict(),
+                 "data_dir": str(self.data_dir), "config": self.cfg.to_dict(), "world_size": self.runtime.world,
                  "trainable_params": self.trainable_params, "train_flops_per_token": self.flops_per_token}
-        extra = (lambda folder: save_lora(self.model, folder / "lora")) if is_lora(self.model) else None
-        return ckpt.save_checkpoint(self.out, self.state["step"], merged_model(self.model), self.tokenizer,
-                                    self.optimizer, self.scheduler, state, self.cfg.keep_last, extra)
+        extra = (lambda folder: save_lora(inner(self.model), folder / "lora")) if is_lora(inner(self.model)) else None
+        path = ckpt.save_checkpoint(self.out, self.state["step"], plain, self.tokenizer, optimizer_state,
+                                    self.scheduler, state, self.cfg.keep_last, extra)
+        self.runtime.barrier()
+        return path
+
+    def _row(self, step: int, grad_norm: float, seconds: float, window_tokens: int) -> dict[str, Any]:
+        st = self.state
+        tokens_per_s = window_tokens / max(seconds, 1e-9)
+        row = {"step": step, "loss": st["window_loss_sum"] / st["window_steps"],
+               "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm, "tokens": st["tokens"],
+               "tokens_per_s": tokens_per_s, "elapsed_s": st["elapsed_s"]}
+        if self.peak_flops:
+            row["mfu"] = self.flops_per_token * tokens_per_s / (self.peak_flops * self.runtime.world)
+        if self.device.type == "cuda":
+            row["max_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        return row
 
     def run(self) -> dict[str, Any]:
-        cfg, st = self.cfg, self.state
-        self.out.mkdir(parents=True, exist_ok=True)
-        bar = tqdm(total=cfg.max_steps, initial=st["step"], unit="step", disable=not cfg.progress,
+        cfg, st, runtime = self.cfg, self.state, self.runtime
+        if runtime.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        board = open_tensorboard(self.out) if runtime.main and cfg.tensorboard else None
+        bar = tqdm(total=cfg.max_steps, initial=st["step"], unit="step", disable=not (cfg.progress and runtime.main),
                    dynamic_ncols=True, desc=self.out.name)
         window_start, window_tokens = time.time(), 0
         last_val: dict[str, float] | None = None
@@ -298,9 +382,9 @@ class Trainer:
                 tic = time.time()
                 loss, grad_norm = self._step()
                 st["step"] += 1
-                st["tokens"] += cfg.tokens_per_step
+                st["tokens"] += self.tokens_per_step
                 st["elapsed_s"] += time.time() - tic
-                window_tokens += cfg.tokens_per_step
+                window_tokens += self.tokens_per_step
                 if math.isfinite(loss):
                     st["window_loss_sum"] += loss
                     st["window_steps"] += 1
@@ -309,10 +393,7 @@ class Trainer:
                 row: dict[str, Any] = {}
                 is_eval = step % cfg.eval_every == 0 or final
                 if (step % cfg.log_every == 0 or final or is_eval) and st["window_steps"]:
-                    seconds = time.time() - window_start
-                    row = {"step": step, "loss": st["window_loss_sum"] / st["window_steps"],
-                           "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm, "tokens": st["tokens"],
-                           "tokens_per_s": window_tokens / max(seconds, 1e-9), "elapsed_s": st["elapsed_s"]}
+                    row = self._row(step, grad_norm, time.time() - window_start, window_tokens)
                     st["window_loss_sum"], st["window_steps"] = 0.0, 0
                     window_start, window_tokens = time.time(), 0
                     bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
@@ -321,27 +402,37 @@ class Trainer:
                     if last_val is not None and row:
                         row.update(val_loss=last_val["loss"], val_ppl=last_val["perplexity"],
                                    val_bpb=last_val["bits_per_byte"])
-                        _say(f"step {step}: val loss {last_val['loss']:.4f}, ppl {last_val['perplexity']:.2f}")
+                        self.say(f"step {step}: val loss {last_val['loss']:.4f}, ppl {last_val['perplexity']:.2f}")
                     window_start = time.time()
-                if row:
+                if row and runtime.main:
                     self.metrics.write(row)
+                    if board is not None:
+                        for key, value in row.items():
+                            if key != "step":
+                                board.add_scalar(key, value, step)
                 bar.update(1)
-                if step % cfg.checkpoint_every == 0 or final or stop.signal is not None:
+                stopping = runtime.anyone(stop.signal is not None, self.device)
+                if step % cfg.checkpoint_every == 0 or final or stopping:
                     path = self.save()
-                    if stop.signal is not None:
+                    if stopping:
                         bar.close()
-                        _say(f"stopped by signal {stop.signal} at step {step}; checkpoint {path}; "
-                             f"continue with `growlm train --resume {self.out}`")
-                        raise SystemExit(128 + stop.signal)
+                        self.say(f"stopped by a signal at step {step}; checkpoint {path}; "
+                                 f"continue with `growlm train --resume {self.out}`")
+                        raise SystemExit(128 + (stop.signal or signal.SIGTERM))
         bar.close()
+        if board is not None:
+            board.close()
         return self.finish(last_val)
 
     def finish(self, last_val: dict[str, float] | None) -> dict[str, Any]:
+        if not self.runtime.main:
+            return {}
         rows = self.metrics.rows()
         if rows:
             plot_loss_curves(run_curves(rows, self.base.config.architecture), self.out / "loss.png",
                              title=f"{self.out.name}: {self.base.config.architecture}")
         train_rows = [r for r in rows if "loss" in r]
+        seconds = self.state["elapsed_s"]
         summary = {
             "steps": self.state["step"],
             "tokens": self.state["tokens"],
@@ -349,15 +440,47 @@ class Trainer:
             "final_val_loss": last_val["loss"] if last_val else None,
             "final_val_perplexity": last_val["perplexity"] if last_val else None,
             "non_finite_steps": self.state["bad_steps_total"],
-            "train_seconds": round(self.state["elapsed_s"], 2),
+            "train_seconds": round(seconds, 2),
+            "tokens_per_s": round(self.state["tokens"] / seconds, 1) if seconds else None,
+            "world_size": self.runtime.world,
             "parameters": self.cost.total_params,
             "trainable_parameters": self.trainable_params,
             "train_flops_per_token": self.flops_per_token,
             "train_flops": self.flops_per_token * self.state["tokens"],
+            "mfu": train_rows[-1].get("mfu") if train_rows else None,
+            "max_memory_gb": train_rows[-1].get("max_memory_gb") if train_rows else None,
             "checkpoint": str(ckpt.list_checkpoints(self.out)[-1]) if ckpt.list_checkpoints(self.out) else None,
         }
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        _say(summary_line(summary))
         return summary
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """The compact end-of-run line."""
+    parts = [f"{summary['steps']} steps", f"{summary['tokens']:,} tokens", f"{summary['train_seconds']:.0f} s"]
+    if summary.get("tokens_per_s"):
+        parts.append(f"{summary['tokens_per_s']:,.0f} tok/s")
+    if summary.get("mfu"):
+        parts.append(f"MFU {100 * summary['mfu']:.1f}%")
+    if summary.get("max_memory_gb"):
+        parts.append(f"{summary['max_memory_gb']:.1f} GiB peak")
+    if summary.get("final_train_loss") is not None:
+        parts.append(f"train loss {summary['final_train_loss']:.4f}")
+    if summary.get("final_val_loss") is not None:
+        parts.append(f"val loss {summary['final_val_loss']:.4f}")
+    if summary.get("non_finite_steps"):
+        parts.append(f"{summary['non_finite_steps']} non-finite steps skipped")
+    return "done: " + ", ".join(parts)
+
+
+def open_tensorboard(out: Path):
+    """A TensorBoard writer when tensorboard is installed (None otherwise)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
 
 
 def start_run(cfg: TrainConfig) -> dict[str, Any]:
@@ -366,9 +489,14 @@ def start_run(cfg: TrainConfig) -> dict[str, Any]:
     if ckpt.list_checkpoints(out) or (out / METRICS_FILE).exists():
         raise ConfigError(f"out_dir {out} already holds a run; continue it with `growlm train --resume {out}` "
                           "or choose another out_dir")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    if _is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     return Trainer(cfg).run()
+
+
+def _is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
 
 
 def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -380,7 +508,7 @@ def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> 
     values = yaml.safe_load(config_path.read_text())
     values["out_dir"] = str(run_dir)
     cfg = build_train_config(values, overrides)
-    if overrides:
+    if overrides and _is_main_process():
         config_path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     with contextlib.suppress(FileExistsError):
         run_dir.mkdir(parents=True)

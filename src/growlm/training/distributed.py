@@ -1,0 +1,170 @@
+"""Several processes through torchrun: DDP or FSDP2, one consistent view of the run.
+
+``torchrun --nproc_per_node N -m growlm.cli.main train CONFIG`` (or the ``growlm``
+script under torchrun) starts N processes; each one finds ``WORLD_SIZE``/``RANK``/
+``LOCAL_RANK`` in its environment and joins a process group (NCCL on GPUs, gloo on
+CPUs). Config key ``distributed``: ``auto`` (DDP when there is more than one process),
+``ddp``, ``fsdp`` (FSDP2 ``fully_shard`` per decoder block and at the root, bf16
+parameters with fp32 gradient reduction on GPUs) or ``none``.
+
+What every rank agrees on:
+
+* the data: the global batch of a micro-step is ``world * micro_batch_size`` windows from
+  the data position; rank r takes the r-th slice, so N processes see exactly the windows
+  one process with an N times larger micro-batch would;
+* every decision: losses and gradient norms are reduced before they are logged or
+  checked for non-finite values, and a stop signal seen by any rank stops all of them at
+  the same step;
+* checkpoints: full (unsharded) weights and optimizer moments keyed by parameter name,
+  written by rank 0, so a checkpoint written by N processes resumes in M processes (or
+  one) -- growth and plan stages work on full checkpoints and re-shard when training
+  starts again.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from growlm.errors import ConfigError
+
+STRATEGIES = ("auto", "none", "ddp", "fsdp")
+
+
+@dataclass
+class Runtime:
+    """This process's place in the run."""
+
+    world: int = 1
+    rank: int = 0
+    local_rank: int = 0
+    strategy: str = "none"
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        """All-reduced mean of a scalar tensor."""
+        if self.active:
+            value = value.clone()
+            dist.all_reduce(value)
+            value /= self.world
+        return value
+
+    def total(self, value: torch.Tensor) -> torch.Tensor:
+        if self.active:
+            value = value.clone()
+            dist.all_reduce(value)
+        return value
+
+    def anyone(self, flag: bool, device: torch.device) -> bool:
+        if not self.active:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def broadcast(self, obj: Any) -> Any:
+        if not self.active:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def setup(strategy: str, device_name: str) -> tuple[Runtime, torch.device]:
+    """Join the process group torchrun prepared (if any) and pick this rank's device."""
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"distributed must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
+    if use_cuda and not torch.cuda.is_available():
+        raise ConfigError("device is 'cuda' but no CUDA device is available")
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if world == 1:
+        if strategy in ("ddp", "fsdp"):
+            raise ConfigError(f"distributed: {strategy} needs several processes; start them with torchrun "
+                              "--nproc_per_node N")
+        return Runtime(), device
+    if strategy == "none":
+        raise ConfigError("several processes were started but distributed is 'none'")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return Runtime(world, rank, local_rank, "ddp" if strategy == "auto" else strategy), device
+
+
+def wrap(model: nn.Module, runtime: Runtime, device: torch.device, autocast: torch.dtype | None) -> nn.Module:
+    """DDP or FSDP2 around the model (which every rank built identically)."""
+    if runtime.strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if runtime.strategy == "fsdp":
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        policy = MixedPrecisionPolicy(param_dtype=autocast, reduce_dtype=torch.float32) if autocast else None
+        kwargs = {"mp_policy": policy} if policy else {}
+        for layer in inner(model).model.layers:
+            fully_shard(layer, **kwargs)
+        fully_shard(model, **kwargs)
+    return model
+
+
+def inner(model: nn.Module) -> nn.Module:
+    """The model inside a DDP wrapper (FSDP2 shards in place)."""
+    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
+
+
+def sync_gradients(model: nn.Module, runtime: Runtime, sync: bool):
+    """Context in which backward does (not) all-reduce gradients: skip it on all but the last micro-step."""
+    import contextlib
+
+    if runtime.strategy == "ddp" and not sync:
+        return model.no_sync()
+    if runtime.strategy == "fsdp":
+        model.set_requires_gradient_sync(sync)
+    return contextlib.nullcontext()
+
+
+def full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None, runtime: Runtime
+               ) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """Unsharded weights and FQN-keyed optimizer state (collective under FSDP; complete on rank 0)."""
+    if runtime.strategy != "fsdp":
+        return inner(model).state_dict(), None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    if optimizer is None:
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        return get_model_state_dict(model, options=options), None
+    return get_state_dict(model, optimizer, options=options)
+
+
+def load_fsdp_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, by_fqn: dict[str, Any]) -> None:
+    """Full FQN-keyed optimizer state from rank 0 into a sharded optimizer."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, by_fqn,
+                             options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+
+
+def grad_norm_value(norm: torch.Tensor) -> float:
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)

@@ -1,0 +1,99 @@
+"""Two CPU processes on gloo through torchrun: DDP and FSDP2 train like one process, a SIGKILLed
+two-process run resumes exactly, and a two-process checkpoint resumes in one process."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+STEPS = 16
+
+
+def _config(tmp_path: Path, data: Path, name: str, **values) -> Path:
+    config = {"model": "nexus-tiny", "model_overrides": {"num_hidden_layers": 2}, "data": str(data), "seq_len": 32,
+              "micro_batch_size": 2, "max_steps": STEPS, "lr": 3e-3, "warmup_steps": 2, "log_every": 1,
+              "eval_every": 8, "eval_batches": 2, "checkpoint_every": 4, "progress": False, "device": "cpu",
+              "out_dir": str(tmp_path / name), **values}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _torchrun(nproc: int, *args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "growlm.cli.main", "train", *args]
+
+
+def _run(command: list[str]) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def _losses(run: Path) -> list[tuple[int, float]]:
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in rows]
+
+
+def _close(a, b, rel=2e-3):
+    assert [s for s, _ in a] == [s for s, _ in b]
+    for (step, x), (_, y) in zip(a, b, strict=True):
+        assert abs(x - y) <= rel * abs(y), (step, x, y)
+
+
+@pytest.fixture(scope="module")
+def one_process(tiny_data, tmp_path_factory):
+    """The reference: one process, micro-batch 4 (= 2 processes x 2)."""
+    tmp = tmp_path_factory.mktemp("single")
+    _run([sys.executable, "-m", "growlm.cli.main", "train", str(_config(tmp, tiny_data, "one", micro_batch_size=4))])
+    return tmp / "one"
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_match_one(tiny_data, tmp_path, one_process, strategy):
+    _run(_torchrun(2, str(_config(tmp_path, tiny_data, strategy, distributed=strategy))))
+    run = tmp_path / strategy
+    _close(_losses(run), _losses(one_process))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["tokens"] == STEPS * 2 * 2 * 32
+    state = json.loads((run / "checkpoints" / f"step-{STEPS:08d}" / "trainer_state.json").read_text())
+    assert state["data_position"] == STEPS * 4 and state["world_size"] == 2
+
+
+def test_two_process_sigkill_resumes_exactly(tiny_data, tmp_path):
+    _run(_torchrun(2, str(_config(tmp_path, tiny_data, "straight"))))
+    config = _config(tmp_path, tiny_data, "killed")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(_torchrun(2, str(config)), cwd=REPO, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "killed" / "checkpoints" / "step-00000008"
+    deadline = time.time() + 300
+    while not checkpoint.exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.02)
+    time.sleep(random.uniform(0.0, 0.5))
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers
+    proc.wait()
+    _run(_torchrun(2, "--resume", str(tmp_path / "killed")))
+    assert _losses(tmp_path / "killed") == _losses(tmp_path / "straight")
+
+
+def test_two_process_checkpoint_resumes_in_one_process(tiny_data, tmp_path, one_process):
+    import shutil
+
+    _run(_torchrun(2, str(_config(tmp_path, tiny_data, "pair", distributed="fsdp"))))
+    for late in ("step-00000012", f"step-{STEPS:08d}"):  # as if the pair had stopped after step 8
+        shutil.rmtree(tmp_path / "pair" / "checkpoints" / late)
+    # one process continues with the same global batch (micro-batch 4) from the FSDP checkpoint
+    _run([sys.executable, "-m", "growlm.cli.main", "train", "--resume", str(tmp_path / "pair"),
+          "--set", "micro_batch_size=4", "--set", "distributed=auto"])
+    _close(_losses(tmp_path / "pair"), _losses(one_process))
