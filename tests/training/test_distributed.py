@@ -97,3 +97,22 @@ def test_two_process_checkpoint_resumes_in_one_process(tiny_data, tmp_path, one_
     _run([sys.executable, "-m", "growlm.cli.main", "train", "--resume", str(tmp_path / "pair"),
           "--set", "micro_batch_size=4", "--set", "distributed=auto"])
     _close(_losses(tmp_path / "pair"), _losses(one_process))
+
+
+def test_growth_plan_under_fsdp(tiny_data, tmp_path):
+    """Two FSDP processes train, rank 0 grows the gathered checkpoint, both re-shard and train on."""
+    plan = {"out_dir": str(tmp_path / "plan"),
+            "defaults": {"data": str(tiny_data), "seq_len": 32, "micro_batch_size": 2, "lr": 3e-3,
+                         "warmup_steps": 1, "log_every": 2, "eval_every": 4, "eval_batches": 2,
+                         "checkpoint_every": 4, "progress": False, "device": "cpu", "distributed": "fsdp"},
+            "stages": [{"name": "base", "model": "nexus-tiny", "model_overrides": {"num_hidden_layers": 2},
+                        "max_steps": 4},
+                       {"name": "grown", "grow": {"nexus_m": 192, "nexus_a": 224, "num_hidden_layers": 3,
+                                                  "hidden_size": 144}, "max_steps": 4}]}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    _run(_torchrun(2, str(path)))
+    ledger = json.loads((tmp_path / "plan" / "ledger.json").read_text())
+    assert [s["stage"] for s in ledger["stages"]] == ["base", "grown"]
+    assert ledger["stages"][1]["growth_verified"] and ledger["stages"][1]["tokens"] == 4 * 2 * 2 * 32
+    assert json.loads((tmp_path / "plan" / "stage-02-grown" / "train" / "summary.json").read_text())["world_size"] == 2

@@ -127,3 +127,8 @@ def test_schedules(schedule):
         assert factors[79] == 1.0 and factors[80] < 1.0 and factors[-1] == pytest.approx(0.1)
     else:
         assert all(a >= b for a, b in itertools.pairwise(factors[10:])) and factors[-1] == pytest.approx(0.1)
+
+
+def test_keep_last_prunes_old_checkpoints(tiny_data, tmp_path):
+    start_run(_cfg(tiny_data, tmp_path / "run", max_steps=40, checkpoint_every=10, keep_last=2))
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "run")] == ["step-00000030", "step-00000040"]

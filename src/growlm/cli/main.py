@@ -127,7 +127,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         if args.config:
             raise GrowlmError("pass either CONFIG or --resume RUN_DIR, not both")
         if (Path(args.resume) / PLAN_FILE).exists():
-            print("\n".join(ledger_lines(resume_plan(args.resume, overrides))))
+            ledger = resume_plan(args.resume, overrides)
+            if ledger:  # rank 0 under torchrun, or the only process
+                print("\n".join(ledger_lines(ledger)))
             return
         summary = resume_run(args.resume, overrides)
     else:
@@ -139,10 +141,13 @@ def cmd_train(args: argparse.Namespace) -> None:
         except yaml.YAMLError:
             values = None  # load_train_config reports it
         if is_plan(values):
-            print("\n".join(ledger_lines(run_plan(load_plan(path, overrides)))))
+            ledger = run_plan(load_plan(path, overrides))
+            if ledger:
+                print("\n".join(ledger_lines(ledger)))
             return
         summary = start_run(load_train_config(args.config, overrides))
-    _print_json(summary)
+    if summary:  # rank 0 under torchrun, or the only process
+        _print_json(summary)
 
 
 def cmd_plan_show(args: argparse.Namespace) -> None:

@@ -135,8 +135,29 @@ DATA_SPEC_KEYS: dict[str, type] = {
 }
 
 
+STREAM_KEYS = {"sources": list, "tokenizer": str, "val": dict}
+
+
 def check_data_spec(data: Any) -> None:
-    """``data`` is an existing prepared folder, or a mapping that says how to prepare one."""
+    """``data`` is a prepared folder, a mapping that says how to prepare one, or a mapping of ``sources``."""
+    if isinstance(data, dict) and "sources" in data:
+        from growlm.data.sources import check_source
+
+        for key in data:
+            if key not in STREAM_KEYS:
+                raise ConfigError(unknown_key_message("data key (with sources)", key, STREAM_KEYS))
+        if not isinstance(data["sources"], list) or not data["sources"]:
+            raise ConfigError("data.sources must be a non-empty list of sources")
+        for i, source in enumerate(data["sources"]):
+            check_source(source, f"data.sources[{i}]")
+        if any("dataset" in s for s in data["sources"]) and not data.get("tokenizer"):
+            raise ConfigError("data.tokenizer is required when a source is a dataset")
+        if not data.get("tokenizer"):
+            first = data["sources"][0]["prepared"]
+            data["tokenizer"] = str(Path(first) / "tokenizer")
+        if data.get("val") is not None:
+            check_source(data["val"], "data.val")
+        return
     if isinstance(data, str):
         if not Path(data).exists():
             raise ConfigError(f"data folder '{data}' does not exist; prepare it with `growlm data prepare`")

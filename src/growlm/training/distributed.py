@@ -159,11 +159,14 @@ def full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None, runtim
 
 
 def load_fsdp_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, by_fqn: dict[str, Any]) -> None:
-    """Full FQN-keyed optimizer state from rank 0 into a sharded optimizer."""
+    """Full FQN-keyed optimizer state from rank 0 into a sharded optimizer.
+
+    Not strict: parameters without saved moments (new blocks after growth) start fresh."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
     set_optimizer_state_dict(model, optimizer, by_fqn,
-                             options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+                             options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True,
+                                                      strict=False))
 
 
 def grad_norm_value(norm: torch.Tensor) -> float:

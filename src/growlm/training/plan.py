@@ -219,47 +219,76 @@ def _write_ledger(out: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
     return ledger
 
 
+def _process_group() -> tuple[bool, Any]:
+    """Under torchrun: join the process group now, so that rank 0 can grow while the others wait."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    main = not dist.is_initialized() or dist.get_rank() == 0
+    return main, (dist.barrier if dist.is_initialized() else (lambda: None))
+
+
 def run_plan(plan: Plan, resume: bool = False) -> dict[str, Any]:
+    """Run (or continue) every stage. Under torchrun all processes train; rank 0 alone grows models
+    (on full checkpoints) and writes the stage records and the ledger, the others wait for it."""
     out = plan.out_dir
-    if (out / PLAN_FILE).exists() and not resume:
+    main, barrier = _process_group()
+    if (out / PLAN_FILE).exists() and not resume and main:
         raise ConfigError(f"out_dir {out} already holds a plan run; continue it with `growlm train --resume {out}`")
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        (out / PLAN_FILE).write_text(yaml.safe_dump({**plan.source, "out_dir": str(out)}, sort_keys=False))
+    barrier()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            (out / PLAN_FILE).write_text(yaml.safe_dump({**plan.source, "out_dir": str(out)}, sort_keys=False))
     plan_shapes(plan)  # every stage's request is checked before any training starts
     records: list[dict[str, Any]] = []
     previous: Path | None = None
     for stage in plan.stages:
         folder = out / stage.folder_name
         marker = folder / STAGE_FILE
+        barrier()
         if marker.exists():
             record = json.loads(marker.read_text())
             records.append(record)
             previous = Path(record["final_checkpoint"])
             _say(f"stage {stage.index + 1}/{len(plan.stages)} {stage.name}: complete, skipped")
             continue
-        _say(f"stage {stage.index + 1}/{len(plan.stages)} {stage.name}")
-        folder.mkdir(parents=True, exist_ok=True)
+        if main:
+            _say(f"stage {stage.index + 1}/{len(plan.stages)} {stage.name}")
+            folder.mkdir(parents=True, exist_ok=True)
         started = time.time()
         source = previous
         growth = None
         if stage.grow:
             grown = folder / "grown"
-            if not (grown / "growth.json").exists():
+            if main and not (grown / "growth.json").exists():
                 shutil.rmtree(grown, ignore_errors=True)
                 grow_checkpoint(previous, grown, stage.grow, parse_init(stage.init), seed=stage.grow_seed,
                                 say=_say, options=stage.grow_options)
+            barrier()
             growth = json.loads((grown / "growth.json").read_text())
             if growth["verification"] is not None and not growth["verification"]["passed"]:
                 raise GrowlmError(f"stage {stage.name}: the grown model in {grown} failed its verification "
                                   f"({growth['verification']['expectation']}); see growth.json")
             source = grown
         run_dir = folder / "train"
-        if ckpt.list_checkpoints(run_dir):
+        resuming = bool(ckpt.list_checkpoints(run_dir))
+        barrier()
+        if resuming:
             summary = resume_run(run_dir)
         else:
-            shutil.rmtree(run_dir, ignore_errors=True)
+            if main:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            barrier()
             summary = start_run(stage_config(stage, run_dir, source))
+        barrier()
+        if not main:
+            previous = _final_checkpoint(run_dir)
+            continue
         record = {
             "stage": stage.name,
             "index": stage.index,
@@ -281,6 +310,8 @@ def run_plan(plan: Plan, resume: bool = False) -> dict[str, Any]:
         records.append(record)
         _write_ledger(out, records)
         previous = Path(record["final_checkpoint"])
+    if not main:
+        return {}
     ledger = _write_ledger(out, records)
     plot_plan(out)
     return ledger

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from growlm.data.dataset import TokenSplit, WindowSampler, load_meta
 from growlm.data.prepare import prepare
+from growlm.data.sources import InMemorySplit, build_stream, check_source
 from growlm.data.tokenizer import load_tokenizer
 from growlm.errors import CheckpointError, ConfigError, DataError, GrowlmError
 from growlm.evaluation.perplexity import autocast_context, evaluate_loss
@@ -170,14 +171,7 @@ class Trainer:
         if self.device.type == "cpu":
             tune_cpu_allocator()
         self.autocast = pick_autocast(cfg.dtype, self.device)
-        self.data_dir = self._data()
-        self.tokenizer = load_tokenizer(self.data_dir / "tokenizer")
-        self.train_split = TokenSplit(self.data_dir, "train")
-        self.val_split = TokenSplit(self.data_dir, "val") if "val" in load_meta(self.data_dir)["splits"] else None
-        if self.val_split is not None and self.val_split.num_windows(cfg.seq_len) == 0:
-            self.say(f"warning: the val split of {self.data_dir} is shorter than one window; validation is off")
-            self.val_split = None
-        self.sampler = WindowSampler(self.train_split, cfg.seq_len, cfg.seed)
+        self._setup_data()
         self.metrics = MetricsLog(self.out / METRICS_FILE)
         self.state: dict[str, Any] = {"step": 0, "tokens": 0, "data_position": 0, "window_loss_sum": 0.0,
                                       "window_steps": 0, "bad_steps_total": 0, "elapsed_s": 0.0}
@@ -188,12 +182,47 @@ class Trainer:
         if self.runtime.main:
             _say(message)
 
-    def _data(self) -> Path:
-        """Rank 0 prepares the data (first use of a data spec); the others wait for it."""
-        if self.runtime.main:
-            folder = resolve_data(self.cfg.data)
-        self.runtime.barrier()
-        return folder if self.runtime.main else resolve_data(self.cfg.data)
+    def _setup_data(self) -> None:
+        """A prepared folder (memory-mapped, random access by position) or a stream of sources."""
+        cfg = self.cfg
+        self.stream = None
+        if isinstance(cfg.data, dict) and "sources" in cfg.data:
+            self.data_dir = None
+            self.tokenizer = load_tokenizer(cfg.data["tokenizer"])
+            self.stream = build_stream(cfg.data, self.tokenizer, cfg.seq_len, cfg.seed)
+            val = cfg.data.get("val")
+            if val is None:
+                self.val_split = None
+            elif "prepared" in check_source(val, "data.val"):
+                self.val_split = TokenSplit(val["prepared"], "val")
+            else:
+                self.val_split = InMemorySplit(val, self.tokenizer)
+        else:
+            if self.runtime.main:  # rank 0 prepares the data on first use of a spec; the others wait
+                self.data_dir = resolve_data(cfg.data)
+            self.runtime.barrier()
+            if not self.runtime.main:
+                self.data_dir = resolve_data(cfg.data)
+            self.tokenizer = load_tokenizer(self.data_dir / "tokenizer")
+            self.train_split = TokenSplit(self.data_dir, "train")
+            self.sampler = WindowSampler(self.train_split, cfg.seq_len, cfg.seed)
+            has_val = "val" in load_meta(self.data_dir)["splits"]
+            self.val_split = TokenSplit(self.data_dir, "val") if has_val else None
+        if self.val_split is not None and self.val_split.num_windows(cfg.seq_len) == 0:
+            self.say("warning: the validation data is shorter than one window; validation is off")
+            self.val_split = None
+
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's share of the next global micro-batch."""
+        cfg, runtime = self.cfg, self.runtime
+        if self.stream is not None:
+            rows = self.stream.next_windows(cfg.micro_batch_size * runtime.world)
+            tokens = torch.from_numpy(rows[runtime.rank * cfg.micro_batch_size:][: cfg.micro_batch_size])
+            self.state["data_position"] += cfg.micro_batch_size * runtime.world
+            return tokens[:, :-1], tokens[:, 1:]
+        start = self.state["data_position"] + runtime.rank * cfg.micro_batch_size
+        self.state["data_position"] += cfg.micro_batch_size * runtime.world
+        return self.sampler.batch(start, cfg.micro_batch_size)
 
     # -- setup -------------------------------------------------------------------------------
     def _resume_point(self) -> Path | None:
@@ -251,6 +280,8 @@ class Trainer:
                          f"{len(skipped)} started fresh")
             if cfg.continue_data:
                 self.state["data_position"] = int(init_state.get("data_position", 0))
+                if self.stream is not None and init_state.get("data_state"):
+                    self.stream.load_state(init_state["data_state"])
         compile_model = cfg.compile if cfg.compile != "auto" else self.device.type == "cuda"
         self.forward = torch.compile(self.model) if compile_model else self.model
         self.peak_flops = cfg.mfu_peak_tflops * 1e12 if cfg.mfu_peak_tflops else (
@@ -283,6 +314,8 @@ class Trainer:
         self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=False))
         ckpt.set_rng_state(torch.load(folder / "rng.pt", weights_only=False))
         self.state.update({k: v for k, v in state.items() if k in self.state or k == "init_from"})
+        if self.stream is not None:
+            self.stream.load_state(state["data_state"])
         if self.runtime.main:
             self.metrics.truncate_after(self.state["step"])
         self.say(f"resumed from {folder} at step {self.state['step']}")
@@ -297,9 +330,7 @@ class Trainer:
         self.model.train()
         total = torch.zeros((), device=self.device)
         for micro in range(cfg.grad_accum_steps):
-            start = self.state["data_position"] + runtime.rank * cfg.micro_batch_size
-            x, y = self.sampler.batch(start, cfg.micro_batch_size)
-            self.state["data_position"] += cfg.micro_batch_size * runtime.world
+            x, y = self._next_batch()
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             with sync_gradients(self.model, runtime, micro == cfg.grad_accum_steps - 1), \
                     autocast_context(self.device, self.autocast):
@@ -348,7 +379,9 @@ class Trainer:
             optimizer_state = self.optimizer.state_dict()
             plain = merged_model(inner(self.model))
         state = {**self.state, "param_names": self.param_names, "seq_len": self.cfg.seq_len,
-                 "data_dir": str(self.data_dir), "config": self.cfg.to_dict(), "world_size": self.runtime.world,
+                 "data_dir": str(self.data_dir) if self.data_dir else None, "config": self.cfg.to_dict(),
+                 "world_size": self.runtime.world,
+                 **({"data_state": self.stream.state()} if self.stream is not None else {}),
                  "trainable_params": self.trainable_params, "train_flops_per_token": self.flops_per_token}
         extra = (lambda folder: save_lora(inner(self.model), folder / "lora")) if is_lora(inner(self.model)) else None
         path = ckpt.save_checkpoint(self.out, self.state["step"], plain, self.tokenizer, optimizer_state,
