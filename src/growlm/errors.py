@@ -8,7 +8,10 @@ status 2. Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 
 class GrowlmError(Exception):
@@ -29,6 +32,16 @@ class DataError(GrowlmError):
 
 class GrowthError(GrowlmError):
     """A growth request cannot be satisfied."""
+
+
+def read_json(path: Path, error: type[GrowlmError], missing: str) -> Any:
+    """A JSON file's content; ``missing`` (the message) when absent, ``error`` naming the file when corrupt."""
+    if not path.exists():
+        raise error(missing)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path} is corrupt (not valid JSON: {exc})") from exc
 
 
 def unknown_key_message(kind: str, key: str, valid: Iterable[str]) -> str:

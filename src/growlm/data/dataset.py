@@ -12,7 +12,6 @@ never saw.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +19,13 @@ import numpy as np
 import torch
 
 from growlm.data.prepare import FORMAT
-from growlm.errors import DataError
+from growlm.errors import DataError, read_json
 
 
 def load_meta(data_dir: str | Path) -> dict[str, Any]:
     path = Path(data_dir) / "meta.json"
-    if not path.exists():
-        raise DataError(f"{data_dir} is not a prepared data folder (no meta.json); run `growlm data prepare`")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path} is not valid JSON: {exc}") from exc
+    meta = read_json(path, DataError,
+                     f"{data_dir} is not a prepared data folder (no meta.json); run `growlm data prepare`")
     if meta.get("format") != FORMAT:
         raise DataError(f"{path}: unknown data format {meta.get('format')!r} (expected {FORMAT})")
     return meta

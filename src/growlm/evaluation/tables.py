@@ -11,11 +11,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from growlm.errors import read_json
 from growlm.evaluation.tasks import GROUPS, TASKS, EvalError
 
 PAPER_METRIC = {"piqa": "acc", "arc_easy": "acc", "openbookqa": "acc_norm", "hellaswag": "acc_norm",
@@ -26,12 +26,7 @@ def load_results(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         path = path / "results.json" if (path / "results.json").exists() else path / "eval" / "results.json"
-    if not path.exists():
-        raise EvalError(f"no results.json at {path}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise EvalError(f"{path} is not valid JSON: {exc}") from exc
+    return read_json(path, EvalError, f"no results.json at {path}")
 
 
 def _size(parameters: int) -> str:

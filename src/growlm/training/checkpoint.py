@@ -33,7 +33,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from transformers import AutoConfig
 
-from growlm.errors import CheckpointError
+from growlm.errors import CheckpointError, read_json
 from growlm.models import GrowLMConfig, GrowLMForCausalLM, model_from_state
 
 CHECKPOINTS = "checkpoints"
@@ -58,13 +58,8 @@ def write_manifest(folder: Path) -> None:
 
 def verify(folder: Path) -> None:
     """Raise :class:`CheckpointError` naming the first file that does not match the manifest."""
-    manifest_path = folder / MANIFEST
-    if not manifest_path.exists():
-        raise CheckpointError(f"{folder} has no {MANIFEST}: the checkpoint is incomplete")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{manifest_path} is corrupt: {exc}") from exc
+    manifest = read_json(folder / MANIFEST, CheckpointError,
+                         f"{folder} has no {MANIFEST}: the checkpoint is incomplete")
     for name, entry in manifest.items():
         path = folder / name
         if not path.exists():
