@@ -67,7 +67,7 @@ def model_info(folder: Path, model: torch.nn.Module) -> dict[str, Any]:
     state = folder / ckpt.TRAINER_STATE
     if state.exists():
         trainer = json.loads(state.read_text())
-        info.update(step=trainer.get("step"), tokens_seen=trainer.get("tokens"))
+        info.update(step=trainer.get("step"), tokens_seen=trainer.get("tokens"), trained_seq_len=trainer.get("seq_len"))
     return info
 
 
@@ -128,7 +128,7 @@ class Evaluator:
         from growlm.evaluation.perplexity import evaluate_loss
 
         split = TokenSplit(data, "val")
-        seq_len = seq_len or min(1024, int(self.model.config.max_position_embeddings))
+        seq_len = seq_len or min(1024, int(self.model.config.max_position_embeddings))  # when not known
         result = evaluate_loss(self.model, split, seq_len, self.batch_size, max_batches, self.device, self.autocast)
         return {**result, "seq_len": seq_len, "data": str(data)}, []
 
@@ -189,12 +189,14 @@ def evaluate_checkpoint(
     autocast = pick_autocast("auto", run_device) if dtype == "auto" else None
     evaluator = Evaluator(model, tokenizer, run_device, autocast, batch_size, progress)
     started = time.time()
+    report_info = model_info(folder, model)
     results: dict[str, dict[str, Any]] = {}
     samples: list[dict[str, Any]] = []
     for name in names:
         kind = TASKS[name].kind
         if kind == "perplexity":
-            metrics, rows = evaluator.perplexity(Path(ppl_data), seq_len, max_batches)
+            trained = report_info.get("trained_seq_len")
+            metrics, rows = evaluator.perplexity(Path(ppl_data), seq_len or trained, max_batches)
         else:
             runner = {"multiple_choice": evaluator.multiple_choice, "loglikelihood": evaluator.loglikelihood,
                       "generate": evaluator.generate}[kind]
@@ -206,7 +208,7 @@ def evaluate_checkpoint(
     for group, members in GROUPS.items():
         if all(m in results for m in members):
             groups[group] = {k: float(np.mean([results[m][k] for m in members])) for k in ("acc", "acc_norm")}
-    report = {"model": model_info(folder, model), "results": results, "groups": groups,
+    report = {"model": report_info, "results": results, "groups": groups,
               "settings": {"tasks": names, "limit": limit, "batch_size": batch_size, "data_dir": str(bench),
                            "device": str(run_device), "dtype": dtype},
               "seconds": round(time.time() - started, 2)}
