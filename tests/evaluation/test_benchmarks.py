@@ -103,5 +103,11 @@ def test_errors_are_named(untrained, tmp_path):
     save_model(model_class_for(config)(config), bare)
     with pytest.raises(EvalError, match="holds no tokenizer"):
         evaluate_checkpoint(bare, ["piqa"], progress=False)
+    mute = tmp_path / "mute"
+    tokenizer = load_tokenizer(SP_MODEL)
+    tokenizer.eos_token = None
+    save_model(model_class_for(config)(config), mute, tokenizer)
+    with pytest.raises(EvalError, match="no end-of-sequence or padding token"):
+        evaluate_checkpoint(mute, ["squad"], limit=1, progress=False)
     assert resolve_tasks(["paper5", "piqa", "squad"]) == ["piqa", "openbookqa", "hellaswag", "arc_easy",
                                                           "arc_challenge", "squad"]

@@ -53,6 +53,6 @@ def test_yaml_file_errors(tmp_path):
 def test_shipped_configs_load(shared):
     from tests.conftest import REPO
 
-    for name in ("nexus-tiny", "qwen3-tiny"):
+    for name in ("nexus-tiny", "qwen3-tiny", "llama-tiny", "tokenformer-tiny"):
         cfg = load_train_config(REPO / "configs" / f"{name}.yaml")
         assert cfg.model == name and cfg.data["tokenizer"].endswith("tokenizer.model")

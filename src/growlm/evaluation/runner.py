@@ -110,6 +110,9 @@ class Evaluator:
         return metrics, samples
 
     def generate(self, name: str, docs: list[dict]) -> tuple[dict, list[dict]]:
+        if self.tokenizer.eos_token_id is None and self.tokenizer.pad_token_id is None:
+            raise EvalError(f"task {name} generates text, but the checkpoint's tokenizer has no end-of-sequence "
+                            "or padding token to stop and pad with")
         examples = [TASKS[name].to_example(d) for d in docs]
         with tqdm(total=len(examples), desc=name, disable=not self.progress, leave=False) as bar:
             answers = generate_answers(self.model, self.tokenizer, [e.context for e in examples], self.device,
