@@ -1,5 +1,6 @@
 """Two CPU processes on gloo through torchrun: DDP and FSDP2 train like one process, a SIGKILLed
-two-process run resumes exactly, and a two-process checkpoint resumes in one process."""
+two-process run resumes exactly, and a two-process checkpoint resumes in one process. An explicit
+ddp/fsdp strategy in a single process trains like no wrapping at all."""
 
 import json
 import os
@@ -67,6 +68,15 @@ def test_two_processes_match_one(tiny_data, tmp_path, one_process, strategy):
     assert summary["world_size"] == 2 and summary["tokens"] == STEPS * 2 * 2 * 32
     state = json.loads((run / "checkpoints" / f"step-{STEPS:08d}" / "trainer_state.json").read_text())
     assert state["data_position"] == STEPS * 4 and state["world_size"] == 2
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_explicit_strategy_in_one_process(tiny_data, tmp_path, one_process, strategy):
+    """`distributed: fsdp` in a plain process wraps the model in a one-process group and trains like `none`."""
+    _run([sys.executable, "-m", "growlm.cli.main", "train",
+          str(_config(tmp_path, tiny_data, strategy, distributed=strategy, micro_batch_size=4))])
+    _close(_losses(tmp_path / strategy), _losses(one_process), rel=1e-5)
+    assert json.loads((tmp_path / strategy / "summary.json").read_text())["world_size"] == 1
 
 
 def test_two_process_sigkill_resumes_exactly(tiny_data, tmp_path):

@@ -5,7 +5,9 @@ script under torchrun) starts N processes; each one finds ``WORLD_SIZE``/``RANK`
 ``LOCAL_RANK`` in its environment and joins a process group (NCCL on GPUs, gloo on
 CPUs). Config key ``distributed``: ``auto`` (DDP when there is more than one process),
 ``ddp``, ``fsdp`` (FSDP2 ``fully_shard`` per decoder block and at the root, bf16
-parameters with fp32 gradient reduction on GPUs) or ``none``.
+parameters with fp32 gradient reduction on GPUs) or ``none``. An explicit ``ddp`` or
+``fsdp`` also holds for a single process (a one-process group), so one config file
+serves every process count.
 
 What every rank agrees on:
 
@@ -51,7 +53,8 @@ class Runtime:
 
     @property
     def active(self) -> bool:
-        return self.world > 1
+        """A process group exists (DDP or FSDP2, possibly with a single process)."""
+        return self.strategy != "none"
 
     def barrier(self) -> None:
         if self.active:
@@ -96,17 +99,20 @@ def setup(strategy: str, device_name: str) -> tuple[Runtime, torch.device]:
     if use_cuda and not torch.cuda.is_available():
         raise ConfigError("device is 'cuda' but no CUDA device is available")
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
-    if world == 1:
-        if strategy in ("ddp", "fsdp"):
-            raise ConfigError(f"distributed: {strategy} needs several processes; start them with torchrun "
-                              "--nproc_per_node N")
+    if world == 1 and strategy in ("auto", "none"):
         return Runtime(), device
     if strategy == "none":
         raise ConfigError("several processes were started but distributed is 'none'")
     if use_cuda:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        backend = "nccl" if use_cuda else "gloo"
+        if world == 1 and "MASTER_ADDR" not in os.environ:
+            # An explicit ddp/fsdp in one plain process wraps the model exactly as under
+            # `torchrun --nproc_per_node 1`, so one config file serves every process count.
+            dist.init_process_group(backend, store=dist.HashStore(), world_size=1, rank=0)
+        else:
+            dist.init_process_group(backend)
     return Runtime(world, rank, local_rank, "ddp" if strategy == "auto" else strategy), device
 
 
