@@ -112,3 +112,23 @@ def test_converted_llama_grown_in_depth_and_width_keeps_logits(tmp_path):
     back = AutoModelForCausalLM.from_pretrained(tmp_path / "grown-hf").eval()
     with torch.no_grad():
         assert (back(ids).logits - a).abs().max() / a.abs().max() <= 1e-4
+
+
+def test_transformers_folder_loads_and_grows_without_convert(tmp_path):
+    """A transformers Llama folder (sharded safetensors) is read directly by load_model and grow."""
+    reference = _llama(tmp_path, tie=False)
+    reference.save_pretrained(tmp_path / "sharded", max_shard_size="100KB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").exists()
+    notes = []
+    ours = load_model(tmp_path / "sharded", warn=notes.append)
+    assert ours.config.architecture == "llama" and "transformers llama checkpoint" in notes[0]
+    ids = torch.randint(0, 300, (2, 25))
+    with torch.no_grad():
+        a = reference(ids).logits
+        assert (a - ours(ids).logits).abs().max() / a.abs().max() <= 1e-4
+    result = growlm("grow", tmp_path / "sharded", "--out", tmp_path / "grown", "--set", "num_hidden_layers=4")
+    assert result.returncode == 0, result.stderr
+    grown = AutoModelForCausalLM.from_pretrained(tmp_path / "grown").eval()
+    assert grown.config.model_type == "growlm_llama" and grown.config.num_hidden_layers == 4
+    with torch.no_grad():
+        assert (a - grown(ids).logits).abs().max() / a.abs().max() <= 1e-4

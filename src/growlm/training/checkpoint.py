@@ -168,7 +168,22 @@ def resolve_model_dir(path: str | Path, warn: Callable[[str], None] = print) -> 
                           f"(no {CHECKPOINTS}/)")
 
 
+def transformers_type(folder: Path) -> str | None:
+    """The model_type of a transformers checkpoint growlm converts on load (qwen3, llama), else None."""
+    from growlm.convert import HF_TO_GROWLM
+
+    try:
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None  # unreadable: load_config names the file
+    return model_type if model_type in HF_TO_GROWLM else None
+
+
 def load_config(folder: Path) -> GrowLMConfig:
+    if transformers_type(folder):
+        from growlm.convert import config_from_hf
+
+        return config_from_hf(json.loads((folder / "config.json").read_text()))
     try:
         config = AutoConfig.from_pretrained(folder)
     except (OSError, ValueError, json.JSONDecodeError) as exc:
@@ -181,9 +196,19 @@ def load_config(folder: Path) -> GrowLMConfig:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu",
                warn: Callable[[str], None] = print) -> GrowLMForCausalLM:
-    """Load a growlm model folder (or a run's newest good checkpoint), checking every tensor."""
+    """Load a growlm model folder (or a run's newest good checkpoint), checking every tensor.
+
+    A transformers Qwen3 or Llama folder loads too (converted in memory, as `growlm convert`
+    would), so evaluation, generation, growth and `init_from` take pretrained models directly."""
     folder = resolve_model_dir(path, warn)
     config = load_config(folder)
+    hf_type = transformers_type(folder)
+    if hf_type:  # a transformers Qwen3/Llama checkpoint: same tensor names, converted in memory
+        from growlm.convert import load_hf_state
+
+        warn(f"{folder} is a transformers {hf_type} checkpoint: loaded as growlm {config.architecture}")
+        state = {k: v.to(device) for k, v in load_hf_state(folder).items()}
+        return model_from_state(config, state, f"the weights in {folder}")
     weights = folder / "model.safetensors"
     if not weights.exists():
         raise CheckpointError(f"{weights} is missing")
