@@ -79,9 +79,10 @@ def test_explicit_strategy_in_one_process(tiny_data, tmp_path, one_process, stra
     assert json.loads((tmp_path / strategy / "summary.json").read_text())["world_size"] == 1
 
 
-def test_two_process_sigkill_resumes_exactly(tiny_data, tmp_path):
-    _run(_torchrun(2, str(_config(tmp_path, tiny_data, "straight"))))
-    config = _config(tmp_path, tiny_data, "killed")
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_process_sigkill_resumes_exactly(tiny_data, tmp_path, strategy):
+    _run(_torchrun(2, str(_config(tmp_path, tiny_data, "straight", distributed=strategy))))
+    config = _config(tmp_path, tiny_data, "killed", distributed=strategy)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(_torchrun(2, str(config)), cwd=REPO, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -107,6 +108,38 @@ def test_two_process_checkpoint_resumes_in_one_process(tiny_data, tmp_path, one_
     _run([sys.executable, "-m", "growlm.cli.main", "train", "--resume", str(tmp_path / "pair"),
           "--set", "micro_batch_size=4", "--set", "distributed=auto"])
     _close(_losses(tmp_path / "pair"), _losses(one_process))
+
+
+def test_lora_under_fsdp(tiny_data, tmp_path):
+    """LoRA adapters on a frozen FSDP2-sharded model: same losses as one process, and the checkpoint
+    (merged weights plus base and adapter under lora/) resumes in one process and in two."""
+    import shutil
+
+    import torch
+
+    from growlm.training.checkpoint import load_model
+
+    lora = {"target_modules": ["o_proj", "gate_proj"], "r": 4, "alpha": 8}
+    _run([sys.executable, "-m", "growlm.cli.main", "train",
+          str(_config(tmp_path, tiny_data, "one", micro_batch_size=4, lora=lora))])
+    _run(_torchrun(2, str(_config(tmp_path, tiny_data, "sharded", distributed="fsdp", lora=lora))))
+    one, sharded = _losses(tmp_path / "one"), _losses(tmp_path / "sharded")
+    _close(sharded, one)
+    final = f"step-{STEPS:08d}"
+    assert (tmp_path / "sharded" / "checkpoints" / final / "lora" / "adapter").is_dir()
+    ids = torch.randint(0, 1000, (2, 16))
+    with torch.no_grad():
+        a = load_model(tmp_path / "one" / "checkpoints" / final)(ids).logits
+        b = load_model(tmp_path / "sharded" / "checkpoints" / final)(ids).logits
+    assert (a - b).abs().max() <= 2e-3 * a.abs().max()
+    for late in ("step-00000012", final):
+        shutil.rmtree(tmp_path / "sharded" / "checkpoints" / late)
+    shutil.copytree(tmp_path / "sharded", tmp_path / "again")
+    _run([sys.executable, "-m", "growlm.cli.main", "train", "--resume", str(tmp_path / "sharded"),
+          "--set", "micro_batch_size=4", "--set", "distributed=auto"])
+    _close(_losses(tmp_path / "sharded"), one)
+    _run(_torchrun(2, "--resume", str(tmp_path / "again")))
+    assert _losses(tmp_path / "again") == sharded
 
 
 def test_growth_plan_under_fsdp(tiny_data, tmp_path):

@@ -127,10 +127,19 @@ def wrap(model: nn.Module, runtime: Runtime, device: torch.device, autocast: tor
 
         policy = MixedPrecisionPolicy(param_dtype=autocast, reduce_dtype=torch.float32) if autocast else None
         kwargs = {"mp_policy": policy} if policy else {}
-        for layer in inner(model).model.layers:
+        root = fsdp_root(model)
+        for layer in root.model.layers:
             fully_shard(layer, **kwargs)
-        fully_shard(model, **kwargs)
+        fully_shard(root, **kwargs)
     return model
+
+
+def fsdp_root(model: nn.Module) -> nn.Module:
+    """The module FSDP2 shards at the root: the growlm model, also inside a peft wrapper (which
+    owns no parameters itself, and whose attribute forwarding should not be relied on)."""
+    from growlm.training.trainable import base_model
+
+    return base_model(model)
 
 
 def inner(model: nn.Module) -> nn.Module:
@@ -145,7 +154,7 @@ def sync_gradients(model: nn.Module, runtime: Runtime, sync: bool):
     if runtime.strategy == "ddp" and not sync:
         return model.no_sync()
     if runtime.strategy == "fsdp":
-        model.set_requires_gradient_sync(sync)
+        fsdp_root(model).set_requires_gradient_sync(sync)
     return contextlib.nullcontext()
 
 

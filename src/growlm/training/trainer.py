@@ -50,6 +50,7 @@ from growlm.training.plotting import plot_loss_curves, run_curves
 from growlm.training.trainable import (
     apply_lora,
     base_model,
+    canonical_name,
     is_lora,
     load_lora,
     merged_model,
@@ -234,8 +235,6 @@ class Trainer:
 
     def _build(self, resume_from: Path | None) -> None:
         cfg, runtime = self.cfg, self.runtime
-        if cfg.lora is not None and runtime.strategy == "fsdp":
-            raise ConfigError("lora is not supported with distributed: fsdp; use ddp")
         init_state: dict[str, Any] | None = None
         init_moments: dict[str, Any] | None = None
         if resume_from is not None and (resume_from / "lora").is_dir():
@@ -291,12 +290,14 @@ class Trainer:
         """AdamW moments by parameter name, into a plain, DDP or FSDP optimizer."""
         if self.runtime.strategy != "fsdp":
             return load_state_by_name(self.optimizer, self.param_names, by_name)
-        shapes = dict(inner(self.model).named_parameters())
-        usable = {n: e for n, e in by_name.items() if n in shapes and e["exp_avg"].shape == shapes[n].shape}
-        groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": names}
+        fqn = {canonical_name(n): n for n, _ in inner(self.model).named_parameters()}
+        shapes = {canonical_name(n): p.shape for n, p in inner(self.model).named_parameters()}
+        usable = [n for n, e in by_name.items() if n in shapes and e["exp_avg"].shape == shapes[n]]
+        groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": [fqn[n] for n in names]}
                   for g, names in zip(self.optimizer.param_groups, self._group_names(), strict=True)]
-        load_fsdp_optimizer(self.model, self.optimizer, {"state": usable, "param_groups": groups})
-        return list(usable), [n for n in self.param_names if n not in usable]
+        load_fsdp_optimizer(self.model, self.optimizer,
+                            {"state": {fqn[n]: by_name[n] for n in usable}, "param_groups": groups})
+        return usable, [n for n in self.param_names if n not in usable]
 
     def _group_names(self) -> list[list[str]]:
         sizes = [len(g["params"]) for g in self.optimizer.param_groups]
@@ -309,6 +310,10 @@ class Trainer:
         saved = torch.load(folder / ckpt.OPTIMIZER, map_location="cpu", weights_only=False)
         if self.runtime.strategy == "fsdp":
             self._load_moments(state_by_name(saved, self.param_names))
+            # the moments came in by name; the group settings (the current lr above all) as
+            # optimizer.load_state_dict would restore them
+            for group, saved_group in zip(self.optimizer.param_groups, saved["param_groups"], strict=True):
+                group.update({k: v for k, v in saved_group.items() if k != "params"})
         else:
             self.optimizer.load_state_dict(saved)
         self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=False))
@@ -370,24 +375,37 @@ class Trainer:
             self.runtime.barrier()
             return None
         if fsdp_optimizer is not None:
-            optimizer_state = {"state": {self.param_names.index(n): v for n, v in fsdp_optimizer["state"].items()},
+            index = {fqn: self.param_names.index(canonical_name(fqn)) for g in fsdp_optimizer["param_groups"]
+                     for fqn in g["params"]}  # FSDP names what peft wraps by its full path
+            optimizer_state = {"state": {index[n]: v for n, v in fsdp_optimizer["state"].items()},
                                "param_groups": [{**{k: v for k, v in g.items() if k != "params"},
-                                                 "params": [self.param_names.index(n) for n in g["params"]]}
+                                                 "params": [index[n] for n in g["params"]]}
                                                 for g in fsdp_optimizer["param_groups"]]}
-            plain = model_from_state(self.base.config, weights, "the gathered FSDP state")
+            unsharded = self._unsharded(weights)
         else:
             optimizer_state = self.optimizer.state_dict()
-            plain = merged_model(inner(self.model))
+            unsharded = inner(self.model)
+        plain = merged_model(unsharded)
         state = {**self.state, "param_names": self.param_names, "seq_len": self.cfg.seq_len,
                  "data_dir": str(self.data_dir) if self.data_dir else None, "config": self.cfg.to_dict(),
                  "world_size": self.runtime.world,
                  **({"data_state": self.stream.state()} if self.stream is not None else {}),
                  "trainable_params": self.trainable_params, "train_flops_per_token": self.flops_per_token}
-        extra = (lambda folder: save_lora(inner(self.model), folder / "lora")) if is_lora(inner(self.model)) else None
+        extra = (lambda folder: save_lora(unsharded, folder / "lora")) if is_lora(unsharded) else None
         path = ckpt.save_checkpoint(self.out, self.state["step"], plain, self.tokenizer, optimizer_state,
                                     self.scheduler, state, self.cfg.keep_last, extra)
         self.runtime.barrier()
         return path
+
+    def _unsharded(self, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
+        """A CPU replica of the FSDP-sharded model from its gathered full state (rank 0): the plain
+        model, or the same LoRA wrapping, so that merging and adapter saving work as without FSDP."""
+        if not is_lora(inner(self.model)):
+            return model_from_state(self.base.config, weights, "the gathered FSDP state")
+        base = {canonical_name(k): v for k, v in weights.items() if ".lora_" not in k}
+        replica = apply_lora(model_from_state(self.base.config, base, "the gathered FSDP state"), self.cfg.lora)
+        replica.load_state_dict(weights)
+        return replica
 
     def _row(self, step: int, grad_norm: float, seconds: float, window_tokens: int) -> dict[str, Any]:
         st = self.state
