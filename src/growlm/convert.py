@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from growlm.errors import CheckpointError, ConfigError
-from growlm.models import GrowLMConfig, architecture_classes, model_from_state
+from growlm.models import GrowLMConfig, GrowLMForCausalLM, architecture_classes, model_from_state
 from growlm.training.checkpoint import load_config, load_model
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
@@ -95,19 +95,23 @@ def copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
     return copied
 
 
+def model_from_hf(src: Path) -> GrowLMForCausalLM:
+    """A transformers checkpoint folder as a growlm model: config fields mapped, tensors as they are."""
+    config = config_from_hf(json.loads((src / "config.json").read_text()))
+    return model_from_state(config, load_hf_state(src), f"the weights in {src}")
+
+
 def from_hf(src: str | Path, out: str | Path, say: Callable[[str], None] = print) -> GrowLMConfig:
     """Convert a transformers checkpoint folder into a growlm model folder."""
     src, out = Path(src), Path(out)
     if not (src / "config.json").exists():
         raise CheckpointError(f"{src} holds no config.json")
-    hf = json.loads((src / "config.json").read_text())
-    config = config_from_hf(hf)
-    state = load_hf_state(src)
-    model = model_from_state(config, state, f"the weights in {src}")
+    model = model_from_hf(src)
+    config = model.config
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     copied = copy_tokenizer_files(src, out)
-    say(f"converted {hf['model_type']} {src} -> growlm {config.architecture} {out}"
+    say(f"converted {GROWLM_TO_HF[config.architecture]} {src} -> growlm {config.architecture} {out}"
         + (f" (tokenizer: {', '.join(copied)})" if copied else " (no tokenizer files found)"))
     return config
 

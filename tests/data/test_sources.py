@@ -102,3 +102,19 @@ def test_bad_sources_are_named(tmp_path):
                            16)
     with pytest.raises(DataError, match="cannot open dataset 'json'"):
         source.next_window()
+
+
+def test_documents_without_text_are_counted(tokenizer, tmp_path):
+    rows = _documents(12, "json")
+    for i in (2, 5, 9):
+        rows[i] = {"text": "   "} if i != 5 else {"title": "no text field"}
+    path = tmp_path / "gaps.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    spec = {"tokenizer": str(SP_MODEL), "sources": [{"dataset": "json", "data_files": [str(path)]}]}
+    stream = build_stream(spec, tokenizer, 16, seed=0)
+    while stream.sources[0].epoch == 0:  # one full pass over the file
+        stream.next_windows(1)
+    assert stream.skipped_documents == 3
+    from growlm.data.sources import InMemorySplit
+
+    assert InMemorySplit({"dataset": "json", "data_files": [str(path)]}, tokenizer).skipped == 3

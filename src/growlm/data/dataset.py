@@ -96,9 +96,13 @@ class WindowSampler:
             self._epoch = epoch
         return int(self._order[offset])
 
+    def window(self, position: int) -> np.ndarray:
+        """The ``seq_len + 1`` tokens of the window at data position ``position``."""
+        return self.split.window(self._index(position), self.seq_len)
+
     def batch(self, position: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Input and target tensors (batch_size, seq_len) for windows position .. position + batch_size - 1."""
-        rows = np.stack([self.split.window(self._index(position + i), self.seq_len) for i in range(batch_size)])
+        rows = np.stack([self.window(position + i) for i in range(batch_size)])
         tokens = torch.from_numpy(rows)
         return tokens[:, :-1], tokens[:, 1:]
 

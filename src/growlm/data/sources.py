@@ -68,13 +68,11 @@ class PreparedSource:
     """Windows of a prepared folder in its seeded order; state: its own window position."""
 
     def __init__(self, folder: str | Path, seq_len: int, seed: int) -> None:
-        self.split = TokenSplit(folder, "train")
-        self.sampler = WindowSampler(self.split, seq_len, seed)
-        self.seq_len = seq_len
+        self.sampler = WindowSampler(TokenSplit(folder, "train"), seq_len, seed)
         self.position = 0
 
     def next_window(self) -> np.ndarray:
-        window = self.split.window(self.sampler._index(self.position), self.seq_len)
+        window = self.sampler.window(self.position)
         self.position += 1
         return window
 
@@ -186,6 +184,11 @@ class MixedStream:
             self.windows += 1
         return np.stack(rows)
 
+    @property
+    def skipped_documents(self) -> int:
+        """Documents of dataset sources without usable text (empty or not a string) so far."""
+        return sum(getattr(s, "skipped", 0) for s in self.sources)
+
     def state(self) -> dict[str, Any]:
         return {"windows": self.windows, "sources": [s.state() for s in self.sources]}
 
@@ -217,12 +220,14 @@ class InMemorySplit:
         source = DatasetSource({**spec, "max_documents": spec.get("max_documents", max_documents)}, tokenizer, 1)
         data = source._open()
         tokens: list[int] = []
-        self.num_bytes = 0
+        self.num_bytes = self.skipped = 0
         for record in data:
             text = record.get(source.text_field)
             if isinstance(text, str) and text.strip():
                 tokens += tokenizer(text, add_special_tokens=False)["input_ids"] + [source.eod]
                 self.num_bytes += len(text.encode("utf-8"))
+            else:
+                self.skipped += 1
         if not tokens:
             raise DataError(f"validation source {spec.get('dataset')!r} yielded no documents")
         self.tokens = np.asarray(tokens, dtype=np.int64)

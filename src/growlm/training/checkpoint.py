@@ -201,14 +201,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
     A transformers Qwen3 or Llama folder loads too (converted in memory, as `growlm convert`
     would), so evaluation, generation, growth and `init_from` take pretrained models directly."""
     folder = resolve_model_dir(path, warn)
-    config = load_config(folder)
     hf_type = transformers_type(folder)
-    if hf_type:  # a transformers Qwen3/Llama checkpoint: same tensor names, converted in memory
-        from growlm.convert import load_hf_state
+    if hf_type:  # a transformers Qwen3/Llama checkpoint, converted in memory as `growlm convert` would
+        from growlm.convert import HF_TO_GROWLM, model_from_hf
 
-        warn(f"{folder} is a transformers {hf_type} checkpoint: loaded as growlm {config.architecture}")
-        state = {k: v.to(device) for k, v in load_hf_state(folder).items()}
-        return model_from_state(config, state, f"the weights in {folder}")
+        warn(f"{folder} is a transformers {hf_type} checkpoint: loaded as growlm {HF_TO_GROWLM[hf_type]}")
+        return model_from_hf(folder).to(device)
+    config = load_config(folder)
     weights = folder / "model.safetensors"
     if not weights.exists():
         raise CheckpointError(f"{weights} is missing")

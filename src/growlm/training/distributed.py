@@ -34,6 +34,7 @@ import torch.distributed as dist
 from torch import nn
 
 from growlm.errors import ConfigError
+from growlm.training.trainable import base_model
 
 STRATEGIES = ("auto", "none", "ddp", "fsdp")
 
@@ -89,30 +90,41 @@ class Runtime:
         return box[0]
 
 
+def rank_device(device_name: str) -> torch.device:
+    """This process's device for a config's ``device`` setting (its local GPU under torchrun)."""
+    use_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
+    if use_cuda and not torch.cuda.is_available():
+        raise ConfigError("device is 'cuda' but no CUDA device is available")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if use_cuda else torch.device("cpu")
+
+
+def join_process_group(device: torch.device) -> None:
+    """Join (once) the process group for ``device``: NCCL on GPUs, gloo on CPUs."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if dist.is_initialized():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1 and "MASTER_ADDR" not in os.environ:
+        # An explicit ddp/fsdp in one plain process wraps the model exactly as under
+        # `torchrun --nproc_per_node 1`, so one config file serves every process count.
+        dist.init_process_group(backend, store=dist.HashStore(), world_size=1, rank=0)
+    else:
+        dist.init_process_group(backend)
+
+
 def setup(strategy: str, device_name: str) -> tuple[Runtime, torch.device]:
     """Join the process group torchrun prepared (if any) and pick this rank's device."""
     if strategy not in STRATEGIES:
         raise ConfigError(f"distributed must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
-    if use_cuda and not torch.cuda.is_available():
-        raise ConfigError("device is 'cuda' but no CUDA device is available")
-    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    device = rank_device(device_name)
     if world == 1 and strategy in ("auto", "none"):
         return Runtime(), device
     if strategy == "none":
         raise ConfigError("several processes were started but distributed is 'none'")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        backend = "nccl" if use_cuda else "gloo"
-        if world == 1 and "MASTER_ADDR" not in os.environ:
-            # An explicit ddp/fsdp in one plain process wraps the model exactly as under
-            # `torchrun --nproc_per_node 1`, so one config file serves every process count.
-            dist.init_process_group(backend, store=dist.HashStore(), world_size=1, rank=0)
-        else:
-            dist.init_process_group(backend)
+    join_process_group(device)
     return Runtime(world, rank, local_rank, "ddp" if strategy == "auto" else strategy), device
 
 
@@ -137,8 +149,6 @@ def wrap(model: nn.Module, runtime: Runtime, device: torch.device, autocast: tor
 def fsdp_root(model: nn.Module) -> nn.Module:
     """The module FSDP2 shards at the root: the growlm model, also inside a peft wrapper (which
     owns no parameters itself, and whose attribute forwarding should not be relied on)."""
-    from growlm.training.trainable import base_model
-
     return base_model(model)
 
 

@@ -82,15 +82,20 @@ def state_by_name(optimizer_state: dict[str, Any], names: list[str]) -> dict[str
 
 
 def load_state_by_name(
-    optimizer: torch.optim.Optimizer, names: list[str], by_name: dict[str, dict[str, Any]]
+    optimizer: torch.optim.Optimizer, names: list[str], by_name: dict[str, dict[str, Any]],
+    group_settings: list[dict[str, Any]] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Put per-parameter moments into ``optimizer`` where names and shapes match.
 
-    Hyperparameters (learning rate, betas, decay) stay those of ``optimizer``.
+    Hyperparameters (learning rate, betas, decay) stay those of ``optimizer`` unless
+    ``group_settings`` (saved param groups, as in a state dict) are given to restore.
     Returns the names that were loaded and those that were skipped.
     """
     params = [p for group in optimizer.param_groups for p in group["params"]]
     current = optimizer.state_dict()
+    if group_settings is not None:
+        current["param_groups"] = [{**{k: v for k, v in saved.items() if k != "params"}, "params": group["params"]}
+                                   for group, saved in zip(current["param_groups"], group_settings, strict=True)]
     loaded, skipped = [], []
     for index, (name, param) in enumerate(zip(names, params, strict=True)):
         entry = by_name.get(name)

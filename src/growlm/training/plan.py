@@ -54,6 +54,7 @@ from growlm.models.presets import build_config
 from growlm.overrides import read_yaml
 from growlm.training import checkpoint as ckpt
 from growlm.training.config import TrainConfig, build_train_config, field_types
+from growlm.training.distributed import join_process_group, rank_device
 from growlm.training.plotting import plot_loss_curves
 from growlm.training.trainer import _say, read_metrics, resume_run, start_run
 
@@ -219,15 +220,15 @@ def _write_ledger(out: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
     return ledger
 
 
-def _process_group() -> tuple[bool, Any]:
-    """Under torchrun: join the process group now, so that rank 0 can grow while the others wait."""
+def _process_group(plan: Plan) -> tuple[bool, Any]:
+    """Under torchrun: join the process group now (for the device the stages train on), so that
+    rank 0 can grow while the others wait."""
     import os
 
-    import torch
     import torch.distributed as dist
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        join_process_group(rank_device(str(plan.stages[0].train.get("device", "auto"))))
     main = not dist.is_initialized() or dist.get_rank() == 0
     return main, (dist.barrier if dist.is_initialized() else (lambda: None))
 
@@ -236,7 +237,7 @@ def run_plan(plan: Plan, resume: bool = False) -> dict[str, Any]:
     """Run (or continue) every stage. Under torchrun all processes train; rank 0 alone grows models
     (on full checkpoints) and writes the stage records and the ledger, the others wait for it."""
     out = plan.out_dir
-    main, barrier = _process_group()
+    main, barrier = _process_group(plan)
     if (out / PLAN_FILE).exists() and not resume and main:
         raise ConfigError(f"out_dir {out} already holds a plan run; continue it with `growlm train --resume {out}`")
     barrier()

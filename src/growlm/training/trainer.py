@@ -198,6 +198,8 @@ class Trainer:
                 self.val_split = TokenSplit(val["prepared"], "val")
             else:
                 self.val_split = InMemorySplit(val, self.tokenizer)
+                if self.val_split.skipped:
+                    self.say(f"validation data: {self.val_split.skipped} documents without text skipped")
         else:
             if self.runtime.main:  # rank 0 prepares the data on first use of a spec; the others wait
                 self.data_dir = resolve_data(cfg.data)
@@ -286,17 +288,21 @@ class Trainer:
         self.peak_flops = cfg.mfu_peak_tflops * 1e12 if cfg.mfu_peak_tflops else (
             measure_matmul_flops(self.device) if self.device.type == "cuda" else 0.0)
 
-    def _load_moments(self, by_name: dict[str, dict[str, Any]]) -> tuple[list[str], list[str]]:
-        """AdamW moments by parameter name, into a plain, DDP or FSDP optimizer."""
+    def _load_moments(self, by_name: dict[str, dict[str, Any]],
+                      group_settings: list[dict[str, Any]] | None = None) -> tuple[list[str], list[str]]:
+        """AdamW moments by parameter name, into a plain, DDP or FSDP optimizer.
+
+        ``group_settings``: saved param groups whose settings (the current lr above all) to
+        restore too, as ``optimizer.load_state_dict`` would; by default the groups keep theirs."""
         if self.runtime.strategy != "fsdp":
-            return load_state_by_name(self.optimizer, self.param_names, by_name)
-        fqn = {canonical_name(n): n for n, _ in inner(self.model).named_parameters()}
-        shapes = {canonical_name(n): p.shape for n, p in inner(self.model).named_parameters()}
-        usable = [n for n, e in by_name.items() if n in shapes and e["exp_avg"].shape == shapes[n]]
-        groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": [fqn[n] for n in names]}
-                  for g, names in zip(self.optimizer.param_groups, self._group_names(), strict=True)]
+            return load_state_by_name(self.optimizer, self.param_names, by_name, group_settings)
+        params = {canonical_name(n): (n, p.shape) for n, p in inner(self.model).named_parameters()}
+        usable = [n for n, e in by_name.items() if n in params and e["exp_avg"].shape == params[n][1]]
+        groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": [params[n][0] for n in names]}
+                  for g, names in zip(group_settings or self.optimizer.param_groups, self._group_names(),
+                                      strict=True)]
         load_fsdp_optimizer(self.model, self.optimizer,
-                            {"state": {fqn[n]: by_name[n] for n in usable}, "param_groups": groups})
+                            {"state": {params[n][0]: by_name[n] for n in usable}, "param_groups": groups})
         return usable, [n for n in self.param_names if n not in usable]
 
     def _group_names(self) -> list[list[str]]:
@@ -308,14 +314,7 @@ class Trainer:
         if state.get("param_names") != self.param_names:
             raise CheckpointError(f"{folder}: the optimizer state was saved for different parameters")
         saved = torch.load(folder / ckpt.OPTIMIZER, map_location="cpu", weights_only=False)
-        if self.runtime.strategy == "fsdp":
-            self._load_moments(state_by_name(saved, self.param_names))
-            # the moments came in by name; the group settings (the current lr above all) as
-            # optimizer.load_state_dict would restore them
-            for group, saved_group in zip(self.optimizer.param_groups, saved["param_groups"], strict=True):
-                group.update({k: v for k, v in saved_group.items() if k != "params"})
-        else:
-            self.optimizer.load_state_dict(saved)
+        self._load_moments(state_by_name(saved, self.param_names), saved["param_groups"])
         self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=False))
         ckpt.set_rng_state(torch.load(folder / "rng.pt", weights_only=False))
         self.state.update({k: v for k, v in state.items() if k in self.state or k == "init_from"})
@@ -484,6 +483,7 @@ class Trainer:
                              title=f"{self.out.name}: {self.base.config.architecture}")
         train_rows = [r for r in rows if "loss" in r]
         seconds = self.state["elapsed_s"]
+        checkpoints = ckpt.list_checkpoints(self.out)
         summary = {
             "steps": self.state["step"],
             "tokens": self.state["tokens"],
@@ -491,6 +491,7 @@ class Trainer:
             "final_val_loss": last_val["loss"] if last_val else None,
             "final_val_perplexity": last_val["perplexity"] if last_val else None,
             "non_finite_steps": self.state["bad_steps_total"],
+            **({"skipped_documents": self.stream.skipped_documents} if self.stream is not None else {}),
             "train_seconds": round(seconds, 2),
             "tokens_per_s": round(self.state["tokens"] / seconds, 1) if seconds else None,
             "world_size": self.runtime.world,
@@ -500,7 +501,7 @@ class Trainer:
             "train_flops": self.flops_per_token * self.state["tokens"],
             "mfu": train_rows[-1].get("mfu") if train_rows else None,
             "max_memory_gb": train_rows[-1].get("max_memory_gb") if train_rows else None,
-            "checkpoint": str(ckpt.list_checkpoints(self.out)[-1]) if ckpt.list_checkpoints(self.out) else None,
+            "checkpoint": str(checkpoints[-1]) if checkpoints else None,
         }
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         _say(summary_line(summary))
@@ -522,6 +523,8 @@ def summary_line(summary: dict[str, Any]) -> str:
         parts.append(f"val loss {summary['final_val_loss']:.4f}")
     if summary.get("non_finite_steps"):
         parts.append(f"{summary['non_finite_steps']} non-finite steps skipped")
+    if summary.get("skipped_documents"):
+        parts.append(f"{summary['skipped_documents']} documents without text skipped")
     return "done: " + ", ".join(parts)
 
 
