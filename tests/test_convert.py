@@ -10,9 +10,8 @@ from transformers import AutoModelForCausalLM
 from transformers import Qwen3Config as HFQwen3Config
 from transformers import Qwen3ForCausalLM as HFQwen3
 
-from growlm.convert import config_from_hf
 from growlm.errors import ConfigError
-from growlm.training.checkpoint import load_model
+from growlm.models.storage import config_from_hf, load_model
 
 
 def growlm(*args):

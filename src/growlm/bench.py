@@ -53,7 +53,7 @@ def _reference_model(config) -> torch.nn.Module:
     """transformers' own implementation of a growlm qwen3/llama config."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from growlm.convert import GROWLM_TO_HF, hf_config_dict
+    from growlm.models.storage import GROWLM_TO_HF, hf_config_dict
 
     hf_config = AutoConfig.for_model(GROWLM_TO_HF[config.architecture], **hf_config_dict(config),
                                      attn_implementation="sdpa")

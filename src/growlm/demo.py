@@ -31,10 +31,10 @@ from growlm.data.prepare import prepare
 from growlm.errors import DataError
 from growlm.evaluation.perplexity import evaluate_loss
 from growlm.growth import grow_checkpoint, parse_init
+from growlm.models import storage
+from growlm.plotting import plot_loss_curves
 from growlm.system import tune_cpu_allocator
-from growlm.training import checkpoint as ckpt
 from growlm.training.config import build_train_config
-from growlm.training.plotting import plot_loss_curves
 from growlm.training.trainer import read_metrics, start_run
 
 
@@ -89,7 +89,7 @@ def _train(out: Path, plan: DemoPlan, data: Path, steps: int, **values: Any) -> 
 
 
 def _val_loss(folder: Path, split: TokenSplit, plan: DemoPlan) -> float:
-    model = ckpt.load_model(folder, "cpu").float()
+    model = storage.load_model(folder, "cpu").float()
     return evaluate_loss(model, split, plan.seq_len, plan.batch, plan.eval_batches)["loss"]
 
 
@@ -115,7 +115,7 @@ def run_demo(out: Path, shared: Path | None = None, quick: bool = False) -> dict
 
     say(f"[2/6] training nexus-tiny for {plan.base_steps} steps")
     base = _train(out / "base", plan, data, plan.base_steps, model="nexus-tiny")
-    base_ckpt = ckpt.list_checkpoints(out / "base")[-1]
+    base_ckpt = storage.list_checkpoints(out / "base")[-1]
 
     changes = ", ".join(f"{k} -> {v}" for k, v in plan.grow_to.items())
     say(f"[3/6] growing the Nexus-Rank projections ({changes}) with --init preserve")

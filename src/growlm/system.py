@@ -1,10 +1,14 @@
-"""Process-level settings that make CPU training faster, applied only where they help."""
+"""The machine: which device and precision to run on, and process-level settings that make CPU work faster."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import sys
+
+import torch
+
+from growlm.errors import ConfigError
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -58,3 +62,17 @@ def measure_matmul_flops(device, dtype=None, size: int = 8192, repeats: int = 20
         times.append(start.elapsed_time(end) / 1e3)
     times.sort()
     return 2 * size**3 / times[len(times) // 2]
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def pick_autocast(name: str, device: torch.device) -> torch.dtype | None:
+    if name == "bf16" or (name == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None

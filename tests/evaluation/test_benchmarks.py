@@ -12,7 +12,7 @@ from growlm.evaluation.tables import build_tables
 from growlm.evaluation.tasks import TASKS, EvalError, load_docs, resolve_tasks
 from growlm.models import model_class_for
 from growlm.models.presets import build_config
-from growlm.training.checkpoint import save_model
+from growlm.models.storage import save_model
 from growlm.training.trainer import start_run
 from tests.conftest import SP_MODEL, train_config
 

@@ -16,7 +16,7 @@ pytest.importorskip("lm_eval")
 
 from growlm.evaluation.harness import TASK_DIR, register
 from growlm.evaluation.runner import evaluate_checkpoint
-from growlm.training import checkpoint as ckpt
+from growlm.models import storage
 from growlm.training.trainer import start_run
 from tests.conftest import train_config
 
@@ -28,7 +28,7 @@ LIMIT = 24
 def trained(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("parity") / "run"
     start_run(train_config(tiny_data, out, max_steps=30, checkpoint_every=30, eval_every=30))
-    return ckpt.list_checkpoints(out)[-1]
+    return storage.list_checkpoints(out)[-1]
 
 
 @pytest.mark.parametrize("model_type", ["hf", "growlm"])

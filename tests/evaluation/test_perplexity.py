@@ -9,7 +9,7 @@ import torch
 
 from growlm.data.dataset import TokenSplit
 from growlm.evaluation.perplexity import evaluate_loss
-from growlm.training import checkpoint as ckpt
+from growlm.models import storage
 from growlm.training.config import build_train_config
 from growlm.training.trainer import start_run
 
@@ -18,8 +18,8 @@ def test_metrics_are_consistent(tiny_data, tmp_path):
     start_run(build_train_config({"model": "qwen3-tiny", "data": str(tiny_data), "seq_len": 32,
                                   "micro_batch_size": 4, "max_steps": 10, "eval_every": 10, "eval_batches": 2,
                                   "out_dir": str(tmp_path / "run"), "progress": False}))
-    folder = ckpt.list_checkpoints(tmp_path / "run")[-1]
-    model = ckpt.load_model(folder)
+    folder = storage.list_checkpoints(tmp_path / "run")[-1]
+    model = storage.load_model(folder)
     split = TokenSplit(tiny_data, "val")
     result = evaluate_loss(model, split, 32, 4, max_batches=3)
     assert result["tokens"] == 3 * 4 * 32

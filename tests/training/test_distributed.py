@@ -117,7 +117,7 @@ def test_lora_under_fsdp(tiny_data, tmp_path):
 
     import torch
 
-    from growlm.training.checkpoint import load_model
+    from growlm.models.storage import load_model
 
     lora = {"target_modules": ["o_proj", "gate_proj"], "r": 4, "alpha": 8}
     _run([sys.executable, "-m", "growlm.cli.main", "train",

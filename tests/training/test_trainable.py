@@ -8,8 +8,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from growlm.errors import ConfigError
+from growlm.models import storage
 from growlm.models.accounting import model_cost, training_flops_per_token
-from growlm.training import checkpoint as ckpt
 from growlm.training.trainable import apply_lora, merged_model, set_trainable
 from growlm.training.trainer import read_metrics, resume_run, start_run
 from tests.conftest import make_model, small_config, train_config
@@ -19,10 +19,10 @@ _cfg = train_config
 
 def test_frozen_parameters_do_not_move(tiny_data, tmp_path):
     start_run(_cfg(tiny_data, tmp_path / "a", max_steps=1, checkpoint_every=1))
-    first = ckpt.list_checkpoints(tmp_path / "a")[-1]
+    first = storage.list_checkpoints(tmp_path / "a")[-1]
     summary = start_run(_cfg(tiny_data, tmp_path / "b", model=None, init_from=str(first),
                              trainable=["model.layers.3.*", "lm_head.weight"], frozen=["model.layers.3.mlp.*"]))
-    before, after = ckpt.load_model(first), ckpt.load_model(tmp_path / "b")
+    before, after = storage.load_model(first), storage.load_model(tmp_path / "b")
     for (name, p0), (_, p1) in zip(before.named_parameters(), after.named_parameters(), strict=True):
         trains = (name.startswith("model.layers.3.") and ".mlp." not in name) or name == "lm_head.weight"
         assert torch.equal(p0, p1) != trains, name
@@ -33,13 +33,13 @@ def test_lora_checkpoints_are_merged_and_resume_exactly(tiny_data, tmp_path):
     values = {"lora": {"target_modules": ["o_proj", "gate_proj"], "r": 4, "alpha": 8}}
     start_run(_cfg(tiny_data, tmp_path / "run", **values))
     straight = read_metrics(tmp_path / "run")
-    final = ckpt.list_checkpoints(tmp_path / "run")[-1]
+    final = storage.list_checkpoints(tmp_path / "run")[-1]
     assert (final / "lora" / "adapter" / "adapter_model.safetensors").exists()
     state = json.loads((final / "trainer_state.json").read_text())
     assert any(".lora_A." in n for n in state["param_names"])
     assert not any(n.startswith("base_model") for n in state["param_names"])
     # model.safetensors holds base + B A * scale; transformers loads it as a plain model
-    plain = ckpt.load_model(final)
+    plain = storage.load_model(final)
     from growlm.training.trainable import load_lora
 
     wrapped = load_lora(final / "lora", plain.config, values["lora"], torch.device("cpu"))

@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from growlm.errors import CheckpointError, ConfigError, GrowlmError
-from growlm.training import checkpoint as ckpt
+from growlm.models import storage
 from growlm.training.config import build_train_config
 from growlm.training.optim import lr_factor
 from growlm.training.trainer import Trainer, read_metrics, resume_run, start_run
@@ -29,9 +29,9 @@ def test_learns_and_writes_everything(tiny_data, tmp_path):
     assert [r["step"] for r in rows if "val_loss" in r] == [10, 20, 30, 40, 50, 60]
     assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
     assert summary["steps"] == 60 and summary["tokens"] == 60 * 4 * 32
-    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "run")] == ["step-00000020", "step-00000040",
+    assert [p.name for p in storage.list_checkpoints(tmp_path / "run")] == ["step-00000020", "step-00000040",
                                                                         "step-00000060"]
-    final = ckpt.list_checkpoints(tmp_path / "run")[-1]
+    final = storage.list_checkpoints(tmp_path / "run")[-1]
     state = json.loads((final / "trainer_state.json").read_text())
     assert state["step"] == 60 and state["data_position"] == 60 * 4
     model = AutoModelForCausalLM.from_pretrained(final)  # transformers loads a checkpoint folder directly
@@ -49,37 +49,37 @@ def test_resume_extends_a_finished_run(tiny_data, tmp_path):
     resume_run(tmp_path / "a", {"max_steps": 30})
     start_run(_cfg(tiny_data, tmp_path / "b", max_steps=30))
     # same schedule only if max_steps was 30 from the start: compare data and step bookkeeping instead
-    a = json.loads((ckpt.list_checkpoints(tmp_path / "a")[-1] / "trainer_state.json").read_text())
+    a = json.loads((storage.list_checkpoints(tmp_path / "a")[-1] / "trainer_state.json").read_text())
     assert a["step"] == 30 and a["data_position"] == 30 * 4
 
 
 def test_corrupt_newest_checkpoint_falls_back(tiny_data, tmp_path, capsys):
     start_run(_cfg(tiny_data, tmp_path / "run", max_steps=20))
-    newest = ckpt.list_checkpoints(tmp_path / "run")[-1]
+    newest = storage.list_checkpoints(tmp_path / "run")[-1]
     weights = newest / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    assert ckpt.latest_good_checkpoint(tmp_path / "run", print).name == "step-00000010"
+    assert storage.latest_good_checkpoint(tmp_path / "run", print).name == "step-00000010"
     assert f"{weights} is truncated" in capsys.readouterr().out
     resume_run(tmp_path / "run", {"max_steps": 20})
     assert "resumed from" in capsys.readouterr().err
-    assert json.loads((ckpt.list_checkpoints(tmp_path / "run")[-1] / "trainer_state.json").read_text())["step"] == 20
+    assert json.loads((storage.list_checkpoints(tmp_path / "run")[-1] / "trainer_state.json").read_text())["step"] == 20
 
 
 def test_load_model_reports_corrupt_files(tiny_data, tmp_path):
     start_run(_cfg(tiny_data, tmp_path / "run", max_steps=10))
-    folder = ckpt.list_checkpoints(tmp_path / "run")[-1]
+    folder = storage.list_checkpoints(tmp_path / "run")[-1]
     (folder / "model.safetensors").write_bytes(b"not a tensor file")
     with pytest.raises(CheckpointError, match=r"model\.safetensors is corrupt"):
-        ckpt.load_model(folder)
+        storage.load_model(folder)
     with pytest.raises(CheckpointError, match="does not exist"):
-        ckpt.load_model(tmp_path / "missing")
+        storage.load_model(tmp_path / "missing")
     with pytest.raises(CheckpointError, match="has no usable checkpoint"):
-        ckpt.load_model(tmp_path / "run")
+        storage.load_model(tmp_path / "run")
 
 
 def test_init_from_continues_data_and_moments(tiny_data, tmp_path, capsys):
     start_run(_cfg(tiny_data, tmp_path / "base", max_steps=20))
-    source = ckpt.list_checkpoints(tmp_path / "base")[-1]
+    source = storage.list_checkpoints(tmp_path / "base")[-1]
     trainer = Trainer(_cfg(tiny_data, tmp_path / "next", model=None, init_from=str(source), max_steps=5))
     assert trainer.state["data_position"] == 20 * 4
     assert "63 tensors loaded, 0 started fresh" in capsys.readouterr().err
@@ -131,4 +131,4 @@ def test_schedules(schedule):
 
 def test_keep_last_prunes_old_checkpoints(tiny_data, tmp_path):
     start_run(_cfg(tiny_data, tmp_path / "run", max_steps=40, checkpoint_every=10, keep_last=2))
-    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "run")] == ["step-00000030", "step-00000040"]
+    assert [p.name for p in storage.list_checkpoints(tmp_path / "run")] == ["step-00000030", "step-00000040"]

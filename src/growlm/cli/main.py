@@ -72,8 +72,8 @@ def cmd_init(args: argparse.Namespace) -> None:
     from growlm.models import model_class_for
     from growlm.models.accounting import model_cost
     from growlm.models.presets import build_config
+    from growlm.models.storage import save_model
     from growlm.overrides import parse_assignments
-    from growlm.training.checkpoint import save_model
 
     overrides = parse_assignments(args.set)
     tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
@@ -258,12 +258,12 @@ def cmd_generate(args: argparse.Namespace) -> None:
     import torch
 
     from growlm.data.tokenizer import load_tokenizer
-    from growlm.training import checkpoint as ckpt
-    from growlm.training.trainer import pick_device
+    from growlm.models import storage
+    from growlm.system import pick_device
 
-    folder = ckpt.resolve_model_dir(args.checkpoint)
+    folder = storage.resolve_model_dir(args.checkpoint)
     device = pick_device(args.device)
-    model = ckpt.load_model(folder, device).float()
+    model = storage.load_model(folder, device).float()
     tokenizer = load_tokenizer(folder)
     ids = tokenizer(args.prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)
     torch.manual_seed(args.seed)

@@ -34,9 +34,9 @@ from growlm.data.tokenizer import load_tokenizer
 from growlm.evaluation.loglikelihood import LoglikelihoodScorer
 from growlm.evaluation.squad import best_over_answers, generate_answers
 from growlm.evaluation.tasks import GROUPS, TASKS, EvalError, load_docs, resolve_tasks
+from growlm.models import storage
 from growlm.models.accounting import model_cost
 from growlm.system import tune_cpu_allocator
-from growlm.training import checkpoint as ckpt
 
 # "auto": fp32 weights, bf16 autocast on CUDA; the others set the weights' dtype, no autocast
 EVAL_DTYPES = {"auto": torch.float32, "float32": torch.float32, "float64": torch.float64,
@@ -64,7 +64,7 @@ def model_info(folder: Path, model: torch.nn.Module) -> dict[str, Any]:
             "non_embedding_parameters": cost.non_embedding_params,
             "forward_flops_per_token": cost.forward_flops_per_token,
             "train_flops_per_token": cost.train_flops_per_token, "flops_seq_len": cost.seq_len}
-    state = folder / ckpt.TRAINER_STATE
+    state = folder / storage.TRAINER_STATE
     if state.exists():
         trainer = json.loads(state.read_text())
         info.update(step=trainer.get("step"), tokens_seen=trainer.get("tokens"), trained_seq_len=trainer.get("seq_len"))
@@ -167,7 +167,7 @@ def evaluate_checkpoint(
     dtype: str = "auto",
 ) -> dict[str, Any]:
     from growlm.evaluation.tasks import default_benchmarks_dir
-    from growlm.training.trainer import pick_autocast, pick_device
+    from growlm.system import pick_autocast, pick_device
 
     names = resolve_tasks(tasks)
     if "ppl" in names and ppl_data is None:
@@ -176,7 +176,7 @@ def evaluate_checkpoint(
     bench = Path(data_dir) if explicit else default_benchmarks_dir()
     if explicit and not bench.is_dir():
         raise EvalError(f"--data-dir {bench} does not exist")
-    folder = ckpt.resolve_model_dir(checkpoint, say)
+    folder = storage.resolve_model_dir(checkpoint, say)
     if not any((folder / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
         raise EvalError(f"checkpoint {folder} holds no tokenizer: evaluation needs the tokenizer it was trained "
                         "with (growlm checkpoints carry it; copy it in with tokenizer.save_pretrained)")
@@ -187,7 +187,7 @@ def evaluate_checkpoint(
     if dtype not in EVAL_DTYPES:
         raise EvalError(f"--dtype must be one of {', '.join(EVAL_DTYPES)}, got {dtype!r}")
     weights = EVAL_DTYPES[dtype]
-    model = ckpt.load_model(folder, run_device, say).to(weights).eval()
+    model = storage.load_model(folder, run_device, say).to(weights).eval()
     tokenizer = load_tokenizer(folder)
     autocast = pick_autocast("auto", run_device) if dtype == "auto" else None
     evaluator = Evaluator(model, tokenizer, run_device, autocast, batch_size, progress)
@@ -232,10 +232,10 @@ SERIES_METRICS = {"multiple_choice": ("acc", "acc_norm"), "loglikelihood": ("acc
 def evaluate_series(run_dir: str | Path, tasks: list[str], out: str | Path | None = None,
                     **kwargs: Any) -> list[dict[str, Any]]:
     """Every checkpoint of a run: one results folder each, plus ``series.csv`` and ``series.png``."""
-    from growlm.training.plotting import plot_score_series
+    from growlm.plotting import plot_score_series
 
     run_dir = Path(run_dir)
-    checkpoints = ckpt.list_checkpoints(run_dir)
+    checkpoints = storage.list_checkpoints(run_dir)
     if not checkpoints:
         raise EvalError(f"{run_dir} holds no checkpoints to evaluate")
     out = Path(out) if out else run_dir / "eval-series"

@@ -275,38 +275,37 @@ def grow_checkpoint(
 ) -> dict[str, Any]:
     """Grow the model in ``source`` into ``out``; returns the growth.json content."""
     from growlm.data.tokenizer import load_tokenizer
-    from growlm.training import checkpoint as ckpt
-    from growlm.training.optim import parameter_order, state_by_name
+    from growlm.models import storage
 
-    src = ckpt.resolve_model_dir(source, say)
+    src = storage.resolve_model_dir(source, say)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise GrowthError(f"output folder {out} exists and is not empty")
-    model = ckpt.load_model(src, "cpu", say)
+    model = storage.load_model(src, "cpu", say)
     result = grow_model(model, request, init, seed, options)
     for warning in result.warnings:
         say(f"warning: {warning}")
     tokenizer = load_tokenizer(src) if (src / "tokenizer_config.json").exists() else None
     out_tmp = out.with_name(out.name + ".tmp")
-    ckpt.save_model(result.model, out_tmp, tokenizer)
+    storage.save_model(result.model, out_tmp, tokenizer)
 
     optimizer_note = "none (the source holds no optimizer state)"
-    if (src / ckpt.OPTIMIZER).exists() and (src / ckpt.TRAINER_STATE).exists():
-        state = ckpt.load_trainer_state(src)
-        saved = torch.load(src / ckpt.OPTIMIZER, map_location="cpu", weights_only=False)
-        carried = carry_moments(state_by_name(saved, state["param_names"]), result)
-        names = parameter_order(result.model)
+    if (src / storage.OPTIMIZER).exists() and (src / storage.TRAINER_STATE).exists():
+        state = storage.load_trainer_state(src)
+        saved = torch.load(src / storage.OPTIMIZER, map_location="cpu", weights_only=False)
+        carried = carry_moments(storage.state_by_name(saved, state["param_names"]), result)
+        names = storage.parameter_order(result.model)
         torch.save({"state": {i: carried[n] for i, n in enumerate(names) if n in carried},
-                    "param_groups": saved.get("param_groups", [])}, out_tmp / ckpt.OPTIMIZER)
+                    "param_groups": saved.get("param_groups", [])}, out_tmp / storage.OPTIMIZER)
         state.update(param_names=names, grown_from=str(src))
-        (out_tmp / ckpt.TRAINER_STATE).write_text(json.dumps(state, indent=1))
+        (out_tmp / storage.TRAINER_STATE).write_text(json.dumps(state, indent=1))
         optimizer_note = f"carried over for {len(carried)} tensors (old moments kept, new entries zero)"
 
     verification = verify_growth(model, result, seed) if verify else None
     report = growth_report(result, verification, source=str(src), out=str(out), seed=seed,
                            optimizer_state=optimizer_note)
     (out_tmp / "growth.json").write_text(json.dumps(report, indent=2))
-    ckpt.write_manifest(out_tmp)
+    storage.write_manifest(out_tmp)
     if out.exists():
         out.rmdir()
     out_tmp.rename(out)

@@ -84,7 +84,7 @@ def training_flops_per_token(model: torch.nn.Module, seq_len: int) -> int:
     parameter trainable this is exactly ``model_cost(...).train_flops_per_token``.
     Within the lowest trainable layer every matmul is counted, a small overestimate.
     """
-    from growlm.training.trainable import base_model, canonical_name
+    from growlm.models.storage import base_model, canonical_name
 
     config = base_model(model).config
     layers = config.num_hidden_layers

@@ -60,6 +60,10 @@ COMMON_FIELDS: dict[str, type] = {
     "pad_token_id": int,
 }
 
+# The output field that carries the key/value cache: ``cache`` in newer transformers, ``past_key_values``
+# before (the old name still works there, with a deprecation warning on every call).
+_CACHE_FIELD = "cache" if "cache" in getattr(CausalLMOutputWithPast, "__dataclass_fields__", {}) else "past_key_values"
+
 # Fields that may be None (token ids of a model made before it met a tokenizer).
 OPTIONAL_FIELDS = {"bos_token_id", "eos_token_id", "pad_token_id"}
 
@@ -301,13 +305,19 @@ class GrowLMForCausalLM(PreTrainedModel, GenerationMixin):
         output_hidden_states: bool | None = None,
         shift_labels: torch.LongTensor | None = None,
         loss_chunk_tokens: int = 0,
+        cache: Cache | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
         """Logits and, given ``labels`` (shifted here, -100 ignored) or ``shift_labels``
         (already aligned with the logits), the mean next-token cross-entropy.
 
         With ``loss_chunk_tokens > 0`` and targets, the loss is computed chunk by chunk and
-        no logits are returned (``layers.chunked_cross_entropy``)."""
+        no logits are returned (``layers.chunked_cross_entropy``).
+
+        The key/value cache arrives as ``past_key_values`` (transformers up to 5.2x) or as
+        ``cache`` (the name newer transformers' ``generate`` passes); either works."""
+        if past_key_values is None:
+            past_key_values = cache
         use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache()
@@ -320,7 +330,7 @@ class GrowLMForCausalLM(PreTrainedModel, GenerationMixin):
         if loss_chunk_tokens > 0 and shift_labels is not None:
             loss = chunked_cross_entropy(hidden.flatten(0, 1), self.lm_head.weight, shift_labels.flatten(),
                                          loss_chunk_tokens)
-            return CausalLMOutputWithPast(loss=loss, logits=None, past_key_values=cache, hidden_states=all_hidden)
+            return CausalLMOutputWithPast(loss=loss, logits=None, hidden_states=all_hidden, **{_CACHE_FIELD: cache})
         if isinstance(logits_to_keep, int) and logits_to_keep > 0:
             hidden = hidden[:, -logits_to_keep:]
         elif isinstance(logits_to_keep, torch.Tensor):
@@ -331,6 +341,4 @@ class GrowLMForCausalLM(PreTrainedModel, GenerationMixin):
             loss = F.cross_entropy(
                 logits.float().reshape(-1, logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100
             )
-        return CausalLMOutputWithPast(
-            loss=loss, logits=logits, past_key_values=cache, hidden_states=all_hidden
-        )
+        return CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=all_hidden, **{_CACHE_FIELD: cache})

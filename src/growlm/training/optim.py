@@ -13,26 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from growlm.models.storage import named_trainable, parameter_groups
 from growlm.training.config import TrainConfig
-
-
-def named_trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    """Trainable parameters under growlm's names (peft wrappers see-through)."""
-    from growlm.training.trainable import canonical_name
-
-    return [(canonical_name(n), p) for n, p in model.named_parameters() if p.requires_grad]
-
-
-def parameter_groups(model: nn.Module) -> tuple[list[str], list[str]]:
-    """Names of trainable matrices (weight-decayed) and vectors (norm gains, not decayed)."""
-    named = named_trainable(model)
-    return [n for n, p in named if p.dim() >= 2], [n for n, p in named if p.dim() < 2]
-
-
-def parameter_order(model: nn.Module) -> list[str]:
-    """Parameter names in the order growlm's AdamW holds their state."""
-    decay, no_decay = parameter_groups(model)
-    return decay + no_decay
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> tuple[torch.optim.AdamW, list[str]]:
@@ -74,11 +56,6 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
-
-
-def state_by_name(optimizer_state: dict[str, Any], names: list[str]) -> dict[str, dict[str, Any]]:
-    """``{param name: {"step", "exp_avg", "exp_avg_sq"}}`` from a torch optimizer state dict."""
-    return {names[int(index)]: value for index, value in optimizer_state["state"].items()}
 
 
 def load_state_by_name(

@@ -48,14 +48,13 @@ import yaml
 from growlm.errors import ConfigError, GrowlmError, GrowthError, unknown_key_message
 from growlm.growth import grow_checkpoint, parse_init
 from growlm.growth.grow import check_request, growth_options
-from growlm.models import GrowLMConfig
+from growlm.models import GrowLMConfig, storage
 from growlm.models.accounting import model_cost
 from growlm.models.presets import build_config
 from growlm.overrides import read_yaml
-from growlm.training import checkpoint as ckpt
+from growlm.plotting import plot_loss_curves
 from growlm.training.config import TrainConfig, build_train_config, field_types
 from growlm.training.distributed import join_process_group, rank_device
-from growlm.training.plotting import plot_loss_curves
 from growlm.training.trainer import _say, read_metrics, resume_run, start_run
 
 PLAN_FILE = "plan.yaml"
@@ -170,8 +169,8 @@ def plan_shapes(plan: Plan) -> list[dict[str, Any]]:
         cfg = stage_config(stage, plan.out_dir, None if stage.index == 0 else Path("."), check_data=False)
         if stage.index == 0:
             if cfg.model is None:
-                source = ckpt.resolve_model_dir(cfg.init_from)
-                config = ckpt.load_config(source)
+                source = storage.resolve_model_dir(cfg.init_from)
+                config = storage.load_config(source)
             else:
                 config = build_config(cfg.model, cfg.model_overrides)
         changes = {}
@@ -200,7 +199,7 @@ def plan_shapes(plan: Plan) -> list[dict[str, Any]]:
 
 
 def _final_checkpoint(run_dir: Path) -> Path:
-    found = ckpt.latest_good_checkpoint(run_dir, _say)
+    found = storage.latest_good_checkpoint(run_dir, _say)
     if found is None:
         raise GrowlmError(f"{run_dir} finished without a usable checkpoint")
     return found
@@ -277,7 +276,7 @@ def run_plan(plan: Plan, resume: bool = False) -> dict[str, Any]:
                                   f"({growth['verification']['expectation']}); see growth.json")
             source = grown
         run_dir = folder / "train"
-        resuming = bool(ckpt.list_checkpoints(run_dir))
+        resuming = bool(storage.list_checkpoints(run_dir))
         barrier()
         if resuming:
             summary = resume_run(run_dir)

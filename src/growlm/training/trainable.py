@@ -33,16 +33,9 @@ from torch import nn
 
 from growlm.errors import ConfigError
 from growlm.models import GrowLMForCausalLM, model_from_state
+from growlm.models.storage import base_model, canonical_name
 
 LORA_KEYS = {"target_modules": list, "r": int, "alpha": float, "dropout": float}
-PEFT_PREFIX = "base_model.model."
-
-
-def canonical_name(name: str) -> str:
-    """growlm's name of a parameter seen through a peft wrapper."""
-    if name.startswith(PEFT_PREFIX):
-        name = name[len(PEFT_PREFIX):]
-    return name.replace(".base_layer.", ".").replace(".default.", ".")
 
 
 def check_lora_spec(spec: Any) -> dict[str, Any]:
@@ -93,11 +86,6 @@ def set_trainable(model: nn.Module, trainable: list[str] | None, frozen: list[st
             param.requires_grad = False
     unique = {p.data_ptr(): p for p in names.values()}.values()
     return sum(p.numel() for p in unique if p.requires_grad), sum(p.numel() for p in unique)
-
-
-def base_model(model: nn.Module) -> GrowLMForCausalLM:
-    """The growlm model inside a peft wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def is_lora(model: nn.Module) -> bool:

@@ -30,10 +30,12 @@ from growlm.data.sources import InMemorySplit, build_stream, check_source
 from growlm.data.tokenizer import load_tokenizer
 from growlm.errors import CheckpointError, ConfigError, DataError, GrowlmError
 from growlm.evaluation.perplexity import autocast_context, evaluate_loss
-from growlm.models import GrowLMForCausalLM, model_class_for, model_from_state
+from growlm.models import GrowLMForCausalLM, model_class_for, model_from_state, storage
 from growlm.models.accounting import model_cost, training_flops_per_token
 from growlm.models.presets import build_config
-from growlm.system import measure_matmul_flops, tune_cpu_allocator
+from growlm.models.storage import base_model, canonical_name, state_by_name
+from growlm.plotting import plot_loss_curves, run_curves
+from growlm.system import measure_matmul_flops, pick_autocast, tune_cpu_allocator
 from growlm.training import checkpoint as ckpt
 from growlm.training.config import TrainConfig, build_train_config
 from growlm.training.distributed import (
@@ -45,12 +47,9 @@ from growlm.training.distributed import (
     wrap,
 )
 from growlm.training.distributed import setup as setup_runtime
-from growlm.training.optim import build_optimizer, build_scheduler, load_state_by_name, state_by_name
-from growlm.training.plotting import plot_loss_curves, run_curves
+from growlm.training.optim import build_optimizer, build_scheduler, load_state_by_name
 from growlm.training.trainable import (
     apply_lora,
-    base_model,
-    canonical_name,
     is_lora,
     load_lora,
     merged_model,
@@ -86,20 +85,6 @@ def resolve_data(spec: Any) -> Path:
     meta["spec"] = wanted
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     return out
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device is 'cuda' but no CUDA device is available")
-    return torch.device(name)
-
-
-def pick_autocast(name: str, device: torch.device) -> torch.dtype | None:
-    if name == "bf16" or (name == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
 
 
 class MetricsLog:
@@ -229,7 +214,7 @@ class Trainer:
 
     # -- setup -------------------------------------------------------------------------------
     def _resume_point(self) -> Path | None:
-        found = ckpt.latest_good_checkpoint(self.out, self.say) if self.runtime.main else None
+        found = storage.latest_good_checkpoint(self.out, self.say) if self.runtime.main else None
         found = self.runtime.broadcast(str(found) if found else None)
         if found is None:
             self.say(f"no usable checkpoint in {self.out}; starting from step 0")
@@ -240,16 +225,16 @@ class Trainer:
         init_state: dict[str, Any] | None = None
         init_moments: dict[str, Any] | None = None
         if resume_from is not None and (resume_from / "lora").is_dir():
-            model = load_lora(resume_from / "lora", ckpt.load_config(resume_from), cfg.lora, self.device)
+            model = load_lora(resume_from / "lora", storage.load_config(resume_from), cfg.lora, self.device)
         elif resume_from is not None:
-            model = ckpt.load_model(resume_from, self.device, self.say)
+            model = storage.load_model(resume_from, self.device, self.say)
         elif cfg.init_from is not None:
-            source = ckpt.resolve_model_dir(cfg.init_from, self.say)
-            model = ckpt.load_model(source, self.device, self.say)
-            if (source / ckpt.TRAINER_STATE).exists():
-                init_state = ckpt.load_trainer_state(source)
-                if cfg.init_optimizer and (source / ckpt.OPTIMIZER).exists():
-                    saved = torch.load(source / ckpt.OPTIMIZER, map_location="cpu", weights_only=False)
+            source = storage.resolve_model_dir(cfg.init_from, self.say)
+            model = storage.load_model(source, self.device, self.say)
+            if (source / storage.TRAINER_STATE).exists():
+                init_state = storage.load_trainer_state(source)
+                if cfg.init_optimizer and (source / storage.OPTIMIZER).exists():
+                    saved = torch.load(source / storage.OPTIMIZER, map_location="cpu", weights_only=False)
                     init_moments = state_by_name(saved, init_state["param_names"])
             self.state["init_from"] = str(source)
         else:
@@ -310,10 +295,10 @@ class Trainer:
         return [self.param_names[sum(sizes[:i]): sum(sizes[: i + 1])] for i in range(len(sizes))]
 
     def _restore(self, folder: Path) -> None:
-        state = ckpt.load_trainer_state(folder)
+        state = storage.load_trainer_state(folder)
         if state.get("param_names") != self.param_names:
             raise CheckpointError(f"{folder}: the optimizer state was saved for different parameters")
-        saved = torch.load(folder / ckpt.OPTIMIZER, map_location="cpu", weights_only=False)
+        saved = torch.load(folder / storage.OPTIMIZER, map_location="cpu", weights_only=False)
         self._load_moments(state_by_name(saved, self.param_names), saved["param_groups"])
         self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=False))
         ckpt.set_rng_state(torch.load(folder / "rng.pt", weights_only=False))
@@ -483,7 +468,7 @@ class Trainer:
                              title=f"{self.out.name}: {self.base.config.architecture}")
         train_rows = [r for r in rows if "loss" in r]
         seconds = self.state["elapsed_s"]
-        checkpoints = ckpt.list_checkpoints(self.out)
+        checkpoints = storage.list_checkpoints(self.out)
         summary = {
             "steps": self.state["step"],
             "tokens": self.state["tokens"],
@@ -540,7 +525,7 @@ def open_tensorboard(out: Path):
 def start_run(cfg: TrainConfig) -> dict[str, Any]:
     """Begin a new run in ``cfg.out_dir``, refusing to overwrite an existing one."""
     out = Path(cfg.out_dir)
-    if ckpt.list_checkpoints(out) or (out / METRICS_FILE).exists():
+    if storage.list_checkpoints(out) or (out / METRICS_FILE).exists():
         raise ConfigError(f"out_dir {out} already holds a run; continue it with `growlm train --resume {out}` "
                           "or choose another out_dir")
     if _is_main_process():
