@@ -284,6 +284,26 @@ def cmd_bench(args: argparse.Namespace) -> None:
           loss_chunk_tokens=args.loss_chunk_tokens, out=args.out)
 
 
+def cmd_experiment(args: argparse.Namespace) -> None:
+    from growlm.experiments import EXPERIMENTS, experiment_module, publish, run_experiment
+
+    if args.name == "list":
+        for name in EXPERIMENTS:
+            print(f"{name:<20} {experiment_module(name).DESCRIPTION}")
+        return
+    if args.name == "publish":
+        if not args.out:
+            raise GrowlmError("growlm experiment publish needs --out DIR (a finished experiment's folder)")
+        key = publish(args.out, args.results_md or "docs/results.md")
+        print(f"published {key} from {args.out} into {args.results_md or 'docs/results.md'}")
+        return
+    path, _ = run_experiment(args.name, out=args.out, quick=args.quick, seeds=args.seeds, device=args.device,
+                             shared=args.shared, data_root=args.data_root, benchmarks=args.benchmarks,
+                             results_md=args.results_md, argv=sys.argv[1:])
+    print(f"wrote {path} (tables, figures and raw JSON beside it)"
+          + (f"; published into {args.results_md}" if args.results_md else ""))
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from growlm.demo import run_demo
 
@@ -412,6 +432,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", help="write the results as JSON")
     p.set_defaults(func=cmd_bench)
+
+    from growlm.experiments import EXPERIMENTS
+
+    p = sub.add_parser("experiment", help="reproduce a paper's experiment (list, NAME [--quick], or publish)")
+    p.add_argument("name", choices=[*EXPERIMENTS, "list", "publish"], metavar="NAME",
+                   help=f"one of {', '.join(EXPERIMENTS) or '(none yet)'}; 'list' describes them; 'publish' "
+                        "copies a finished one (--out) into --results-md")
+    p.add_argument("--quick", action="store_true", help="the small CPU form (minutes), as CI runs it")
+    p.add_argument("--seeds", type=int, help="number of seeds (0, 1, ...; default: the experiment's, at least 3)")
+    p.add_argument("--out", help="output folder (default runs/experiments/NAME[-quick]); finished runs in it "
+                                 "are reused, so an interrupted experiment continues")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--shared", help="the shared material folder (default: ../shared or $GROWLM_SHARED)")
+    p.add_argument("--data-root", help="where prepared corpus slices are cached (default data/experiments)")
+    p.add_argument("--benchmarks", help="benchmark files (default: $GROWLM_BENCHMARKS or SHARED/benchmarks)")
+    p.add_argument("--results-md", help="also publish the report into this Markdown file (e.g. docs/results.md)")
+    p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("demo", help="train, grow, verify, continue, compare: the whole story on a CPU")
     p.add_argument("--out", default="growlm-demo")
