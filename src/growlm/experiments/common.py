@@ -22,6 +22,7 @@ same experiment and form).
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
 import platform
@@ -114,13 +115,20 @@ class Context:
         out = self.data_root / tag
         if (out / "meta.json").exists():
             return out
-        self.say(f"preparing {out} ({', '.join(sources)})")
-        train = [self.shared_dir / "corpus" / "train" / f"{s}.jsonl.gz" for s in sources]
-        val = [self.shared_dir / "corpus" / "val" / f"{s}.jsonl.gz" for s in sources]
-        if val_docs_per_file:
-            val = [_head_documents(p, val_docs_per_file, self.data_root / ".val-slices" / tag) for p in val]
-        prepare(train, self.tokenizer, out, val_inputs=val, max_docs_per_file=max_docs_per_file,
-                max_tokens=max_tokens, show_progress=False, overwrite=True)
+        # Experiments run side by side on one machine share the data folder: the first one
+        # prepares a slice while the others wait on the lock, then find it ready.
+        self.data_root.mkdir(parents=True, exist_ok=True)
+        with open(self.data_root / f".{tag}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if (out / "meta.json").exists():
+                return out
+            self.say(f"preparing {out} ({', '.join(sources)})")
+            train = [self.shared_dir / "corpus" / "train" / f"{s}.jsonl.gz" for s in sources]
+            val = [self.shared_dir / "corpus" / "val" / f"{s}.jsonl.gz" for s in sources]
+            if val_docs_per_file:
+                val = [_head_documents(p, val_docs_per_file, self.data_root / ".val-slices" / tag) for p in val]
+            prepare(train, self.tokenizer, out, val_inputs=val, max_docs_per_file=max_docs_per_file,
+                    max_tokens=max_tokens, show_progress=False, overwrite=True)
         return out
 
     # -- resumable units ----------------------------------------------------------------------

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The full forms of the experiments, side by side on one GPU machine (small models leave
+# most of an H100/H200 idle, so several processes share it), each stopped after LIMIT
+# seconds. Finished units are kept (OUT/units/*.json), so running this again with the
+# same runs/experiments folder redoes only what did not finish.
+#
+#   GROWLM_SHARED=/path/to/shared bash benchmarks/gpu_experiments.sh [NAME ...]
+#
+# Writes $OUT/experiments.tgz (reports, units, figures, logs; no weights) and a summary.
+set -u
+cd "$(dirname "$0")/.."
+export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+export GROWLM_SHARED=${GROWLM_SHARED:-$PWD/../shared}
+export GROWLM_BENCHMARKS=${GROWLM_BENCHMARKS:-$GROWLM_SHARED/benchmarks}
+OUT=${OUT:-runs/gpu-experiments}
+LIMIT=${LIMIT:-500}
+ROOT=${ROOT:-runs/experiments}
+names=("$@")
+[ ${#names[@]} -eq 0 ] && names=(architectures growth-vs-scratch init-schemes growth-dynamics frozen-substrate composition)
+mkdir -p "$OUT" "$ROOT/logs"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$ROOT/logs/gpu.txt"
+(while true; do nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader >> "$ROOT/logs/gpu-util.csv"; sleep 10; done) &
+sampler=$!
+for name in "${names[@]}"; do
+  start=$(date +%s)
+  ( timeout -s INT -k 20 "$LIMIT" python -m growlm.cli.main experiment "$name" --device cuda --out "$ROOT/$name" \
+      > "$ROOT/logs/$name.log" 2>&1; echo "$name rc=$? seconds=$(( $(date +%s) - start ))" >> "$ROOT/logs/status.txt" ) &
+done
+wait $(jobs -p | grep -v "^$sampler$") 2>/dev/null
+kill $sampler 2>/dev/null
+cat "$ROOT/logs/status.txt"
+tar czf "$OUT/experiments.tgz" --exclude='*.safetensors' --exclude='*.pt' --exclude='*.bin' --exclude='*.npy' \
+    --exclude='*.model' --exclude='tokenizer*.json' "$ROOT"
+ls -la "$OUT"
