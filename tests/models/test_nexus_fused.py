@@ -110,7 +110,7 @@ def test_lora_wrapped_maps_are_not_fused():
         for name, p in wrapped.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.5)
-    att = [m for m in wrapped.modules() if isinstance(m, NexusAttention)][0]
+    att = next(m for m in wrapped.modules() if isinstance(m, NexusAttention))
     assert not can_fuse((att.q_proj, att.k_proj, att.v_proj))
     ids = torch.randint(0, 512, (2, 6))
     set_nexus_fusion(wrapped, True)
