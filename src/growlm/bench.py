@@ -19,6 +19,8 @@ Options for issue 14:
 
 * ``--activation-checkpointing``: recompute each decoder layer in backward (growlm's
   ``DecoderStack.gradient_checkpointing``; transformers' ``gradient_checkpointing_enable``).
+* ``--compile regional``: compile each decoder layer instead of the whole model
+  (``training/compiling.py``): compilation is one layer's, the steady state may be slower.
 * ``--nexus-unfused`` / ``--nexus-pad N``: run Nexusformer's Q/K/V maps one by one instead
   of fused, or pad M and A to another multiple (``models/nexus.py``).
 * ``--profile DIR``: after the timed steps, ``--profile-steps`` more steps under
@@ -52,6 +54,7 @@ import torch
 from growlm.models import model_class_for
 from growlm.models.accounting import model_cost
 from growlm.models.presets import build_config
+from growlm.training.compiling import compile_model as compile_model_for_training
 
 
 @dataclass
@@ -60,7 +63,7 @@ class BenchResult:
     preset: str
     seq_len: int
     micro_batch: int
-    compiled: bool
+    compiled: bool | str  # True, False or 'regional' (training/compiling.py)
     steps: int
     seconds_per_step: float
     tokens_per_s: float
@@ -102,12 +105,12 @@ def set_activation_checkpointing(model: torch.nn.Module, on: bool) -> None:
 class TrainLoop:
     """The benchmark's training step: bf16 autocast on CUDA, fused AdamW, optionally compiled."""
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, compile_model: bool,
+    def __init__(self, model: torch.nn.Module, device: torch.device, compile_model: bool | str,
                  loss_chunk_tokens: int = 0) -> None:
         self.model = model.to(device).float().train()
         self.device = device
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
-        self.forward = torch.compile(self.model) if compile_model else self.model
+        self.forward = compile_model_for_training(self.model, compile_model, device)
         self.extra = {"loss_chunk_tokens": loss_chunk_tokens} if loss_chunk_tokens else {}
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -135,7 +138,7 @@ def random_batches(vocab: int, micro_batch: int, seq_len: int, device: torch.dev
 
 
 def time_training(model: torch.nn.Module, name: str, preset: str, flops_per_token: int, seq_len: int,
-                  micro_batch: int, steps: int, warmup: int, compile_model: bool, peak: float,
+                  micro_batch: int, steps: int, warmup: int, compile_model: bool | str, peak: float,
                   device: torch.device, vocab: int, loss_chunk_tokens: int = 0, activation_checkpointing: bool = False,
                   variant: dict[str, Any] | None = None, profile: Path | None = None, profile_steps: int = 3,
                   say: Callable[[str], None] = print) -> BenchResult:
@@ -314,7 +317,7 @@ def is_out_of_memory(error: BaseException) -> bool:
         isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
 
 
-def find_batch(model: torch.nn.Module, preset: str, seq_len: int, device: torch.device, compile_model: bool,
+def find_batch(model: torch.nn.Module, preset: str, seq_len: int, device: torch.device, compile_model: bool | str,
                vocab: int, start: int = 1, limit: int = 1024, budget_s: float | None = None,
                activation_checkpointing: bool = False, loss_chunk_tokens: int = 0,
                say: Callable[[str], None] = print) -> dict[str, Any]:
@@ -383,7 +386,7 @@ def _nexus_variant(model: torch.nn.Module, fused: bool | None, pad: int | None, 
 
 
 def bench(preset: str, seq_len: int = 4096, micro_batch: int = 8, steps: int = 20, warmup: int = 5,
-          compile_model: bool | None = None, reference: bool = False, device: str = "auto",
+          compile_model: bool | str | None = None, reference: bool = False, device: str = "auto",
           loss_chunk_tokens: int = 0, out: str | Path | None = None, say=print,
           activation_checkpointing: bool = False, nexus_fused: bool | None = None, nexus_pad: int | None = None,
           profile: str | Path | None = None, profile_steps: int = 3, find: bool = False,
@@ -443,7 +446,8 @@ def bench(preset: str, seq_len: int = 4096, micro_batch: int = 8, steps: int = 2
 
 def _line(r: BenchResult) -> str:
     variant = "".join(f" {k}={v}" for k, v in r.variant.items())
-    return (f"{r.name:<12} {r.preset} seq {r.seq_len} x {r.micro_batch}{' compiled' if r.compiled else ''}"
+    compiled = {True: " compiled", False: ""}.get(r.compiled, f" compiled {r.compiled}")
+    return (f"{r.name:<12} {r.preset} seq {r.seq_len} x {r.micro_batch}{compiled}"
             f"{' AC' if r.activation_checkpointing else ''}{variant}: "
             f"{r.tokens_per_s:,.0f} tok/s, {r.seconds_per_step * 1e3:.1f} ms/step, {r.achieved_tflops:.1f} TFLOP/s"
             + (f", MFU {100 * r.mfu:.1f}%" if r.mfu else "") + (f", {r.max_memory_gb:.1f} GiB" if r.max_memory_gb

@@ -278,7 +278,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from growlm.bench import bench
 
-    compile_model = {"auto": None, "on": True, "off": False}[args.compile]
+    compile_model = {"auto": None, "on": True, "off": False, "regional": "regional"}[args.compile]
     if args.nexus_pad is not None and args.nexus_pad < 1:
         raise ConfigError(f"--nexus-pad must be a positive integer, got {args.nexus_pad}")
     bench(args.preset, seq_len=args.seq_len, micro_batch=args.micro_batch, steps=args.steps, warmup=args.warmup,
@@ -432,7 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--micro-batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto", help="auto: on for CUDA")
+    p.add_argument("--compile", choices=("auto", "on", "off", "regional"), default="auto",
+                   help="auto: on for CUDA; regional: each decoder layer compiled (faster to compile)")
     p.add_argument("--reference", action="store_true", help="also time transformers' own model (qwen3, llama)")
     p.add_argument("--loss-chunk-tokens", type=int, default=0)
     p.add_argument("--device", default="auto")
