@@ -93,7 +93,7 @@ def markdown(summary: dict[str, Any]) -> str:
     if summary["ratios"]:
         parts += ["", *(f"- {k}: {v:.3f}" for k, v in summary["ratios"].items())]
     for label, profile in summary["profiles"].items():
-        parts += ["", f"## Profile {label} ({profile['time_per_step_ms']:.1f} ms GPU time per step)", "",
+        parts += ["", f"## Profile {label} ({profile['time_per_step_ms']:.1f} ms device time per step)", "",
                   ", ".join(f"{g} {v:.1f}%" for g, v in profile["groups_percent"].items()), "",
                   *(f"- {share}% {name}" for name, share in profile["top_kernels"])]
     if summary["nexus_pads"]:
