@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from growlm.errors import GrowlmError
+from growlm.errors import ConfigError, GrowlmError
 
 
 def _quiet_libraries() -> None:
@@ -278,10 +278,16 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from growlm.bench import bench
 
-    compile_model = {"auto": None, "on": True, "off": False}[args.compile]
+    compile_model = {"auto": None, "on": True, "off": False, "regional": "regional"}[args.compile]
+    if args.nexus_pad is not None and args.nexus_pad < 1:
+        raise ConfigError(f"--nexus-pad must be a positive integer, got {args.nexus_pad}")
     bench(args.preset, seq_len=args.seq_len, micro_batch=args.micro_batch, steps=args.steps, warmup=args.warmup,
           compile_model=compile_model, reference=args.reference, device=args.device,
-          loss_chunk_tokens=args.loss_chunk_tokens, out=args.out)
+          loss_chunk_tokens=args.loss_chunk_tokens, out=args.out,
+          activation_checkpointing=args.activation_checkpointing,
+          nexus_fused=False if args.nexus_unfused else None, nexus_pad=args.nexus_pad, profile=args.profile,
+          profile_steps=args.profile_steps, find=args.find_batch, find_batch_max=args.find_batch_max,
+          find_batch_budget_s=args.find_batch_budget_s)
 
 
 def cmd_experiment(args: argparse.Namespace) -> None:
@@ -426,11 +432,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--micro-batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto", help="auto: on for CUDA")
+    p.add_argument("--compile", choices=("auto", "on", "off", "regional"), default="auto",
+                   help="auto: on for CUDA; regional: each decoder layer compiled (faster to compile)")
     p.add_argument("--reference", action="store_true", help="also time transformers' own model (qwen3, llama)")
     p.add_argument("--loss-chunk-tokens", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", help="write the results as JSON")
+    p.add_argument("--activation-checkpointing", action="store_true",
+                   help="recompute each decoder layer in backward (less memory, ~1/3 more compute)")
+    p.add_argument("--nexus-unfused", action="store_true",
+                   help="Nexusformer: run the Q/K/V Nexus-Rank maps one by one (default: fused on CUDA)")
+    p.add_argument("--nexus-pad", type=int, help="Nexusformer: pad M and A to this multiple in the fused path "
+                                                 "(default $GROWLM_NEXUS_PAD or 8; 1 = none)")
+    p.add_argument("--profile", metavar="DIR", help="profile --profile-steps more steps with torch.profiler; "
+                                                    "write DIR/profile-*.json and .txt (top kernels by GPU time)")
+    p.add_argument("--profile-steps", type=int, default=3)
+    p.add_argument("--find-batch", action="store_true",
+                   help="find the largest micro-batch that trains at --seq-len (doubling from --micro-batch, "
+                        "then bisection) instead of timing")
+    p.add_argument("--find-batch-max", type=int, default=1024, help="largest micro-batch --find-batch tries")
+    p.add_argument("--find-batch-budget-s", type=float,
+                   help="stop --find-batch after this many seconds (the answer is then a lower bound)")
     p.set_defaults(func=cmd_bench)
 
     from growlm.experiments import EXPERIMENTS

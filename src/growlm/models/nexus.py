@@ -20,11 +20,36 @@ pre-activation is L2-normalised over its width and multiplied by a fixed scale,
 before its GELU. The scales are stored in the config and kept when M and A grow,
 which is what lets growth stay lossless for this variant
 (``growlm/growth/nexus_rank.py``).
+
+Fused computation (``fused_nexus_qkv``). Run one by one, the three maps of a layer are
+nine narrow matrix products (M=780, A=960 in nexus-240m: widths that are not even a
+multiple of 8, so bf16 tensor-core kernels lose their 16-byte alignment) and six
+activations. The fused path computes exactly the same function from the same
+parameters: W_M of Q, K, V stacked into one ``D -> 3M`` product (x is read once), the
+``M -> A`` and ``A -> out`` stages as batched products (``torch.bmm``, batch of 3, or a
+batch of 2 for K, V plus one product for Q when GQA makes their widths differ), and M
+and A zero-padded to a multiple of ``pad`` (default 8). Padding is exact: a zero row of
+W_M gives a pre-activation of exactly 0, GELU(0) = 0, and the zero columns of W_A and
+W_D read only those zeros, so the padded units add exact zeros (the L2 norms are
+unchanged too). The stacked/padded weights are built at every forward from the live
+parameters (a few MB copy, small next to the products), so parameter names, the
+checkpoint format and growth are untouched, and autograd sends every gradient back
+to the original parameters.
+
+The unfused path (the three modules called one by one) is used whenever the fused one
+could compute something else or hide something: a Q/K/V map or one of its linears is
+not the plain module (peft's LoRA wraps them), has forward hooks, or the three maps
+disagree in M, A or normalisation; and when switched off with the environment
+variable ``GROWLM_NEXUS_FUSED=0`` or ``set_nexus_fusion(model, False)``
+(``growlm bench --nexus-unfused``). By default (``GROWLM_NEXUS_FUSED=auto``) the fused path
+runs on CUDA only: on CPU it measured no faster. ``GROWLM_NEXUS_PAD`` sets the padding
+multiple (1 = none).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, ClassVar
 
 import torch
@@ -102,6 +127,127 @@ class NexusRank(nn.Module):
         return self.d_proj(F.gelu(u2))
 
 
+def _env_flag(name: str, default: str) -> str:
+    return os.environ.get(name, default).strip().lower()
+
+
+def fusion_default() -> bool | None:
+    """Whether new Nexusformer attention layers compute Q, K, V fused (env ``GROWLM_NEXUS_FUSED``):
+    ``1`` always, ``0`` never, ``auto`` (default, None) on CUDA tensors only -- on CPU the batched
+    products measured no faster than the separate ones (``benchmarks/nexus_fusion.py``)."""
+    value = _env_flag("GROWLM_NEXUS_FUSED", "auto")
+    choices = {"auto": None, "1": True, "0": False}
+    if value not in choices:
+        raise ConfigError(f"GROWLM_NEXUS_FUSED must be one of auto, 1, 0, got {value!r}")
+    return choices[value]
+
+
+def pad_default() -> int:
+    """The multiple M and A are zero-padded to in the fused path (env ``GROWLM_NEXUS_PAD``)."""
+    value = _env_flag("GROWLM_NEXUS_PAD", "8")
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"GROWLM_NEXUS_PAD must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def _stacked(weights: list[torch.Tensor], rows: int, cols: int) -> torch.Tensor:
+    """``[len(weights), rows, cols]``: the matrices stacked, each zero-padded at the bottom and right."""
+    w = torch.stack(weights)
+    pad_rows, pad_cols = rows - w.shape[1], cols - w.shape[2]
+    return F.pad(w, (0, pad_cols, 0, pad_rows)) if pad_rows or pad_cols else w
+
+
+def fused_nexus_qkv(x: torch.Tensor, maps: tuple[NexusRank, ...], pad: int = 8) -> tuple[torch.Tensor, ...]:
+    """``tuple(m(x) for m in maps)`` for Nexus-Rank maps sharing M, A and normalisation, computed
+    as one ``D -> len(maps)*M`` product and batched ``M -> A``, ``A -> out`` products (module doc)."""
+    first = maps[0]
+    n_maps = len(maps)
+    m, a = first.a_proj.in_features, first.a_proj.out_features
+    mp, ap = _round_up(m, pad), _round_up(a, pad)
+    lead, d = x.shape[:-1], x.shape[-1]
+    flat = x.reshape(-1, d)
+    tokens = flat.shape[0]
+    w_m = _stacked([p.m_proj.weight for p in maps], mp, d).reshape(n_maps * mp, d)
+    # [tokens, n*mp] -> [n, tokens, mp]: a strided view, which bmm reads without a copy
+    u1 = F.linear(flat, w_m).view(tokens, n_maps, mp).transpose(0, 1)
+    if first.l2:
+        u1 = F.normalize(u1, dim=-1) * first.scale_m
+    u2 = torch.bmm(F.gelu(u1), _stacked([p.a_proj.weight for p in maps], ap, mp).transpose(1, 2))
+    if first.l2:
+        u2 = F.normalize(u2, dim=-1) * first.scale_a
+    h2 = F.gelu(u2)
+    outs: list[torch.Tensor] = []
+    start = 0
+    while start < n_maps:  # runs of maps with the same output width share one batched product
+        width = maps[start].d_proj.out_features
+        stop = start + 1
+        while stop < n_maps and maps[stop].d_proj.out_features == width:
+            stop += 1
+        w_d = _stacked([p.d_proj.weight for p in maps[start:stop]], width, ap)
+        y = torch.bmm(h2[start:stop], w_d.transpose(1, 2))
+        outs.extend(y[i].view(*lead, width) for i in range(stop - start))
+        start = stop
+    return tuple(outs)
+
+
+def _plain_linear(module: nn.Module) -> bool:
+    return type(module) is nn.Linear and module.bias is None and not (module._forward_hooks or
+                                                                      module._forward_pre_hooks)
+
+
+def can_fuse(maps: tuple[nn.Module, ...]) -> bool:
+    """Whether ``fused_nexus_qkv`` computes exactly what calling ``maps`` one by one would."""
+    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+        return False
+    first = maps[0]
+    if not all(type(p) is NexusRank and not (p._forward_hooks or p._forward_pre_hooks) for p in maps):
+        return False
+    if not all(_plain_linear(lin) for p in maps for lin in (p.m_proj, p.a_proj, p.d_proj)):
+        return False
+    return all(p.a_proj.weight.shape == first.a_proj.weight.shape and
+               p.m_proj.weight.shape == first.m_proj.weight.shape and
+               (p.l2, p.scale_m, p.scale_a) == (first.l2, first.scale_m, first.scale_a) for p in maps)
+
+
+class NexusAttention(SelfAttention):
+    """Self-attention whose Q, K, V Nexus-Rank maps run fused when they can (module doc).
+
+    ``fused`` and ``pad`` are plain attributes (not config fields): how the same function is
+    computed is a property of the run, not of the model."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fused = fusion_default()
+        self.pad = pad_default()
+
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        maps = (self.q_proj, self.k_proj, self.v_proj)
+        fused = x.is_cuda if self.fused is None else self.fused
+        if fused and can_fuse(maps):
+            return fused_nexus_qkv(x, maps, self.pad)  # type: ignore[return-value]
+        return super().project_qkv(x)
+
+
+def set_nexus_fusion(model: nn.Module, fused: bool | None, pad: int | None = None) -> int:
+    """Switch every Nexusformer attention layer of ``model`` to the fused (True) or unfused (False)
+    path, or back to the default (None: fused on CUDA), and set the padding multiple; returns how
+    many layers were switched."""
+    count = 0
+    for module in model.modules():
+        if isinstance(module, NexusAttention):
+            module.fused = fused
+            if pad is not None:
+                if pad < 1:
+                    raise ConfigError(f"the Nexus-Rank padding multiple must be positive, got {pad}")
+                module.pad = pad
+            count += 1
+    return count
+
+
 class NexusForCausalLM(GrowLMForCausalLM):
     """Nexusformer language model (transformers model type ``growlm_nexus``)."""
 
@@ -113,4 +259,4 @@ class NexusForCausalLM(GrowLMForCausalLM):
                 return nn.Linear(in_features, out_features, bias=False)
             return NexusRank(in_features, out_features, config)
 
-        return DecoderLayer(config, SelfAttention(config, layer_idx, projection), self.swiglu(config))
+        return DecoderLayer(config, NexusAttention(config, layer_idx, projection), self.swiglu(config))

@@ -304,6 +304,12 @@ def run_plan(plan: Plan, resume: bool = False) -> dict[str, Any]:
             "final_train_loss": summary["final_train_loss"],
             "final_val_loss": summary["final_val_loss"],
             "seconds": round(time.time() - started, 1),
+            # from the stage's start (growth included) to its first optimizer step, and the speeds
+            # without (steady) and with (wall) loading, compiling, evaluating and saving
+            "stage_to_first_step_s": round(summary["first_step_at"] - started, 2)
+            if summary.get("first_step_at") else None,
+            "steady_tokens_per_s": summary.get("steady_tokens_per_s"),
+            "wall_tokens_per_s": summary.get("wall_tokens_per_s"),
             "final_checkpoint": str(_final_checkpoint(run_dir)),
         }
         marker.write_text(json.dumps(record, indent=2))

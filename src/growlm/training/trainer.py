@@ -37,6 +37,7 @@ from growlm.models.storage import base_model, canonical_name, state_by_name
 from growlm.plotting import plot_loss_curves, run_curves
 from growlm.system import measure_matmul_flops, pick_autocast, tune_cpu_allocator
 from growlm.training import checkpoint as ckpt
+from growlm.training.compiling import compile_model
 from growlm.training.config import TrainConfig, build_train_config
 from growlm.training.distributed import (
     full_state,
@@ -59,6 +60,9 @@ from growlm.training.trainable import (
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
+# Steps at the start of a session (a run, or a resumed run) that the steady-state rate leaves
+# out: the first compiles the model, the next may still recompile (automatic dynamic shapes).
+STEADY_SKIP_STEPS = 3
 
 
 def _say(message: str) -> None:
@@ -151,6 +155,7 @@ def _new_model(cfg: TrainConfig, tokenizer: Any) -> GrowLMForCausalLM:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False) -> None:
+        self.started = time.time()  # stage start: time to the first optimizer step is counted from here
         self.cfg = cfg
         self.out = Path(cfg.out_dir)
         self.runtime, self.device = setup_runtime(cfg.distributed, cfg.device)
@@ -268,8 +273,7 @@ class Trainer:
                 self.state["data_position"] = int(init_state.get("data_position", 0))
                 if self.stream is not None and init_state.get("data_state"):
                     self.stream.load_state(init_state["data_state"])
-        compile_model = cfg.compile if cfg.compile != "auto" else self.device.type == "cuda"
-        self.forward = torch.compile(self.model) if compile_model else self.model
+        self.forward = compile_model(self.model, cfg.compile, self.device)
         self.peak_flops = cfg.mfu_peak_tflops * 1e12 if cfg.mfu_peak_tflops else (
             measure_matmul_flops(self.device) if self.device.type == "cuda" else 0.0)
 
@@ -346,6 +350,42 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return loss_value, grad_norm
 
+    def _time_step(self, tic: float) -> None:
+        """Account one step of this session: the first step's end (waiting for the GPU, so the time
+        to the first optimizer step is real) and the steady-state window after ``STEADY_SKIP_STEPS``."""
+        session = self.session
+        session["steps"] += 1
+        if session["steps"] == 1:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            session["first_step_at"] = time.time()
+            session["first_step_s"] = session["first_step_at"] - tic
+        elif session["steps"] > STEADY_SKIP_STEPS:
+            session["steady_tokens"] += self.tokens_per_step
+            session["steady_s"] += time.time() - tic
+
+    def speed(self) -> dict[str, Any]:
+        """This session's speed figures: steady-state (compilation and the first steps left out) and
+        wall-clock (everything from the Trainer's creation: loading, compiling, evaluating, saving)."""
+        session = getattr(self, "session", {"steps": 0})
+        if not session["steps"]:
+            return {}
+        now = time.time()
+        tokens = session["steps"] * self.tokens_per_step
+        steady = session["steady_tokens"] / session["steady_s"] if session["steady_s"] > 0 else None
+        figures = {
+            "session_steps": session["steps"],
+            "time_to_first_step_s": round(session["first_step_at"] - self.started, 2),
+            "first_step_s": round(session["first_step_s"], 2),
+            "first_step_at": session["first_step_at"],
+            "steady_tokens_per_s": round(steady, 1) if steady else None,
+            "wall_tokens_per_s": round(tokens / (now - self.started), 1),
+            "wall_seconds": round(now - self.started, 2),
+        }
+        if steady and self.peak_flops:
+            figures["steady_mfu"] = self.flops_per_token * steady / (self.peak_flops * self.runtime.world)
+        return figures
+
     def validate(self) -> dict[str, float] | None:
         if self.val_split is None:
             return None
@@ -412,10 +452,12 @@ class Trainer:
                    dynamic_ncols=True, desc=self.out.name)
         window_start, window_tokens = time.time(), 0
         last_val: dict[str, float] | None = None
+        self.session = {"steps": 0, "steady_tokens": 0, "steady_s": 0.0}
         with _StopRequest() as stop:
             while st["step"] < cfg.max_steps:
                 tic = time.time()
                 loss, grad_norm = self._step()
+                self._time_step(tic)
                 st["step"] += 1
                 st["tokens"] += self.tokens_per_step
                 st["elapsed_s"] += time.time() - tic
@@ -487,6 +529,8 @@ class Trainer:
             "mfu": train_rows[-1].get("mfu") if train_rows else None,
             "max_memory_gb": train_rows[-1].get("max_memory_gb") if train_rows else None,
             "checkpoint": str(checkpoints[-1]) if checkpoints else None,
+            "compile": self.cfg.compile,
+            **self.speed(),
         }
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         _say(summary_line(summary))
@@ -498,6 +542,12 @@ def summary_line(summary: dict[str, Any]) -> str:
     parts = [f"{summary['steps']} steps", f"{summary['tokens']:,} tokens", f"{summary['train_seconds']:.0f} s"]
     if summary.get("tokens_per_s"):
         parts.append(f"{summary['tokens_per_s']:,.0f} tok/s")
+    if summary.get("steady_tokens_per_s"):
+        parts.append(f"steady {summary['steady_tokens_per_s']:,.0f} tok/s")
+    if summary.get("wall_tokens_per_s"):
+        parts.append(f"wall {summary['wall_tokens_per_s']:,.0f} tok/s")
+    if summary.get("time_to_first_step_s") is not None:
+        parts.append(f"first step after {summary['time_to_first_step_s']:.1f} s")
     if summary.get("mfu"):
         parts.append(f"MFU {100 * summary['mfu']:.1f}%")
     if summary.get("max_memory_gb"):
