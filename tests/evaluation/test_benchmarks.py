@@ -1,6 +1,9 @@
 """Benchmark evaluation end to end: chance level when untrained, series, tables, errors."""
 
+import dataclasses
+import gzip
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -9,7 +12,7 @@ from growlm.data.tokenizer import load_tokenizer
 from growlm.evaluation.loglikelihood import encode_pair
 from growlm.evaluation.runner import evaluate_checkpoint, evaluate_series
 from growlm.evaluation.tables import build_tables
-from growlm.evaluation.tasks import TASKS, EvalError, load_docs, resolve_tasks
+from growlm.evaluation.tasks import TASKS, EvalError, load_task_docs, resolve_splits, resolve_tasks
 from growlm.models import model_class_for
 from growlm.models.presets import build_config
 from growlm.models.storage import save_model
@@ -85,16 +88,16 @@ def test_hub_loader_reads_a_dataset_folder(shared, tmp_path, monkeypatch):
     folder.mkdir()
     shutil.copy(shared / "benchmarks" / "piqa" / "validation.jsonl.gz", folder / "validation.jsonl.gz")
     spec = TASKS["piqa"]
-    monkeypatch.setitem(TASKS, "piqa", spec.__class__(spec.name, spec.kind, spec.local_file,
-                                                      (str(folder), None, "validation"), spec.to_example, spec.title))
-    docs = load_docs(TASKS["piqa"], data_dir=None, limit=5)
-    assert len(docs) == 5 and {"goal", "sol1", "sol2", "label"} <= set(docs[0])
+    monkeypatch.setitem(TASKS, "piqa", dataclasses.replace(spec, hub=(str(folder), None)))
+    loaded = load_task_docs(TASKS["piqa"], data_dir=None, limit=5)
+    assert len(loaded.docs) == 5 and {"goal", "sol1", "sol2", "label"} <= set(loaded.docs[0])
+    assert (loaded.split, loaded.total, loaded.source) == ("validation", 400, f"hub:{folder}/default")
 
 
 def test_errors_are_named(untrained, tmp_path):
     with pytest.raises(EvalError, match=r"unknown task 'arc'.*valid: .*arc_easy.*paper5"):
         resolve_tasks(["arc"])
-    with pytest.raises(EvalError, match=r"benchmark file .*piqa/validation\.jsonl\.gz is missing"):
+    with pytest.raises(EvalError, match=r"benchmark file .*piqa/validation\.jsonl\.gz is missing.*split validation"):
         evaluate_checkpoint(untrained, ["piqa"], data_dir=tmp_path, progress=False)
     with pytest.raises(EvalError, match="task ppl needs --data"):
         evaluate_checkpoint(untrained, ["ppl"], progress=False)
@@ -111,3 +114,106 @@ def test_errors_are_named(untrained, tmp_path):
         evaluate_checkpoint(mute, ["squad"], limit=1, progress=False)
     assert resolve_tasks(["paper5", "piqa", "squad"]) == ["piqa", "openbookqa", "hellaswag", "arc_easy",
                                                           "arc_challenge", "squad"]
+
+
+def _bench_with_test_split(shared, folder):
+    """arc_easy with a test file (the validation rows reversed, so the splits' first documents differ) and a
+    validation file; openbookqa with its validation file only."""
+    (folder / "arc_easy").mkdir(parents=True)
+    (folder / "openbookqa").mkdir()
+    source = shared / "benchmarks" / "arc_easy" / "validation.jsonl.gz"
+    shutil.copy(source, folder / "arc_easy" / "validation.jsonl.gz")
+    lines = gzip.decompress(source.read_bytes()).decode().splitlines()[::-1]
+    (folder / "arc_easy" / "test.jsonl.gz").write_bytes(gzip.compress(("\n".join(lines[:40]) + "\n").encode()))
+    shutil.copy(shared / "benchmarks" / "openbookqa" / "validation.jsonl.gz", folder / "openbookqa")
+    return [json.loads(line) for line in lines[:40]]
+
+
+def test_standard_split_by_default_fallback_and_choice_are_recorded(untrained, shared, tmp_path):
+    """arc_easy reads test (lm-eval's split); openbookqa, whose test file is absent, falls back to validation
+    and says so in the output and results.json; --split picks another split."""
+    bench = tmp_path / "bench"
+    test_rows = _bench_with_test_split(shared, bench)
+    said = []
+    report = evaluate_checkpoint(untrained, "arc_easy,openbookqa", out=tmp_path / "a", data_dir=bench, limit=3,
+                                 batch_size=4, device="cpu", progress=False, say=said.append)
+    arc, obqa = report["results"]["arc_easy"], report["results"]["openbookqa"]
+    assert {k: arc[k] for k in ("split", "standard_split", "documents_in_split", "documents", "n")} == \
+        {"split": "test", "standard_split": True, "documents_in_split": 40, "documents": 3, "n": 3}
+    assert "split_note" not in arc and arc["source"] == str(bench / "arc_easy" / "test.jsonl.gz")
+    assert (obqa["split"], obqa["standard_split"], obqa["documents_in_split"]) == ("validation", False, 500)
+    assert "standard test split is not in" in obqa["split_note"] and "--split validation" in obqa["split_note"]
+    assert report["splits"] == {"arc_easy": "test", "openbookqa": "validation"}
+    assert report["split_notes"] == [obqa["split_note"]]
+    assert any(line.startswith("arc_easy: test split, 3 of 40 documents") for line in said)
+    assert f"note: {obqa['split_note']}" in said
+    assert obqa["split_note"] in (tmp_path / "a" / "results.md").read_text()
+    first = json.loads((tmp_path / "a" / "samples.jsonl").read_text().splitlines()[0])
+    assert first["context"] == f"Question: {test_rows[0]['question']}\nAnswer:"
+
+    chosen = evaluate_checkpoint(untrained, ["arc_easy"], out=tmp_path / "b", data_dir=bench, limit=2,
+                                 device="cpu", progress=False, say=said.append, split="arc_easy=validation")
+    arc = chosen["results"]["arc_easy"]
+    assert (arc["split"], arc["documents_in_split"], chosen["settings"]["split"]) == \
+        ("validation", 570, {"arc_easy": "validation"})
+    assert "as asked (--split)" in arc["split_note"]
+    with pytest.raises(EvalError, match=r"arc_easy/train\.jsonl\.gz is missing"):
+        evaluate_checkpoint(untrained, ["arc_easy"], data_dir=bench, progress=False, split="train")
+
+
+def test_task_and_split_lists():
+    assert resolve_tasks("arc_easy,piqa") == ["arc_easy", "piqa"]
+    assert resolve_tasks(["arc_easy,piqa", "paper5"]) == ["arc_easy", "piqa", "openbookqa", "hellaswag",
+                                                         "arc_challenge"]
+    assert resolve_splits(["validation"], ["arc_easy", "piqa"]) == {"arc_easy": "validation", "piqa": "validation"}
+    assert resolve_splits("arc_easy=validation,piqa=train", ["arc_easy", "piqa"]) == \
+        {"arc_easy": "validation", "piqa": "train"}
+    with pytest.raises(EvalError, match=r"lambada_openai has no split 'validation'.*test.*TASK=SPLIT"):
+        resolve_splits("validation", ["arc_easy", "lambada_openai"])
+    with pytest.raises(EvalError, match=r"piqa has no split 'test'.*validation, train"):
+        resolve_splits(["piqa=test"], ["piqa"])
+    with pytest.raises(EvalError, match=r"unknown task 'arc'"):
+        resolve_splits(["arc=test"], ["arc_easy"])
+    with pytest.raises(EvalError, match=r"not among the tasks evaluated"):
+        resolve_splits(["piqa=validation"], ["arc_easy"])
+
+
+def test_cli_takes_comma_separated_tasks_and_names_the_split(untrained, shared, tmp_path, capsys):
+    from growlm.cli.main import main
+
+    code = main(["eval", str(untrained), "--tasks", "arc_easy,piqa", "--data-dir", str(shared / "benchmarks"),
+                 "--limit", "2", "--batch-size", "2", "--device", "cpu", "--out", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert list(report["results"]) == ["arc_easy", "piqa"] and report["splits"] == {"arc_easy": "validation",
+                                                                                      "piqa": "validation"}
+    # the shared folder keeps ARC's test split back: the fallback is said on stderr and marked on stdout
+    assert "arc_easy: the standard test split is not in" in captured.err
+    assert "arc_easy         [validation] acc" in captured.out and "piqa             [validation] acc" in captured.out
+    assert main(["eval", str(untrained), "--tasks", "piqa", "--split", "test"]) == 2
+    assert "piqa has no split 'test'" in capsys.readouterr().err
+
+
+def test_standard_splits_are_lm_evals():
+    """Each task's standard split is the one lm-eval's own task YAML scores (test_split, else validation_split)."""
+    import re
+    from pathlib import Path
+
+    lm_eval = pytest.importorskip("lm_eval")
+    folder = Path(lm_eval.__file__).parent / "tasks"
+
+    def fields(path: Path) -> dict[str, str]:
+        text = path.read_text()
+        include = re.search(r"^include: (\S+)", text, re.M)
+        out = fields(path.parent / include.group(1)) if include else {}
+        return {**out, **dict(re.findall(r"^(\w+): (.*)$", text, re.M))}
+
+    yamls = {"arc_easy": "arc/arc_easy.yaml", "arc_challenge": "arc/arc_challenge.yaml",
+             "openbookqa": "openbookqa/openbookqa.yaml", "piqa": "piqa/piqa.yaml",
+             "hellaswag": "hellaswag/hellaswag.yaml", "lambada_openai": "lambada/lambada_openai.yaml"}
+    for task, name in yamls.items():
+        config = fields(folder / name)
+        test = config.get("test_split", "null").strip()
+        assert TASKS[task].split == (test if test != "null" else config["validation_split"].strip()), task
+        assert TASKS[task].splits[0] == TASKS[task].split

@@ -6,9 +6,13 @@ model type after ``import growlm``, and the registered ``growlm`` type) on the s
 that any difference in prompts, tokenization or truncation would show far above the
 arithmetic noise: per-example log-likelihoods agree to 1e-4 (in practice ~1e-14), and
 acc, acc_norm and LAMBADA's perplexity are identical.
+
+lm-eval's own ``arc_easy`` task (its YAML untouched but for the dataset's location) scores
+ARC-Easy's test split; growlm does too by default, and the scores are identical.
 """
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +83,61 @@ def test_growlm_harness_command(trained, shared):
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "growlm_piqa" in result.stdout and "acc_norm" in result.stdout
+
+
+def _arc_easy_folder(shared, folder):
+    """A benchmarks folder holding ARC-Easy's test split (and others), also readable by ``datasets``.
+
+    The test file holds ARC-Easy rows in a different order from the validation file (the shared
+    folder keeps the real test split back), so scoring the wrong split would show: the first
+    documents differ. README.md declares both splits as the hub's config ``ARC-Easy`` does,
+    so lm-eval's ``arc_easy`` loads the same files with ``datasets.load_dataset``."""
+    import gzip
+    import shutil
+
+    rows = (shared / "benchmarks" / "arc_easy" / "validation.jsonl.gz").read_bytes()
+    (folder / "arc_easy").mkdir(parents=True)
+    for split in ("validation", "train"):  # lm-eval's task wants a train split (its few-shot pool; 0-shot here)
+        shutil.copy(shared / "benchmarks" / "arc_easy" / "validation.jsonl.gz", folder / "arc_easy" / f"{split}.jsonl.gz")
+    lines = gzip.decompress(rows).decode().splitlines()
+    (folder / "arc_easy" / "test.jsonl.gz").write_bytes(gzip.compress(("\n".join(lines[::-1]) + "\n").encode()))
+    (folder / "README.md").write_text("---\nconfigs:\n- config_name: ARC-Easy\n  data_files:\n"
+                                      "  - split: test\n    path: arc_easy/test.jsonl.gz\n"
+                                      "  - split: validation\n    path: arc_easy/validation.jsonl.gz\n"
+                                      "  - split: train\n    path: arc_easy/train.jsonl.gz\n---\n")
+    return [json.loads(line) for line in lines[::-1]]
+
+
+def test_arc_easy_test_split_equals_lm_eval_arc_easy(trained, shared, tmp_path, monkeypatch):
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    bench = tmp_path / "bench"
+    test_rows = _arc_easy_folder(shared, bench)
+    ours = evaluate_checkpoint(trained, ["arc_easy"], out=tmp_path / "ours", data_dir=bench, limit=LIMIT,
+                               batch_size=8, device="cpu", dtype="float64", progress=False, say=lambda _: None)
+    result = ours["results"]["arc_easy"]
+    assert (result["split"], result["standard_split"], result["documents_in_split"], result["n"]) == \
+        ("test", True, 570, LIMIT)
+    assert ours["splits"] == {"arc_easy": "test"} and not ours["split_notes"]
+    samples = [json.loads(line) for line in (tmp_path / "ours" / "samples.jsonl").read_text().splitlines()]
+    assert samples[0]["context"] == f"Question: {test_rows[0]['question']}\nAnswer:"  # the test file's first row
+    # lm-eval's own arc_easy definition, included as it is, with only the dataset's location changed
+    arc_easy_yaml = Path(lm_eval.__file__).parent / "tasks" / "arc" / "arc_easy.yaml"
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "arc_easy_here.yaml").write_text(
+        f"include: {arc_easy_yaml}\ntask: arc_easy_here\ndataset_path: {bench}\n"
+        f"dataset_kwargs:\n  cache_dir: {tmp_path / 'hf-cache'}\n")
+    theirs = lm_eval.simple_evaluate(
+        model="hf", model_args={"pretrained": str(trained), "dtype": "float64"}, tasks=["arc_easy_here"],
+        limit=LIMIT, log_samples=True, batch_size=8, device="cpu",
+        task_manager=TaskManager(include_path=str(tmp_path / "tasks")))
+    config = theirs["configs"]["arc_easy_here"]
+    assert (config["test_split"], config["dataset_name"]) == ("test", "ARC-Easy")
+    harness = theirs["results"]["arc_easy_here"]
+    assert (harness["acc,none"], harness["acc_norm,none"]) == (result["acc"], result["acc_norm"])
+    for sample in theirs["samples"]["arc_easy_here"]:
+        assert sample["doc"]["id"] == test_rows[sample["doc_id"]]["id"]
+        mine = samples[sample["doc_id"]]
+        assert (sample["acc"], sample["acc_norm"]) == (mine["acc"], mine["acc_norm"])

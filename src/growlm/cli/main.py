@@ -220,7 +220,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         raise GrowlmError("pass --tasks (e.g. --tasks paper5 lambada_openai) or --data DATA_DIR for perplexity")
     options = dict(data_dir=args.data_dir, ppl_data=args.data, limit=args.limit, batch_size=args.batch_size,
                    device=args.device, seq_len=args.seq_len, max_batches=args.max_batches, say=_warn,
-                   dtype=args.dtype)
+                   dtype=args.dtype, split=args.split)
     if args.all_checkpoints:
         rows = evaluate_series(args.checkpoint, tasks, out=args.out, **options)
         out = Path(args.out) if args.out else Path(args.checkpoint) / "eval-series"
@@ -229,7 +229,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     report = evaluate_checkpoint(args.checkpoint, tasks, out=args.out, **options)
     for task, metrics in report["results"].items():
         shown = {k: v for k, v in metrics.items() if isinstance(v, float) and not k.endswith("_stderr")}
-        print(f"{task:<16} " + "  ".join(
+        where = f"[{metrics['split']}] " if "split" in metrics else ""
+        print(f"{task:<16} {where}" + "  ".join(
             f"{k} {v:.4f}" + (f" ± {metrics[k + '_stderr']:.4f}" if k + "_stderr" in metrics else "")
             for k, v in shown.items()))
     for group, metrics in report["groups"].items():
@@ -389,7 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="benchmarks (lm-eval-compatible) and perplexity of a checkpoint or a run")
     p.add_argument("checkpoint", help="a checkpoint/model folder, or a run folder (its newest checkpoint)")
     p.add_argument("--tasks", nargs="+", help="piqa, openbookqa, hellaswag, arc_easy, arc_challenge, "
-                                              "lambada_openai, squad, ppl, or the group paper5")
+                                              "lambada_openai, squad, ppl, or the group paper5; space- or "
+                                              "comma-separated (arc_easy,piqa)")
+    p.add_argument("--split", nargs="+", help="score another split than lm-eval's standard one (test for ARC, "
+                                              "OpenBookQA, LAMBADA; validation for PIQA, HellaSwag, SQuAD): SPLIT "
+                                              "for every task or TASK=SPLIT, e.g. --split arc_easy=validation")
     p.add_argument("--data", help="prepared data folder for the ppl task (its val split)")
     p.add_argument("--data-dir", help="benchmark files in Hugging Face schemas (default: $GROWLM_BENCHMARKS or "
                                       "../shared/benchmarks; else the hub)")

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from growlm.data.tokenizer import load_tokenizer
 from growlm.evaluation.loglikelihood import LoglikelihoodScorer
 from growlm.evaluation.squad import best_over_answers, generate_answers
-from growlm.evaluation.tasks import GROUPS, TASKS, EvalError, load_docs, resolve_tasks
+from growlm.evaluation.tasks import GROUPS, TASKS, EvalError, load_task_docs, resolve_splits, resolve_tasks
 from growlm.models import storage
 from growlm.models.accounting import model_cost
 from growlm.system import tune_cpu_allocator
@@ -138,16 +138,20 @@ class Evaluator:
 
 def _markdown(results: dict[str, Any]) -> str:
     lines = [f"# {results['model']['architecture']} — {results['model']['checkpoint']}", "",
-             "| task | metric | value | stderr | n |", "|---|---|---|---|---|"]
+             "| task | split | metric | value | stderr | n |", "|---|---|---|---|---|---|"]
     for task, metrics in results["results"].items():
+        split = metrics.get("split", "val (prepared data)" if "data" in metrics else "")
         for name, value in metrics.items():
-            if name.endswith("_stderr") or name in ("n", "tokens", "seq_len", "data"):
+            if name.endswith("_stderr") or not isinstance(value, float):
                 continue
             stderr = metrics.get(f"{name}_stderr")
-            lines.append(f"| {task} | {name} | {value:.4f} | {'' if stderr is None else f'{stderr:.4f}'} | "
+            lines.append(f"| {task} | {split} | {name} | {value:.4f} | {'' if stderr is None else f'{stderr:.4f}'} | "
                          f"{metrics.get('n', metrics.get('tokens', ''))} |")
     for group, metrics in results["groups"].items():
-        lines.append(f"| **{group}** | " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()) + " | | | |")
+        lines.append(f"| **{group}** | | " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()) + " | | | |")
+    notes = results.get("split_notes") or []
+    if notes:
+        lines += ["", *[f"- Note: {note}" for note in notes]]
     return "\n".join(lines) + "\n"
 
 
@@ -165,7 +169,16 @@ def evaluate_checkpoint(
     progress: bool = True,
     say: Callable[[str], None] = print,
     dtype: str = "auto",
+    split: str | list[str] | dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """Score ``tasks`` on one checkpoint and write results.json, samples.jsonl and results.md.
+
+    Each task reads lm-eval's standard split (test for ARC, OpenBookQA and LAMBADA;
+    validation for PIQA, HellaSwag and SQuAD) unless ``split`` names another (``"validation"``
+    for every task, or ``{"arc_easy": "validation"}`` / ``"arc_easy=validation"``); when the
+    standard split's file is absent another local split is scored and a note says so, in the
+    output (``say``) and in results.json.
+    """
     from growlm.evaluation.tasks import default_benchmarks_dir
     from growlm.system import pick_autocast, pick_device
 
@@ -180,7 +193,13 @@ def evaluate_checkpoint(
     if not any((folder / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
         raise EvalError(f"checkpoint {folder} holds no tokenizer: evaluation needs the tokenizer it was trained "
                         "with (growlm checkpoints carry it; copy it in with tokenizer.save_pretrained)")
-    docs = {n: load_docs(TASKS[n], bench, limit, explicit) for n in names if n != "ppl"}
+    chosen = resolve_splits(split, names)
+    loaded = {n: load_task_docs(TASKS[n], bench, limit, explicit, chosen.get(n)) for n in names if n != "ppl"}
+    docs = {n: t.docs for n, t in loaded.items()}
+    for task in loaded.values():
+        say(f"{task.task}: {task.split} split, {len(task.docs)} of {task.total} documents ({task.source})")
+        if task.note:
+            say(f"note: {task.note}")
     run_device = pick_device(device)
     if run_device.type == "cpu":
         tune_cpu_allocator()
@@ -205,14 +224,17 @@ def evaluate_checkpoint(
                       "generate": evaluator.generate}[kind]
             metrics, rows = runner(name, docs[name])
             metrics["n"] = len(docs[name])
+            metrics.update(loaded[name].record())
         results[name] = metrics
         samples += rows
     groups = {}
     for group, members in GROUPS.items():
         if all(m in results for m in members):
             groups[group] = {k: float(np.mean([results[m][k] for m in members])) for k in ("acc", "acc_norm")}
+    notes = [t.note for t in loaded.values() if t.note]
     report = {"model": report_info, "results": results, "groups": groups,
-              "settings": {"tasks": names, "limit": limit, "batch_size": batch_size, "data_dir": str(bench),
+              "splits": {n: t.split for n, t in loaded.items()}, "split_notes": notes,
+              "settings": {"tasks": names, "split": chosen or None, "limit": limit, "batch_size": batch_size, "data_dir": str(bench),
                            "device": str(run_device), "dtype": dtype},
               "seconds": round(time.time() - started, 2)}
     out = Path(out) if out else folder / "eval"

@@ -16,7 +16,7 @@ import gzip
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,36 +82,52 @@ def _squad(doc: dict[str, Any]) -> Example:
 class TaskSpec:
     name: str
     kind: str  # multiple_choice | loglikelihood | generate | perplexity
-    local_file: str | None  # under the benchmarks folder
-    hub: tuple[str, str | None, str] | None  # (path, config name, split)
+    folder: str | None  # under the benchmarks folder: FOLDER/SPLIT.jsonl.gz
+    hub: tuple[str, str | None] | None  # (path, config name) of the Hugging Face dataset
     to_example: Callable[[dict[str, Any]], Example] | None
     title: str
+    split: str = ""  # the split lm-evaluation-harness scores (its task's test_split, else validation_split)
+    splits: tuple[str, ...] = ()  # every split with gold labels, the standard one first
+
+    @property
+    def local_file(self) -> str | None:
+        """The standard split's file under the benchmarks folder."""
+        return self.file_for(self.split) if self.folder else None
+
+    def file_for(self, split: str) -> str:
+        return f"{self.folder}/{split}.jsonl.gz"
 
 
 TASKS: dict[str, TaskSpec] = {
-    "piqa": TaskSpec("piqa", "multiple_choice", "piqa/validation.jsonl.gz", ("baber/piqa", None, "validation"),
-                     _piqa, "PIQA"),
-    "openbookqa": TaskSpec("openbookqa", "multiple_choice", "openbookqa/validation.jsonl.gz",
-                           ("allenai/openbookqa", "main", "validation"), _openbookqa, "OBQA"),
-    "hellaswag": TaskSpec("hellaswag", "multiple_choice", "hellaswag/validation.jsonl.gz",
-                          ("Rowan/hellaswag", None, "validation"), _hellaswag, "HellaSwag"),
-    "arc_easy": TaskSpec("arc_easy", "multiple_choice", "arc_easy/validation.jsonl.gz",
-                         ("allenai/ai2_arc", "ARC-Easy", "validation"), _arc, "ARC-E"),
-    "arc_challenge": TaskSpec("arc_challenge", "multiple_choice", "arc_challenge/validation.jsonl.gz",
-                              ("allenai/ai2_arc", "ARC-Challenge", "validation"), _arc, "ARC-C"),
-    "lambada_openai": TaskSpec("lambada_openai", "loglikelihood", "lambada_openai/test.jsonl.gz",
-                               ("EleutherAI/lambada_openai", "default", "test"), _lambada, "LAMBADA"),
-    "squad": TaskSpec("squad", "generate", "squad/validation.jsonl.gz", ("rajpurkar/squad", None, "validation"),
-                      _squad, "SQuAD"),
+    "piqa": TaskSpec("piqa", "multiple_choice", "piqa", ("baber/piqa", None), _piqa, "PIQA",
+                     "validation", ("validation", "train")),
+    "openbookqa": TaskSpec("openbookqa", "multiple_choice", "openbookqa", ("allenai/openbookqa", "main"),
+                           _openbookqa, "OBQA", "test", ("test", "validation", "train")),
+    "hellaswag": TaskSpec("hellaswag", "multiple_choice", "hellaswag", ("Rowan/hellaswag", None), _hellaswag,
+                          "HellaSwag", "validation", ("validation", "train")),
+    "arc_easy": TaskSpec("arc_easy", "multiple_choice", "arc_easy", ("allenai/ai2_arc", "ARC-Easy"), _arc, "ARC-E",
+                         "test", ("test", "validation", "train")),
+    "arc_challenge": TaskSpec("arc_challenge", "multiple_choice", "arc_challenge", ("allenai/ai2_arc", "ARC-Challenge"),
+                              _arc, "ARC-C", "test", ("test", "validation", "train")),
+    "lambada_openai": TaskSpec("lambada_openai", "loglikelihood", "lambada_openai",
+                               ("EleutherAI/lambada_openai", "default"), _lambada, "LAMBADA", "test", ("test",)),
+    "squad": TaskSpec("squad", "generate", "squad", ("rajpurkar/squad", None), _squad, "SQuAD",
+                      "validation", ("validation", "train")),
     "ppl": TaskSpec("ppl", "perplexity", None, None, None, "PPL"),
 }
 GROUPS: dict[str, list[str]] = {"paper5": ["piqa", "openbookqa", "hellaswag", "arc_easy", "arc_challenge"]}
 
 
-def resolve_tasks(names: list[str]) -> list[str]:
-    """Expand groups; unknown names are errors listing every task and group."""
+def split_names(names: str | Iterable[str]) -> list[str]:
+    """Names given as lm-eval takes them: ``"arc_easy,piqa"`` as well as ``["arc_easy", "piqa"]``."""
+    items = [names] if isinstance(names, str) else list(names)
+    return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+
+
+def resolve_tasks(names: str | Iterable[str]) -> list[str]:
+    """Expand groups and comma-separated lists; unknown names are errors listing every task and group."""
     out: list[str] = []
-    for name in names:
+    for name in split_names(names):
         if name in GROUPS:
             members = GROUPS[name]
         elif name in TASKS:
@@ -120,6 +136,52 @@ def resolve_tasks(names: list[str]) -> list[str]:
             raise EvalError(unknown_key_message("task", name, [*TASKS, *GROUPS]))
         out += [m for m in members if m not in out]
     return out
+
+
+def resolve_splits(split: str | Iterable[str] | Mapping[str, str] | None, tasks: list[str]) -> dict[str, str]:
+    """The splits asked for with ``--split``: ``SPLIT`` for every task, or ``TASK=SPLIT`` entries.
+
+    Only the tasks named get an entry; the others keep their standard split. A split a task
+    does not have (with gold labels) is an error naming the task's splits."""
+    if split is None:
+        return {}
+    entries = [f"{k}={v}" for k, v in split.items()] if isinstance(split, Mapping) else split_names(split)
+    chosen: dict[str, str] = {}
+    for entry in entries:
+        if "=" in entry:
+            task, _, name = (part.strip() for part in entry.partition("="))
+            if task not in TASKS:
+                raise EvalError(unknown_key_message("task", task, list(TASKS)) + f" (in --split {entry})")
+            if task not in tasks:
+                raise EvalError(f"--split {entry}: task {task} is not among the tasks evaluated ({', '.join(tasks)})")
+            targets = [task]
+        else:
+            name, targets = entry, [t for t in tasks if TASKS[t].splits]
+        for task in targets:
+            if name not in TASKS[task].splits:
+                raise EvalError(f"task {task} has no split {name!r} with gold labels; its splits are "
+                                f"{', '.join(TASKS[task].splits)} (give one task's split as TASK=SPLIT)")
+            chosen[task] = name
+    return chosen
+
+
+@dataclass(frozen=True)
+class TaskDocs:
+    """A task's documents and where they came from: the split, the source, and why if not the standard one."""
+
+    task: str
+    docs: list[dict[str, Any]]
+    split: str
+    standard_split: str
+    source: str  # a file, or hub:PATH/NAME
+    total: int  # documents in the split before --limit
+    note: str | None = None  # set when the split is not lm-eval's standard one
+
+    def record(self) -> dict[str, Any]:
+        """The entry results.json keeps per task."""
+        out = {"split": self.split, "standard_split": self.split == self.standard_split, "source": self.source,
+               "documents_in_split": self.total, "documents": len(self.docs)}
+        return {**out, "split_note": self.note} if self.note else out
 
 
 def default_benchmarks_dir() -> Path | None:
@@ -149,19 +211,46 @@ def load_hub_docs(path: str, name: str | None, split: str) -> list[dict[str, Any
         raise EvalError(f"cannot load {path} ({name or 'default'}, {split}) with datasets: {exc}") from exc
 
 
-def load_docs(spec: TaskSpec, data_dir: Path | None, limit: int | None = None,
-              explicit: bool = False) -> list[dict[str, Any]]:
-    """The task's documents: the local file when there is one, else the hub."""
-    if spec.local_file is None or spec.hub is None:
+def load_task_docs(spec: TaskSpec, data_dir: Path | None, limit: int | None = None, explicit: bool = False,
+                   split: str | None = None) -> TaskDocs:
+    """The task's documents, from the standard split unless ``split`` asks for another.
+
+    Looked up in order: the requested (or standard) split's local file; when no split was
+    requested and the standard file is absent, another labelled split's local file (said in
+    ``note``); then, unless the folder was given explicitly, the hub through ``datasets``.
+    """
+    if spec.folder is None or spec.hub is None:
         raise EvalError(f"task {spec.name} has no documents")
-    local = data_dir / spec.local_file if data_dir is not None else None
+    if split is not None and split not in spec.splits:
+        raise EvalError(f"task {spec.name} has no split {split!r} with gold labels; its splits are "
+                        f"{', '.join(spec.splits)}")
+    wanted = split or spec.split
+    note = None if wanted == spec.split else (
+        f"{spec.name}: scoring the {wanted} split as asked (--split); lm-eval's {spec.name} scores {spec.split}, "
+        "so these numbers are not comparable with published lm-eval tables")
+    local = data_dir / spec.file_for(wanted) if data_dir is not None else None
+    if local is not None and not local.exists() and split is None:
+        others = [data_dir / spec.file_for(s) for s in spec.splits if s not in (wanted, "train")]
+        fallback = next((p for p in others if p.exists()), None)
+        if fallback is not None:
+            local, wanted = fallback, fallback.name.split(".")[0]
+            note = (f"{spec.name}: the standard {spec.split} split is not in {data_dir} "
+                    f"({spec.file_for(spec.split)} absent); scoring the {wanted} split instead, so these numbers "
+                    f"are not comparable with published lm-eval tables (pass --split {wanted} to choose it "
+                    "explicitly)")
     if local is not None and local.exists():
-        docs = read_jsonl(local)
+        docs, source = read_jsonl(local), str(local)
     elif explicit:
-        raise EvalError(f"benchmark file {local} is missing (task {spec.name}); --data-dir must hold "
-                        f"{spec.local_file} in the Hugging Face schema of {spec.hub[0]}")
+        raise EvalError(f"benchmark file {local} is missing (task {spec.name}, split {wanted}); --data-dir must "
+                        f"hold {spec.file_for(wanted)} in the Hugging Face schema of {spec.hub[0]}")
     else:
-        docs = load_hub_docs(*spec.hub)
+        docs, source = load_hub_docs(*spec.hub, wanted), f"hub:{spec.hub[0]}/{spec.hub[1] or 'default'}"
     if not docs:
-        raise EvalError(f"task {spec.name}: no documents in {local or spec.hub[0]}")
-    return docs[:limit] if limit else docs
+        raise EvalError(f"task {spec.name}: no documents in {source} (split {wanted})")
+    return TaskDocs(spec.name, docs[:limit] if limit else docs, wanted, spec.split, source, len(docs), note)
+
+
+def load_docs(spec: TaskSpec, data_dir: Path | None, limit: int | None = None, explicit: bool = False,
+              split: str | None = None) -> list[dict[str, Any]]:
+    """The task's documents only (see :func:`load_task_docs`)."""
+    return load_task_docs(spec, data_dir, limit, explicit, split).docs

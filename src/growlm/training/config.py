@@ -61,6 +61,7 @@ class TrainConfig:
     mfu_peak_tflops: float = 0.0  # for the MFU column; 0 measures the bf16 matmul rate at start (CUDA)
     tensorboard: bool = True  # also log to OUT/tensorboard when tensorboard is installed
     seed: int = 0
+    deterministic: bool = False  # bit-identical GPU runs and resumes: deterministic kernels, slower (determinism.py)
     # bookkeeping
     out_dir: str = "runs/run"
     log_every: int = 10

@@ -39,6 +39,7 @@ from growlm.system import measure_matmul_flops, pick_autocast, tune_cpu_allocato
 from growlm.training import checkpoint as ckpt
 from growlm.training.compiling import compile_model
 from growlm.training.config import TrainConfig, build_train_config
+from growlm.training.determinism import deterministic_mode
 from growlm.training.distributed import (
     full_state,
     grad_norm_value,
@@ -158,6 +159,18 @@ class Trainer:
         self.started = time.time()  # stage start: time to the first optimizer step is counted from here
         self.cfg = cfg
         self.out = Path(cfg.out_dir)
+        # deterministic: set before anything touches CUDA (cuBLAS reads its workspace setting once);
+        # undone when run() ends
+        self._modes = contextlib.ExitStack()
+        self._modes.enter_context(deterministic_mode(cfg.deterministic, cfg.seed))
+        try:
+            self._setup(resume)
+        except BaseException:
+            self._modes.close()
+            raise
+
+    def _setup(self, resume: bool) -> None:
+        cfg = self.cfg
         self.runtime, self.device = setup_runtime(cfg.distributed, cfg.device)
         if self.device.type == "cpu":
             tune_cpu_allocator()
@@ -444,6 +457,10 @@ class Trainer:
         return row
 
     def run(self) -> dict[str, Any]:
+        with self._modes:
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         cfg, st, runtime = self.cfg, self.state, self.runtime
         if runtime.main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -522,6 +539,7 @@ class Trainer:
             "train_seconds": round(seconds, 2),
             "tokens_per_s": round(self.state["tokens"] / seconds, 1) if seconds else None,
             "world_size": self.runtime.world,
+            "deterministic": self.cfg.deterministic,
             "parameters": self.cost.total_params,
             "trainable_parameters": self.trainable_params,
             "train_flops_per_token": self.flops_per_token,

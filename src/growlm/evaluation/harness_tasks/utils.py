@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 import datasets
 
-from growlm.evaluation.tasks import TASKS, default_benchmarks_dir, load_docs
+from growlm.evaluation.tasks import TASKS, default_benchmarks_dir, load_task_docs
 
 
 def _load(task: str, **kwargs: Any) -> datasets.DatasetDict:
+    """The task's documents under the split name its YAML scores (lm-eval's standard split).
+
+    ``--metadata '{"data_dir": ..., "split": ...}'`` picks the folder and another split; when
+    the standard split's file is absent growlm's fallback applies, and the warning names the
+    split that is actually scored (it is placed under the YAML's split name).
+    """
     data_dir = kwargs.get("data_dir")
     folder = Path(data_dir) if data_dir else default_benchmarks_dir()
-    split = TASKS[task].hub[2]
-    return datasets.DatasetDict({split: datasets.Dataset.from_list(load_docs(TASKS[task], folder,
-                                                                             explicit=bool(data_dir)))})
+    spec = TASKS[task]
+    split = kwargs.get("split")
+    if isinstance(split, dict):
+        split = split.get(task)
+    loaded = load_task_docs(spec, folder, explicit=bool(data_dir), split=split)
+    if loaded.note:
+        warnings.warn(f"growlm_{loaded.note}", stacklevel=2)
+    return datasets.DatasetDict({spec.split: datasets.Dataset.from_list(loaded.docs)})
 
 
 def load_piqa(**kwargs: Any) -> datasets.DatasetDict:
