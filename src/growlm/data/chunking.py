@@ -8,10 +8,13 @@ a few huge documents therefore keeps one core busy while the others wait. Cuttin
 document into pieces lets every worker take a share, and is faster per byte too.
 
 Why the pieces give *exactly* the tokens of the whole document: a piece boundary is
-placed only right after a newline that is followed by a non-whitespace character.
+placed only right after a single newline between two non-whitespace characters
+(``"word\nWord"``).
 Neither tokenizer family merges across such a point: byte-level BPE (GPT-2 and its
 successors) splits words there in its pre-tokenizer regex, and the SentencePiece
-vocabularies encode ``\\n`` as a byte-fallback token that no merge touches. A piece
+vocabularies encode ``\\n`` as a byte-fallback token that no merge touches. (After a
+run of whitespace, byte-level BPE would not be safe: at the end of a piece the whole run
+is one pre-token, in context its last character goes to the next word.) A piece
 after the first one is encoded behind an *anchor* (``"\\n"``), whose own tokens are
 then dropped, so that the piece is tokenized as it is in context (for instance
 without the word-start marker a SentencePiece tokenizer prepends to a text's first
@@ -45,8 +48,8 @@ PROBE = (
 def split_points(text: str, piece_chars: int) -> list[int]:
     """Offsets at which to cut ``text`` into pieces of at least ``piece_chars`` characters.
 
-    A cut is placed at the first safe point (just after a ``\\n`` that is followed by a
-    non-whitespace character) at or after each ``piece_chars`` stride; a text without
+    A cut is placed at the first safe point (just after a ``\\n`` with non-whitespace
+    characters on both sides) at or after each ``piece_chars`` stride; a text without
     such points stays whole.
     """
     cuts: list[int] = []
@@ -57,7 +60,7 @@ def split_points(text: str, piece_chars: int) -> list[int]:
             newline = text.find("\n", search - 1)
             if newline < 0 or newline + 1 >= len(text):
                 return cuts
-            if not text[newline + 1].isspace():
+            if not text[newline + 1].isspace() and newline > 0 and not text[newline - 1].isspace():
                 break
             search = newline + 2
         cuts.append(newline + 1)
