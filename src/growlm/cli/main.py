@@ -355,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="tokenizing processes (default: all cores); the output is the "
                    "same for any number")
     p.add_argument("--piece-chars", type=int,
-                   help="tokenize documents longer than this (default 262144) in exact pieces of about this size "
+                   help="tokenize documents longer than this (default 16384) in exact pieces of about this size "
                    "(0: whole)")
     p.set_defaults(func=cmd_data_prepare)
 
