@@ -107,9 +107,11 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
     meta = prepare(args.inputs, args.tokenizer, args.out, val_inputs=args.val or (),
                    val_fraction=args.val_fraction, text_field=args.text_field,
                    max_docs_per_file=args.max_docs_per_file, max_tokens=args.max_tokens,
-                   shard_tokens=args.shard_tokens, seed=args.seed, overwrite=args.overwrite)
+                   shard_tokens=args.shard_tokens, seed=args.seed, overwrite=args.overwrite,
+                   workers=args.workers, piece_chars=args.piece_chars)
     print(f"wrote {args.out} ({meta['tokenizer']['class']}, vocab {meta['tokenizer']['vocab_size']}, "
-          f"{meta['dtype']})")
+          f"{meta['dtype']}) in {meta['seconds']:.1f} s with {meta['workers']} worker(s): "
+          f"{meta['text_mb_per_s']:.2f} MB/s, {meta['tokens_per_s']:,.0f} tokens/s")
     print("\n".join(summary_lines(meta)))
 
 
@@ -357,6 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-tokens", type=int, default=100_000_000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--workers", type=int, help="tokenizing processes (default: all cores); the output is the "
+                   "same for any number")
+    p.add_argument("--piece-chars", type=int,
+                   help="tokenize documents longer than this (default 16384) in exact pieces of about this size "
+                   "(0: whole)")
     p.set_defaults(func=cmd_data_prepare)
 
     p = sub.add_parser("train", help="train from a config or a growth plan, or --resume a run")

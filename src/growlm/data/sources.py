@@ -27,10 +27,22 @@ it has read: for a prepared source its own window position, for a dataset source
 number of documents consumed, the epoch and the tokens already tokenized but not yet
 used. That state is in every checkpoint; a resumed run re-opens each dataset, skips
 the consumed documents and continues with identical windows.
+
+Several processes (``rank`` of ``world``): each process reads only its share. A dataset
+source is split with ``datasets.distributed.split_dataset_by_node`` (whole shards --
+files -- per process when their number is a multiple of the world size, else every
+world-th document; a contiguous block of rows for a map-style dataset); a prepared
+source gives process r the window positions r, r + world, r + 2 world, ...; the
+mixture draws process r's j-th window with the generator seeded by ``(seed, j * world
++ r)``. Every process thus has its own stream and its own state. A checkpoint keeps
+all of them (``{"world": N, "ranks": [...]}``), so a run resumed on the same number of
+processes continues every share exactly; on another number the shares would be other
+documents, so :meth:`MixedStream.load_state` refuses with a message saying so.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,14 +77,17 @@ def check_source(spec: Any, where: str) -> dict[str, Any]:
 
 
 class PreparedSource:
-    """Windows of a prepared folder in its seeded order; state: its own window position."""
+    """Windows of a prepared folder in its seeded order; state: its own window position.
 
-    def __init__(self, folder: str | Path, seq_len: int, seed: int) -> None:
+    Under ``world`` processes, process ``rank`` takes the positions ``rank, rank + world, ...``."""
+
+    def __init__(self, folder: str | Path, seq_len: int, seed: int, rank: int = 0, world: int = 1) -> None:
         self.sampler = WindowSampler(TokenSplit(folder, "train"), seq_len, seed)
+        self.rank, self.world = rank, world
         self.position = 0
 
     def next_window(self) -> np.ndarray:
-        window = self.sampler.window(self.position)
+        window = self.sampler.window(self.position * self.world + self.rank)
         self.position += 1
         return window
 
@@ -98,10 +113,12 @@ def open_dataset(spec: dict[str, Any]):
 
 
 class DatasetSource:
-    """Documents of a ``datasets`` source, tokenized on the fly into windows."""
+    """Documents of a ``datasets`` source (this process's share of them), tokenized on the fly into windows."""
 
-    def __init__(self, spec: dict[str, Any], tokenizer: Any, seq_len: int, batch_documents: int = 64) -> None:
+    def __init__(self, spec: dict[str, Any], tokenizer: Any, seq_len: int, batch_documents: int = 64,
+                 rank: int = 0, world: int = 1) -> None:
         self.spec, self.tokenizer, self.seq_len = spec, tokenizer, seq_len
+        self.rank, self.world = rank, world
         self.eod = end_of_document_id(tokenizer)
         self.text_field = spec.get("text_field", "text")
         self.batch_documents = batch_documents
@@ -112,16 +129,19 @@ class DatasetSource:
         self._iterator: Iterator[dict[str, Any]] | None = None
 
     def _open(self) -> Iterator[dict[str, Any]]:
+        """This process's documents, from the first one not consumed yet in this epoch."""
         data = open_dataset(self.spec)
         limit = self.spec.get("max_documents")
-        if hasattr(data, "skip"):  # streaming: skip reads and discards
-            data = data.skip(self.documents)
-            if limit:
-                data = data.take(max(0, limit - self.documents))
-        else:
-            end = len(data) if not limit else min(len(data), limit)
-            data = data.select(range(min(self.documents, end), end))
-        return iter(data)
+        streaming = not hasattr(data, "select")
+        if limit:  # the source's first documents, then shared among the processes
+            data = data.take(limit) if streaming else data.select(range(min(len(data), limit)))
+        if self.world > 1:
+            from datasets.distributed import split_dataset_by_node
+
+            data = split_dataset_by_node(data, rank=self.rank, world_size=self.world)
+        if streaming:  # read and discard what this process consumed (after the split: its own documents)
+            return itertools.islice(iter(data), self.documents, None)
+        return iter(data.select(range(min(self.documents, len(data)), len(data))))
 
     def _fill(self) -> None:
         if self._iterator is None:
@@ -167,19 +187,23 @@ class DatasetSource:
 
 
 class MixedStream:
-    """Windows drawn from several sources by weight; the whole state is a small dict."""
+    """Windows drawn from several sources by weight; the whole state is a small dict.
 
-    def __init__(self, sources: list[PreparedSource | DatasetSource], weights: list[float], seed: int) -> None:
+    ``rank``/``world``: this process's share (see the module docstring); ``windows`` counts
+    this process's windows."""
+
+    def __init__(self, sources: list[PreparedSource | DatasetSource], weights: list[float], seed: int,
+                 rank: int = 0, world: int = 1) -> None:
         self.sources = sources
         self.probabilities = np.asarray(weights, dtype=np.float64) / float(sum(weights))
-        self.seed = seed
+        self.seed, self.rank, self.world = seed, rank, world
         self.windows = 0
 
     def next_windows(self, count: int) -> np.ndarray:
         rows = []
         for _ in range(count):
-            pick = int(np.random.default_rng([self.seed, self.windows]).choice(len(self.sources),
-                                                                              p=self.probabilities))
+            draw = self.windows * self.world + self.rank
+            pick = int(np.random.default_rng([self.seed, draw]).choice(len(self.sources), p=self.probabilities))
             rows.append(self.sources[pick].next_window())
             self.windows += 1
         return np.stack(rows)
@@ -190,9 +214,24 @@ class MixedStream:
         return sum(getattr(s, "skipped", 0) for s in self.sources)
 
     def state(self) -> dict[str, Any]:
+        """This process's state; a checkpoint keeps every process's, through :func:`combined_state`."""
         return {"windows": self.windows, "sources": [s.state() for s in self.sources]}
 
     def load_state(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint's data state: :func:`combined_state`'s form, or one process's."""
+        if "ranks" in state:
+            saved_world = int(state["world"])
+            if saved_world != self.world:
+                raise DataError(
+                    f"the streaming data state was saved by {saved_world} process(es) and this run has "
+                    f"{self.world}: each process reads its own share of the streaming sources, and the "
+                    f"position within each share exists only for {saved_world} process(es). Resume with "
+                    f"{saved_world} process(es) (torchrun --nproc_per_node {saved_world}), or start the data "
+                    "afresh (init_from with continue_data: false)")
+            state = state["ranks"][self.rank]
+        elif self.world != 1:
+            raise DataError(f"the streaming data state was saved by a single process and this run has {self.world}; "
+                            "resume with one process, or start the data afresh (init_from with continue_data: false)")
         if len(state.get("sources", [])) != len(self.sources):
             raise DataError(f"the saved data state has {len(state.get('sources', []))} sources, the config "
                             f"{len(self.sources)}")
@@ -201,16 +240,25 @@ class MixedStream:
             source.load_state(saved)
 
 
-def build_stream(spec: dict[str, Any], tokenizer: Any, seq_len: int, seed: int) -> MixedStream:
+def combined_state(states: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every process's :meth:`MixedStream.state`, in rank order, as a checkpoint keeps them."""
+    return {"world": len(states), "ranks": states}
+
+
+def build_stream(spec: dict[str, Any], tokenizer: Any, seq_len: int, seed: int, rank: int = 0,
+                 world: int = 1) -> MixedStream:
+    """The training stream of a ``data: {sources: ...}`` config, for process ``rank`` of ``world``."""
+    if not 0 <= rank < world:
+        raise DataError(f"rank {rank} is outside a world of {world} process(es)")
     sources, weights = [], []
     for i, entry in enumerate(spec["sources"]):
         entry = check_source(entry, f"data.sources[{i}]")
         if "prepared" in entry:
-            sources.append(PreparedSource(entry["prepared"], seq_len, seed + i))
+            sources.append(PreparedSource(entry["prepared"], seq_len, seed + i, rank, world))
         else:
-            sources.append(DatasetSource(entry, tokenizer, seq_len))
+            sources.append(DatasetSource(entry, tokenizer, seq_len, rank=rank, world=world))
         weights.append(float(entry.get("weight", 1.0)))
-    return MixedStream(sources, weights, seed)
+    return MixedStream(sources, weights, seed, rank, world)
 
 
 class InMemorySplit:

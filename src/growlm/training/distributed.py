@@ -13,7 +13,9 @@ What every rank agrees on:
 
 * the data: the global batch of a micro-step is ``world * micro_batch_size`` windows from
   the data position; rank r takes the r-th slice, so N processes see exactly the windows
-  one process with an N times larger micro-batch would;
+  one process with an N times larger micro-batch would. A stream of sources
+  (``data: {sources: ...}``) is different: each rank reads only its own share of it
+  (``data/sources.py``), and its checkpointed state resumes on the same number of ranks;
 * every decision: losses and gradient norms are reduced before they are logged or
   checked for non-finite values, and a stop signal seen by any rank stops all of them at
   the same step;
@@ -81,6 +83,14 @@ class Runtime:
         t = torch.tensor([1.0 if flag else 0.0], device=device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every process's ``obj``, in rank order, on every process."""
+        if not self.active:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
 
     def broadcast(self, obj: Any) -> Any:
         if not self.active:

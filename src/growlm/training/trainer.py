@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from growlm.data.dataset import TokenSplit, WindowSampler, load_meta
 from growlm.data.prepare import prepare
-from growlm.data.sources import InMemorySplit, build_stream, check_source
+from growlm.data.sources import InMemorySplit, build_stream, check_source, combined_state
 from growlm.data.tokenizer import load_tokenizer
 from growlm.errors import CheckpointError, ConfigError, DataError, GrowlmError
 from growlm.evaluation.perplexity import autocast_context, evaluate_loss
@@ -193,7 +193,8 @@ class Trainer:
         if isinstance(cfg.data, dict) and "sources" in cfg.data:
             self.data_dir = None
             self.tokenizer = load_tokenizer(cfg.data["tokenizer"])
-            self.stream = build_stream(cfg.data, self.tokenizer, cfg.seq_len, cfg.seed)
+            self.stream = build_stream(cfg.data, self.tokenizer, cfg.seq_len, cfg.seed, self.runtime.rank,
+                                       self.runtime.world)  # this process's share of the sources
             val = cfg.data.get("val")
             if val is None:
                 self.val_split = None
@@ -221,9 +222,8 @@ class Trainer:
     def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's share of the next global micro-batch."""
         cfg, runtime = self.cfg, self.runtime
-        if self.stream is not None:
-            rows = self.stream.next_windows(cfg.micro_batch_size * runtime.world)
-            tokens = torch.from_numpy(rows[runtime.rank * cfg.micro_batch_size:][: cfg.micro_batch_size])
+        if self.stream is not None:  # each process draws from its own share of the sources
+            tokens = torch.from_numpy(self.stream.next_windows(cfg.micro_batch_size))
             self.state["data_position"] += cfg.micro_batch_size * runtime.world
             return tokens[:, :-1], tokens[:, 1:]
         start = self.state["data_position"] + runtime.rank * cfg.micro_batch_size
@@ -408,6 +408,7 @@ class Trainer:
     def save(self) -> Path | None:
         """A checkpoint of the full (unsharded) state, written by rank 0; collective under FSDP."""
         weights, fsdp_optimizer = full_state(self.model, self.optimizer, self.runtime)
+        data_state = combined_state(self.runtime.gather(self.stream.state())) if self.stream is not None else None
         if not self.runtime.main:
             self.runtime.barrier()
             return None
@@ -426,7 +427,7 @@ class Trainer:
         state = {**self.state, "param_names": self.param_names, "seq_len": self.cfg.seq_len,
                  "data_dir": str(self.data_dir) if self.data_dir else None, "config": self.cfg.to_dict(),
                  "world_size": self.runtime.world,
-                 **({"data_state": self.stream.state()} if self.stream is not None else {}),
+                 **({"data_state": data_state} if data_state is not None else {}),
                  "trainable_params": self.trainable_params, "train_flops_per_token": self.flops_per_token}
         extra = (lambda folder: save_lora(unsharded, folder / "lora")) if is_lora(unsharded) else None
         path = ckpt.save_checkpoint(self.out, self.state["step"], plain, self.tokenizer, optimizer_state,
@@ -519,6 +520,7 @@ class Trainer:
         return self.finish(last_val)
 
     def finish(self, last_val: dict[str, float] | None) -> dict[str, Any]:
+        skipped = sum(self.runtime.gather(self.stream.skipped_documents)) if self.stream is not None else None
         if not self.runtime.main:
             return {}
         rows = self.metrics.rows()
@@ -535,7 +537,7 @@ class Trainer:
             "final_val_loss": last_val["loss"] if last_val else None,
             "final_val_perplexity": last_val["perplexity"] if last_val else None,
             "non_finite_steps": self.state["bad_steps_total"],
-            **({"skipped_documents": self.stream.skipped_documents} if self.stream is not None else {}),
+            **({"skipped_documents": skipped} if skipped is not None else {}),
             "train_seconds": round(seconds, 2),
             "tokens_per_s": round(self.state["tokens"] / seconds, 1) if seconds else None,
             "world_size": self.runtime.world,
