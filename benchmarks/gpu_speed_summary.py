@@ -56,6 +56,8 @@ def summarise(out: Path) -> dict[str, Any]:
             ratios[f"{preset} growlm/transformers"] = by[(preset, seq, "growlm")]["tokens_per_s"] / row["tokens_per_s"]
         if model == "growlm unfused" and (preset, seq, "growlm fused") in by:
             ratios[f"{preset} fused/unfused"] = by[(preset, seq, "growlm fused")]["tokens_per_s"] / row["tokens_per_s"]
+        if model == "growlm unfused-linears" and (preset, seq, "growlm") in by:
+            ratios[f"{preset} fused/unfused linears"] = by[(preset, seq, "growlm")]["tokens_per_s"] / row["tokens_per_s"]
     summary["ratios"] = ratios
     summary["profiles"] = {}
     for path in sorted((out / "profile").glob("profile-*.json")):
