@@ -9,6 +9,7 @@
 # SECTIONS (default: all, in this order of priority):
 #   nexus     nexus-240m fused (+ profile) and unfused, seq 4096 x 8, compiled bf16
 #   qwen3     qwen3-240m with transformers' Qwen3ForCausalLM as the same-run reference
+#   linears   qwen3-240m with Q/K/V and gate/up as separate products (--unfused-linears), vs qwen3's fused
 #   token     tokenformer-240m
 #   plan      tiny 2-stage plan: time to first step, compile cold vs warm cache, whole vs regional (needs DATA)
 #   large     nexus-640m and qwen3-640m at seq 2048 x 8
@@ -21,7 +22,7 @@ export PYTHONPATH=src PYTHONUNBUFFERED=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segm
 export GROWLM_COMMIT=${GROWLM_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 : "${OUT:?set OUT to the results folder}"
 BUDGET_S=${BUDGET_S:-470}
-SECTIONS=${SECTIONS:-"nexus qwen3 token plan large pads memory"}
+SECTIONS=${SECTIONS:-"nexus qwen3 linears token plan large pads memory"}
 DATA=${DATA:-.carry/data}
 G="python3 -m growlm.cli.main"
 mkdir -p "$OUT/logs"
@@ -38,9 +39,11 @@ fits() {
     return 1
   fi
 }
-# run NAME TIMEOUT ARGS...: one growlm command, its log in $OUT/logs/NAME.log, the result lines shown
+# run NAME TIMEOUT ARGS...: one growlm command, its log in $OUT/logs/NAME.log, the result lines shown;
+# never past BUDGET_S + 60 s in all, so the whole script stays inside a 10-minute command
 run() {
-  local name=$1 limit=$2
+  local name=$1 limit=$2 left=$((BUDGET_S + 60 - SECONDS))
+  (( left < limit )) && limit=$left
   shift 2
   echo "== $name ($SECONDS s)"
   timeout "$limit" "$@" > "$OUT/logs/$name.log" 2>&1
@@ -54,13 +57,16 @@ BENCH="--seq-len 4096 --micro-batch 8 --steps 10 --warmup 4"
 for section in $SECTIONS; do
   case $section in
   nexus)
-    fits 150 nexus-240m && run nexus-240m-fused 240 $G bench nexus-240m $BENCH --profile "$OUT/profile" \
+    fits 120 nexus-240m && run nexus-240m-fused 240 $G bench nexus-240m $BENCH --profile "$OUT/profile" \
       --out "$OUT/bench-nexus-240m-fused.json"
-    fits 90 nexus-240m-unfused && run nexus-240m-unfused 200 $G bench nexus-240m $BENCH --nexus-unfused \
+    fits 80 nexus-240m-unfused && run nexus-240m-unfused 200 $G bench nexus-240m $BENCH --nexus-unfused \
       --profile "$OUT/profile" --profile-steps 2 --out "$OUT/bench-nexus-240m-unfused.json" ;;
   qwen3)
-    fits 150 qwen3-240m && run qwen3-240m 260 $G bench qwen3-240m $BENCH --reference \
+    fits 130 qwen3-240m && run qwen3-240m 260 $G bench qwen3-240m $BENCH --reference \
       --out "$OUT/bench-qwen3-240m.json" ;;
+  linears)
+    fits 100 qwen3-240m-unfused-linears && run qwen3-240m-unfused-linears 200 $G bench qwen3-240m $BENCH \
+      --unfused-linears --out "$OUT/bench-qwen3-240m-unfused-linears.json" ;;
   token)
     fits 90 tokenformer-240m && run tokenformer-240m 200 $G bench tokenformer-240m $BENCH \
       --out "$OUT/bench-tokenformer-240m.json" ;;
@@ -121,7 +127,7 @@ EOF
           --out "$OUT/find-batch-$tag.json"
       done
     done ;;
-  *) echo "unknown section $section (choose from nexus qwen3 token plan large pads memory)" ;;
+  *) echo "unknown section $section (choose from nexus qwen3 linears token plan large pads memory)" ;;
   esac
 done
 echo "== summary ($SECONDS s)"

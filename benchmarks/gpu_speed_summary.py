@@ -38,7 +38,11 @@ def summarise(out: Path) -> dict[str, Any]:
     for path in sorted(out.glob("bench-*.json")):
         for row in _load(path) or []:
             variant = row.get("variant") or {}
-            label = row["name"] + ("" if not variant else " fused" if variant.get("nexus_fused") else " unfused")
+            label = row["name"]
+            if "nexus_fused" in variant:
+                label += " fused" if variant["nexus_fused"] else " unfused"
+            if variant.get("fused_linears") is False:
+                label += " unfused-linears"
             bench_rows.append({"preset": row["preset"], "model": label, "seq": row["seq_len"],
                                "micro_batch": row["micro_batch"], "tokens_per_s": row["tokens_per_s"],
                                "mfu_percent": 100 * row["mfu"], "peak_tflops": row["peak_tflops"],
@@ -52,6 +56,8 @@ def summarise(out: Path) -> dict[str, Any]:
             ratios[f"{preset} growlm/transformers"] = by[(preset, seq, "growlm")]["tokens_per_s"] / row["tokens_per_s"]
         if model == "growlm unfused" and (preset, seq, "growlm fused") in by:
             ratios[f"{preset} fused/unfused"] = by[(preset, seq, "growlm fused")]["tokens_per_s"] / row["tokens_per_s"]
+        if model == "growlm unfused-linears" and (preset, seq, "growlm") in by:
+            ratios[f"{preset} fused/unfused linears"] = by[(preset, seq, "growlm")]["tokens_per_s"] / row["tokens_per_s"]
     summary["ratios"] = ratios
     summary["profiles"] = {}
     for path in sorted((out / "profile").glob("profile-*.json")):

@@ -23,6 +23,8 @@ Options for issue 14:
   (``training/compiling.py``): compilation is one layer's, the steady state may be slower.
 * ``--nexus-unfused`` / ``--nexus-pad N``: run Nexusformer's Q/K/V maps one by one instead
   of fused, or pad M and A to another multiple (``models/nexus.py``).
+* ``--unfused-linears``: run Q/K/V and SwiGLU's gate/up linears one by one instead of as one
+  product each (``models/layers.py``, ``fused_linears``).
 * ``--profile DIR``: after the timed steps, ``--profile-steps`` more steps under
   ``torch.profiler``; writes ``DIR/profile-<preset>.json`` (top kernels by GPU time, top
   operators, and the GPU time grouped into matrix products / attention / compiler-fused
@@ -372,17 +374,24 @@ def run_environment(device: torch.device) -> dict[str, Any]:
             "commit": os.environ.get("GROWLM_COMMIT", "unknown")}
 
 
-def _nexus_variant(model: torch.nn.Module, fused: bool | None, pad: int | None, device: torch.device
-                   ) -> dict[str, Any]:
+def _variant(model: torch.nn.Module, nexus_fused: bool | None, nexus_pad: int | None,
+             fuse_linears: bool | None, device: torch.device) -> dict[str, Any]:
+    """Apply and record how a growlm model computes: fused sibling linears, fused Nexus-Rank."""
+    from growlm.models.base import set_linear_fusion
     from growlm.models.nexus import NexusAttention, set_nexus_fusion
 
-    if not any(isinstance(m, NexusAttention) for m in model.modules()):
+    if not type(model).__module__.startswith("growlm."):
         return {}
-    if fused is not None or pad is not None:
-        set_nexus_fusion(model, fused, pad)
+    if fuse_linears is not None:
+        set_linear_fusion(model, fuse_linears)
+    variant = {"fused_linears": device.type == "cuda" if fuse_linears is None else fuse_linears}
+    if not any(isinstance(m, NexusAttention) for m in model.modules()):
+        return variant
+    if nexus_fused is not None or nexus_pad is not None:
+        set_nexus_fusion(model, nexus_fused, nexus_pad)
     layer = next(m for m in model.modules() if isinstance(m, NexusAttention))
     on = device.type == "cuda" if layer.fused is None else layer.fused
-    return {"nexus_fused": bool(on), "nexus_pad": layer.pad if on else 1}
+    return {**variant, "nexus_fused": bool(on), "nexus_pad": layer.pad if on else 1}
 
 
 def bench(preset: str, seq_len: int = 4096, micro_batch: int = 8, steps: int = 20, warmup: int = 5,
@@ -390,7 +399,8 @@ def bench(preset: str, seq_len: int = 4096, micro_batch: int = 8, steps: int = 2
           loss_chunk_tokens: int = 0, out: str | Path | None = None, say=print,
           activation_checkpointing: bool = False, nexus_fused: bool | None = None, nexus_pad: int | None = None,
           profile: str | Path | None = None, profile_steps: int = 3, find: bool = False,
-          find_batch_max: int = 1024, find_batch_budget_s: float | None = None) -> list[dict[str, Any]]:
+          find_batch_max: int = 1024, find_batch_budget_s: float | None = None,
+          fuse_linears: bool | None = None) -> list[dict[str, Any]]:
     from growlm.system import measure_matmul_flops
 
     run_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
@@ -400,7 +410,7 @@ def bench(preset: str, seq_len: int = 4096, micro_batch: int = 8, steps: int = 2
     environment = run_environment(run_device)
     torch.manual_seed(0)
     model = model_class_for(config)(config)
-    variant = _nexus_variant(model, nexus_fused, nexus_pad, run_device)
+    variant = _variant(model, nexus_fused, nexus_pad, fuse_linears, run_device)
     if find:
         say(f"largest micro-batch of {preset} at sequence {seq_len}"
             f"{' with activation checkpointing' if activation_checkpointing else ''}"

@@ -290,7 +290,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
           activation_checkpointing=args.activation_checkpointing,
           nexus_fused=False if args.nexus_unfused else None, nexus_pad=args.nexus_pad, profile=args.profile,
           profile_steps=args.profile_steps, find=args.find_batch, find_batch_max=args.find_batch_max,
-          find_batch_budget_s=args.find_batch_budget_s)
+          find_batch_budget_s=args.find_batch_budget_s, fuse_linears=False if args.unfused_linears else None)
 
 
 def cmd_experiment(args: argparse.Namespace) -> None:
@@ -454,6 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recompute each decoder layer in backward (less memory, ~1/3 more compute)")
     p.add_argument("--nexus-unfused", action="store_true",
                    help="Nexusformer: run the Q/K/V Nexus-Rank maps one by one (default: fused on CUDA)")
+    p.add_argument("--unfused-linears", action="store_true",
+                   help="run Q/K/V and SwiGLU gate/up linears one by one (default: one product each on CUDA)")
     p.add_argument("--nexus-pad", type=int, help="Nexusformer: pad M and A to this multiple in the fused path "
                                                  "(default $GROWLM_NEXUS_PAD or 8; 1 = none)")
     p.add_argument("--profile", metavar="DIR", help="profile --profile-steps more steps with torch.profiler; "

@@ -38,7 +38,10 @@ from growlm.models.layers import (
     attend,
     build_attention_mask,
     chunked_cross_entropy,
+    fused_linears,
+    fusion_setting,
     rotary_tables,
+    use_fused,
 )
 
 # Fields every architecture has, with the Python type a value must have.
@@ -168,12 +171,17 @@ class SelfAttention(nn.Module):
         self.k_proj = make_proj(d, kv_dim, "k")
         self.v_proj = make_proj(d, kv_dim, "v")
         self.o_proj = make_proj(q_dim, d, "o")
+        self.fused_linears = fusion_setting("GROWLM_FUSE_LINEARS")
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if qk_norm else None
 
     def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Q, K and V of ``x`` (``[..., q_dim]``, ``[..., kv_dim]``, ``[..., kv_dim]``), one projection
-        each. An architecture may compute the three together when that is faster (Nexusformer)."""
+        """Q, K and V of ``x`` (``[..., q_dim]``, ``[..., kv_dim]``, ``[..., kv_dim]``). Linear
+        projections run as one product on CUDA (``layers.fused_linears``; ``GROWLM_FUSE_LINEARS``);
+        Nexusformer overrides this with its own fusion."""
+        maps = (self.q_proj, self.k_proj, self.v_proj)
+        if use_fused(self.fused_linears, x, maps):
+            return fused_linears(x, maps)  # type: ignore[return-value]
         return self.q_proj(x), self.k_proj(x), self.v_proj(x)
 
     def forward(
@@ -197,6 +205,20 @@ class SelfAttention(nn.Module):
             k, v = cache.update(k, v, self.layer_idx)
         out = attend(q, k, v, mask, self.scale)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim))
+
+
+def set_linear_fusion(model: nn.Module, fused: bool | None) -> int:
+    """Run sibling linears (Q/K/V, SwiGLU's gate/up) as one product (True), one by one (False) or
+    by default (None: fused on CUDA); returns how many modules were switched (``layers.fused_linears``)."""
+    count = 0
+    for module in model.modules():
+        if isinstance(module, SelfAttention):
+            module.fused_linears = fused
+            count += 1
+        elif isinstance(module, SwiGLU):
+            module.fused = fused
+            count += 1
+    return count
 
 
 class DecoderLayer(nn.Module):

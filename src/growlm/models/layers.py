@@ -5,6 +5,15 @@ model it implements; the pieces that are identical across them live here, once:
 RMSNorm, rotary position embeddings, the SwiGLU feed-forward block and causal
 scaled-dot-product attention with an optional key/value cache.
 
+Sibling linears fused (``fused_linears``): where several bias-free linears read the same
+input -- Q, K and V; SwiGLU's gate and up -- one product with their weights concatenated
+computes all of them (one larger matrix product instead of two or three narrow ones).
+The concatenation is built from the live parameters at every forward (a copy of a few
+MB), so names, checkpoints and growth see the separate modules. It runs only where the
+modules are plain ``nn.Linear`` without hooks (not under peft's LoRA) and, by default,
+only on CUDA: ``GROWLM_FUSE_LINEARS`` = ``auto`` (default), ``1`` or ``0``. On CPU
+(where the parity tests with transformers run) the modules are called one by one.
+
 Numerics follow transformers' Llama/Qwen3 code exactly (RMSNorm in float32, rotary
 tables cast to the activation dtype, ``head_dim ** -0.5`` scaling) so that a
 converted checkpoint gives the same logits as the reference implementation.
@@ -12,10 +21,14 @@ converted checkpoint gives the same logits as the reference implementation.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
+
+from growlm.errors import ConfigError
 
 
 class RMSNorm(nn.Module):
@@ -64,17 +77,56 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return x * cos + _rotate_half(x) * sin
 
 
+def fusion_setting(variable: str) -> bool | None:
+    """A fusion switch from the environment: ``1`` -> True, ``0`` -> False, ``auto`` (default) ->
+    None, meaning fused on CUDA tensors only."""
+    value = os.environ.get(variable, "auto").strip().lower()
+    choices = {"auto": None, "1": True, "0": False}
+    if value not in choices:
+        raise ConfigError(f"{variable} must be one of auto, 1, 0, got {value!r}")
+    return choices[value]
+
+
+def no_global_hooks() -> bool:
+    return not (nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
+
+
+def plain_linear(module: nn.Module) -> bool:
+    """A bias-free ``nn.Linear`` itself (not peft's LoRA layer or another subclass) without hooks:
+    reading its ``weight`` is all its forward does."""
+    return type(module) is nn.Linear and module.bias is None and not (module._forward_hooks or
+                                                                      module._forward_pre_hooks)
+
+
+def use_fused(setting: bool | None, x: torch.Tensor, modules: tuple[nn.Module, ...]) -> bool:
+    """Whether to run ``modules`` (all reading ``x``) as one product (module doc)."""
+    wanted = x.is_cuda if setting is None else setting
+    return wanted and no_global_hooks() and all(plain_linear(m) for m in modules)
+
+
+def fused_linears(x: torch.Tensor, modules: tuple[nn.Linear, ...]) -> tuple[torch.Tensor, ...]:
+    """``tuple(m(x) for m in modules)`` as one product with the weights concatenated."""
+    weight = torch.cat([m.weight for m in modules])
+    return F.linear(x, weight).split([m.out_features for m in modules], dim=-1)
+
+
 class SwiGLU(nn.Module):
-    """The gated feed-forward block of Llama and Qwen: down(silu(gate(x)) * up(x))."""
+    """The gated feed-forward block of Llama and Qwen: down(silu(gate(x)) * up(x)); gate and up
+    as one product on CUDA (``fused_linears``)."""
 
     def __init__(self, hidden_size: int, intermediate_size: int) -> None:
         super().__init__()
         self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
         self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
+        self.fused = fusion_setting("GROWLM_FUSE_LINEARS")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        if use_fused(self.fused, x, (self.gate_proj, self.up_proj)):
+            gate, up = fused_linears(x, (self.gate_proj, self.up_proj))
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        return self.down_proj(F.silu(gate) * up)
 
 
 def build_attention_mask(

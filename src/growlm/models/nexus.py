@@ -58,6 +58,7 @@ from torch import nn
 
 from growlm.errors import ConfigError
 from growlm.models.base import DecoderLayer, GrowLMConfig, GrowLMForCausalLM, SelfAttention
+from growlm.models.layers import fusion_setting, no_global_hooks, plain_linear
 
 NEXUS_NORMS = ("none", "l2")
 
@@ -127,24 +128,16 @@ class NexusRank(nn.Module):
         return self.d_proj(F.gelu(u2))
 
 
-def _env_flag(name: str, default: str) -> str:
-    return os.environ.get(name, default).strip().lower()
-
-
 def fusion_default() -> bool | None:
     """Whether new Nexusformer attention layers compute Q, K, V fused (env ``GROWLM_NEXUS_FUSED``):
     ``1`` always, ``0`` never, ``auto`` (default, None) on CUDA tensors only -- on CPU the batched
     products measured no faster than the separate ones (``benchmarks/nexus_fusion.py``)."""
-    value = _env_flag("GROWLM_NEXUS_FUSED", "auto")
-    choices = {"auto": None, "1": True, "0": False}
-    if value not in choices:
-        raise ConfigError(f"GROWLM_NEXUS_FUSED must be one of auto, 1, 0, got {value!r}")
-    return choices[value]
+    return fusion_setting("GROWLM_NEXUS_FUSED")
 
 
 def pad_default() -> int:
     """The multiple M and A are zero-padded to in the fused path (env ``GROWLM_NEXUS_PAD``)."""
-    value = _env_flag("GROWLM_NEXUS_PAD", "8")
+    value = os.environ.get("GROWLM_NEXUS_PAD", "8").strip()
     if not value.isdigit() or int(value) < 1:
         raise ConfigError(f"GROWLM_NEXUS_PAD must be a positive integer, got {value!r}")
     return int(value)
@@ -194,19 +187,14 @@ def fused_nexus_qkv(x: torch.Tensor, maps: tuple[NexusRank, ...], pad: int = 8) 
     return tuple(outs)
 
 
-def _plain_linear(module: nn.Module) -> bool:
-    return type(module) is nn.Linear and module.bias is None and not (module._forward_hooks or
-                                                                      module._forward_pre_hooks)
-
-
 def can_fuse(maps: tuple[nn.Module, ...]) -> bool:
     """Whether ``fused_nexus_qkv`` computes exactly what calling ``maps`` one by one would."""
-    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+    if not no_global_hooks():
         return False
     first = maps[0]
     if not all(type(p) is NexusRank and not (p._forward_hooks or p._forward_pre_hooks) for p in maps):
         return False
-    if not all(_plain_linear(lin) for p in maps for lin in (p.m_proj, p.a_proj, p.d_proj)):
+    if not all(plain_linear(lin) for p in maps for lin in (p.m_proj, p.a_proj, p.d_proj)):
         return False
     return all(p.a_proj.weight.shape == first.a_proj.weight.shape and
                p.m_proj.weight.shape == first.m_proj.weight.shape and
