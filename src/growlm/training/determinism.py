@@ -2,8 +2,8 @@
 
 On CPU growlm's training is already bit-reproducible (one thread order, no atomics) and
 its resume is exact (``tests/training/test_resume.py``). On CUDA several kernels are not:
-backward passes that accumulate with atomic adds (the embedding's gradient, FlashAttention's
-and memory-efficient attention's dQ), cuBLAS's choice of workspace per stream, and, under
+backward passes that accumulate with atomic adds (the embedding's gradient as Inductor compiles
+it, FlashAttention's and memory-efficient attention's dQ), cuBLAS's choice of workspace per stream, and, under
 ``torch.compile``, Inductor's on-device autotuning of reduction configs (the fastest config
 wins, and configs sum in different orders). Two identical runs then drift apart by ~1e-4 in
 loss after a few dozen steps (docs/benchmarks.md). The switches, per PyTorch's
