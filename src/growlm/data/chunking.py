@@ -107,11 +107,14 @@ class Encoder:
     ``("line", raw_bytes)`` (a JSON line: parse, then tokenize whole) or
     ``("piece", text, first, last)`` (a piece of a document the reader has already parsed
     and cut) or ``("skip", reason)`` (passed through); :meth:`run` returns, per item,
-    ``("ids", array, utf8_bytes)`` or ``("skip", reason)``.
+    ``("ids", array, utf8_bytes)`` (with ``eod`` appended at a document's end, as ``dtype``:
+    the workers do this work, not the process that writes) or ``("skip", reason)``.
     """
 
-    def __init__(self, tokenizer: Any, text_field: str, piece_chars: int, check: bool = True) -> None:
+    def __init__(self, tokenizer: Any, text_field: str, piece_chars: int, check: bool = True,
+                 eod: int | None = None, dtype: np.dtype | type = np.int64) -> None:
         self.tokenizer, self.text_field = tokenizer, text_field
+        self.eod, self.dtype = eod, np.dtype(dtype)  # what run() appends to a document's end, and its ids' type
         self.anchor_ids = self._encode_one(ANCHOR)
         self.piece_chars = piece_chars
         self.disabled_reason: str | None = None
@@ -184,21 +187,24 @@ class Encoder:
             parts.setdefault(i, []).append(ids)
             sizes[i] = sizes.get(i, 0) + len(text.encode("utf-8"))
         for i, arrays in parts.items():
-            results[i] = ("ids", arrays[0] if len(arrays) == 1 else np.concatenate(arrays), sizes[i])
+            if self.eod is not None and (items[i][0] == "line" or items[i][3]):  # a document's end
+                arrays.append(np.asarray([self.eod]))
+            ids = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+            results[i] = ("ids", ids.astype(self.dtype), sizes[i])
         return results  # type: ignore[return-value]
 
 
 _WORKER: Encoder | None = None
 
 
-def init_worker(tokenizer: Any, text_field: str, piece_chars: int) -> None:
+def init_worker(tokenizer: Any, text_field: str, piece_chars: int, eod: int, dtype: str) -> None:
     """Pool initializer: one encoder per worker process, tokenizer threads off (the workers are the threads)."""
     import os
 
     global _WORKER
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _WORKER = Encoder(tokenizer, text_field, piece_chars, check=False)  # the reader's encoder checked it
+    _WORKER = Encoder(tokenizer, text_field, piece_chars, check=False, eod=eod, dtype=dtype)  # checked by the reader
 
 
 def run_in_worker(items: Sequence[tuple]) -> list[tuple[str, Any]]:

@@ -120,7 +120,8 @@ class ShardWriter:
         if self.handle:
             self.handle.close()
         name = f"{self.split}-{len(self.shards):05d}.bin"
-        self.handle = open(self.folder / name, "wb")  # noqa: SIM115 -- lives across calls, closed in close()
+        # lives across calls, closed in close(); a large buffer: documents arrive a few hundred tokens at a time
+        self.handle = open(self.folder / name, "wb", buffering=1 << 22)  # noqa: SIM115
         self.shards.append({"file": name, "tokens": 0})
 
     def write(self, ids: np.ndarray, text_bytes: int) -> None:
@@ -131,7 +132,7 @@ class ShardWriter:
                 self._open_next()
             room = self.shard_tokens - self.shards[-1]["tokens"]
             part, ids = ids[:room], ids[room:]
-            part.astype(self.dtype).tofile(self.handle)
+            self.handle.write(part.astype(self.dtype, copy=False).tobytes())
             self.shards[-1]["tokens"] += len(part)
             self.tokens += len(part)
 
@@ -306,7 +307,7 @@ class _Run:
             self.docs[f] += 1
             split = fixed_split or ("val" if self.val_fraction and not self.has_val_files
                                     and self.rng.random() < self.val_fraction else "train")
-            self.writers[split].write(np.append(ids, self.eod), nbytes)
+            self.writers[split].write(ids, nbytes)  # the end-of-document token is already there
             if split == "train" and self.max_tokens and self.writers["train"].tokens >= self.max_tokens:
                 self.train_full = True
 
@@ -318,7 +319,7 @@ class _Run:
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # workers are the parallelism
             executor = ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=init_worker,
                                            initargs=(tokenizer, self.encoder.text_field,
-                                                     self.encoder.piece_chars))
+                                                     self.encoder.piece_chars, self.eod, self.encoder.dtype.str))
             if not configured:
                 os.environ.pop("TOKENIZERS_PARALLELISM")
         window = 3 * workers
@@ -388,7 +389,7 @@ def prepare(
     eod = end_of_document_id(tokenizer)
     vocab = len(tokenizer)
     dtype = np.dtype(np.uint16 if vocab <= np.iinfo(np.uint16).max + 1 else np.uint32)
-    encoder = Encoder(tokenizer, text_field, piece_chars)
+    encoder = Encoder(tokenizer, text_field, piece_chars, eod=eod, dtype=dtype)
     if encoder.disabled_reason:
         tqdm.write(f"note: documents are tokenized whole ({encoder.disabled_reason})", file=sys.stderr)
     total_bytes = sum(os.path.getsize(p) for p in [*train_files, *val_files])
