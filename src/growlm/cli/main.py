@@ -89,6 +89,12 @@ def cmd_init(args: argparse.Namespace) -> None:
         raise GrowlmError(f"output folder {out} exists and is not empty")
     torch.manual_seed(args.seed)
     model = model_class_for(config)(config)
+    if config.frozen_embedding:
+        from growlm.substrate import install_substrate
+
+        substrate = install_substrate(model, tokenizer)
+        print(f"frozen {config.embedding} substrate {substrate.key} ({config.vocab_size} x {config.embedding_dim}"
+              f"{' zero-padded to ' + str(config.hidden_size) if config.embedding_dim < config.hidden_size else ''})")
     save_model(model, out, tokenizer)
     cost = model_cost(config)
     print(f"wrote {config.architecture} model ({cost.total_params:,} parameters) to {out}")
