@@ -68,20 +68,26 @@ def principal_axes(bits: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.
     return mean, vectors[:, :rank], values[:rank] / max(n - 1, 1)
 
 
-def glyph_codes(bits: np.ndarray, dim: int) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Unit-norm ``V x dim`` codes: the first ``min(dim, rank)`` principal coordinates, zero-padded."""
+def principal_coordinates(bits: np.ndarray, count: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The first ``min(count, rank)`` principal coordinates of every row (signs fixed as ``svd_flip``)."""
     mean, axes, variances = principal_axes(bits)
     rank = axes.shape[1]
-    kept = min(dim, rank)
+    kept = rank if count is None else min(count, rank)
     centred = torch.from_numpy(np.asarray(bits, dtype=np.float64)) - mean
     coords = centred @ axes[:, :kept]
     signs = torch.sign(coords.gather(0, coords.abs().argmax(0, keepdim=True)))
     coords = coords * torch.where(signs == 0, 1.0, signs)
-    codes = torch.zeros(bits.shape[0], dim, dtype=torch.float64)
-    codes[:, :kept] = coords
     total = float(variances.sum()) if rank else 0.0
     info = {"bits": int(bits.shape[1]), "rank": rank, "components_kept": kept,
             "variance_kept": float(variances[:kept].sum()) / total if total else 0.0}
+    return coords, info
+
+
+def glyph_codes(bits: np.ndarray, dim: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Unit-norm ``V x dim`` codes: the first ``min(dim, rank)`` principal coordinates, zero-padded."""
+    coords, info = principal_coordinates(bits, dim)
+    codes = torch.zeros(bits.shape[0], dim, dtype=torch.float64)
+    codes[:, : coords.shape[1]] = coords
     return normalise_rows(codes), info
 
 
