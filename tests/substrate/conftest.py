@@ -36,5 +36,5 @@ def glyph32k(tokenizer32k, substrate_cache):
     from growlm.substrate.text import token_texts
 
     substrate = build_substrate(SubstrateSpec("glyph", 32000, 128), tokenizer32k)
-    bits, _ = glyph_bits(token_texts(tokenizer32k, 32000))
+    bits = substrate.bits if substrate.bits is not None else glyph_bits(token_texts(tokenizer32k, 32000))[0]
     return substrate, bits

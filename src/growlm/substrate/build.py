@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -79,6 +80,7 @@ class Substrate:
     codes: torch.Tensor
     key: str
     info: dict[str, Any] = field(default_factory=dict)
+    bits: np.ndarray | None = None  # the glyph pictures (V x cell^2, 0/1) when built here, not read from the cache
 
     def table(self, hidden_size: int, scale: float = 1.0) -> torch.Tensor:
         return table_from_codes(self.codes, hidden_size, scale)
@@ -102,16 +104,16 @@ def substrate_key(spec: SubstrateSpec, tokenizer: Any) -> tuple[str, dict[str, A
     return f"{spec.kind}-{digest}", inputs
 
 
-def _compute(spec: SubstrateSpec, tokenizer: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+def _compute(spec: SubstrateSpec, tokenizer: Any) -> tuple[torch.Tensor, dict[str, Any], np.ndarray | None]:
     if spec.kind == "glyph":
         from growlm.substrate.glyphs import glyph_bits
 
         bits, stats = glyph_bits(token_texts(tokenizer, spec.vocab_size), spec.font, spec.cell)
         codes, info = glyph_codes(bits, spec.dim)
-        return codes, {**info, **stats.as_dict()}
+        return codes, {**info, **stats.as_dict()}, bits
     if spec.kind == "binary":
-        return binary_codes(spec.vocab_size, spec.dim)
-    return random_binary_codes(spec.vocab_size, spec.dim, spec.seed)
+        return (*binary_codes(spec.vocab_size, spec.dim), None)
+    return (*random_binary_codes(spec.vocab_size, spec.dim, spec.seed), None)
 
 
 def build_substrate(spec: SubstrateSpec, tokenizer: Any, use_cache: bool = True) -> Substrate:
@@ -130,7 +132,7 @@ def build_substrate(spec: SubstrateSpec, tokenizer: Any, use_cache: bool = True)
                 return Substrate(spec, stored.get_tensor("codes").double(), key, info)
         except Exception:  # a damaged cache entry is rebuilt, never trusted
             pass
-    codes, info = _compute(spec, tokenizer)
+    codes, info, bits = _compute(spec, tokenizer)
     codes32 = codes.float().contiguous()
     info = {**info, "inputs": inputs}
     if use_cache:
@@ -140,7 +142,7 @@ def build_substrate(spec: SubstrateSpec, tokenizer: Any, use_cache: bool = True)
         save_file({"codes": codes32}, tmp_path, metadata={"info": json.dumps(info)})
         tmp_path.chmod(0o644)
         os.replace(tmp_path, path)  # atomic: concurrent builders (ranks, test workers) never see half a file
-    return Substrate(spec, codes32.double(), key, info)
+    return Substrate(spec, codes32.double(), key, info, bits)
 
 
 def expected_table(config: GrowLMConfig, tokenizer: Any, font: str | Path | None = None) -> torch.Tensor:
