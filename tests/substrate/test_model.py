@@ -123,3 +123,13 @@ def test_cli_init_and_substrate(tmp_path, capsys, glyph32k):
     assert (tmp_path / "show" / "cells.png").stat().st_size > 1000
     assert main(["substrate", str(SP_MODEL), "--kind", "pixels", "--out", str(tmp_path / "bad")]) == 2
     assert "unknown substrate kind 'pixels'; valid: binary, glyph, random_binary" in capsys.readouterr().err
+
+
+def test_fingerprints_tell_substrates_apart():
+    from growlm.substrate import substrate_fingerprint
+
+    a, b = substrate_model("llama", "binary"), substrate_model("nexus", "binary")
+    c = substrate_model("llama", "random_binary", embedding_seed=1)
+    assert substrate_fingerprint(a) == substrate_fingerprint(b)  # same substrate, different architectures
+    fa, fc = substrate_fingerprint(a), substrate_fingerprint(c)
+    assert fa["table_sha256"] != fc["table_sha256"] and fc["embedding"] == "random_binary" and fc["seed"] == 1
