@@ -133,3 +133,13 @@ def test_fingerprints_tell_substrates_apart():
     assert substrate_fingerprint(a) == substrate_fingerprint(b)  # same substrate, different architectures
     fa, fc = substrate_fingerprint(a), substrate_fingerprint(c)
     assert fa["table_sha256"] != fc["table_sha256"] and fc["embedding"] == "random_binary" and fc["seed"] == 1
+
+
+def test_training_refuses_a_substrate_that_was_never_built(tiny_data, tmp_path):
+    from growlm.errors import ConfigError
+    from growlm.training.trainer import start_run
+
+    config = build_config("llama-tiny", {"embedding": "binary", "num_hidden_layers": 1})
+    storage.save_model(model_class_for(config)(config), tmp_path / "raw")
+    with pytest.raises(ConfigError, match="frozen substrate embedding was never built"):
+        start_run(train_config(tiny_data, tmp_path / "run", model=None, init_from=str(tmp_path / "raw")))

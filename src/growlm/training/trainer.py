@@ -244,6 +244,9 @@ class Trainer:
         else:
             model = _new_model(cfg, self.tokenizer)
         model = model.float().to(self.device)
+        if base_model(model).config.frozen_embedding and bool(base_model(model).model.embed_tokens.weight.isnan().any()):
+            raise ConfigError("the model's frozen substrate embedding was never built (its table is NaN): create "
+                              "the model with `growlm init --tokenizer` or from a preset in the training config")
         vocab = len(self.tokenizer)
         if vocab > model.config.vocab_size:
             raise ConfigError(f"the data's tokenizer has {vocab} tokens but the model's vocab_size is "
