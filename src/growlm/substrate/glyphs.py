@@ -24,6 +24,7 @@ parser written here.
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -39,9 +40,11 @@ THRESHOLD = 127
 
 
 def find_font(explicit: str | Path | None = None) -> Path:
-    """GNU Unifont: ``explicit``, else the shared material's ``fonts/unifont.otf``, else Debian's copy."""
+    """GNU Unifont: ``explicit``, else ``$GROWLM_FONT``, else the shared material's ``fonts/unifont.otf``,
+    else Debian's copy (package ``fonts-unifont``)."""
     from growlm.data.shared import locate_shared
 
+    explicit = explicit or os.environ.get("GROWLM_FONT") or None
     if explicit is not None:
         path = Path(explicit)
         if not path.is_file():
@@ -55,7 +58,7 @@ def find_font(explicit: str | Path | None = None) -> Path:
         if path.is_file():
             return path
     raise DataError("cannot find GNU Unifont (fonts/unifont.otf in the shared material, or Debian's fonts-unifont); "
-                    "set GROWLM_SHARED or pass the font path")
+                    "set GROWLM_FONT or GROWLM_SHARED, or pass --font")
 
 
 @dataclass
