@@ -21,7 +21,7 @@ model spends less, since its frozen blocks cost forward passes only.
 Scores, per (arm, depth, seed): validation perplexity (the corpus's val split, windows of
 the training length), ``paper5`` accuracy by log-likelihood (lm-eval's scoring,
 ``acc`` and ``acc_norm``) and SQuAD by log-likelihood of its first gold answer
-(``squad_ll``: answer perplexity), each benchmark capped at the first ``eval_limit``
+(``squad_ll``: bits per byte of the answer text), each benchmark capped at the first ``eval_limit``
 documents in file order. Every point is a mean with a Student-t 95% interval over seeds
 (``growlm.stats``).
 
@@ -36,6 +36,7 @@ Sizing knobs (``ctx.options``): ``depth``, ``steps_per_block``, ``eval_limit``,
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ FULL = {"depth": 4, "steps_per_block": 128, "eval_limit": 100, "ppl_batches": 16
                  "r": 8, "alpha": 16}}
 PRESET = "llama-tiny"
 TASKS = ["ppl", "paper5", "squad_ll"]
-METRICS = ("val_ppl", "paper5_acc", "paper5_acc_norm", "squad_ppl", "tokens", "train_flops")
+METRICS = ("val_ppl", "paper5_acc", "paper5_acc_norm", "squad_bpb", "tokens", "train_flops")
 
 
 def substrate_available() -> bool:
@@ -94,7 +95,7 @@ def _scores(results: dict[str, Any]) -> dict[str, float]:
     return {"val_ppl": results["results"]["ppl"]["perplexity"],
             "paper5_acc": results["groups"]["paper5"]["acc"],
             "paper5_acc_norm": results["groups"]["paper5"]["acc_norm"],
-            "squad_ppl": results["results"]["squad_ll"]["perplexity"]}
+            "squad_bpb": results["results"]["squad_ll"]["bits_per_byte"]}
 
 
 def run(ctx: Context) -> Report:
@@ -173,7 +174,7 @@ def _body(rows: list[dict[str, Any]], s: dict[str, Any], substrate: bool, tokens
           ctx: Context) -> str:
     columns = [("arm", "arm"), ("depth", "depth"), ("seeds", "seeds"), ("val_ppl", "val ppl ↓"),
                ("paper5_acc", "paper5 acc ↑"), ("paper5_acc_norm", "paper5 acc_norm ↑"),
-               ("squad_ppl", "SQuAD answer ppl ↓"), ("tokens_m", "tokens (M)"), ("flops", "train PFLOPs")]
+               ("squad_bpb", "SQuAD answer bits/byte ↓"), ("tokens_m", "tokens (M)"), ("flops", "train PFLOPs")]
     table_rows = [{**r, "tokens_m": f"{r['tokens'].mean / 1e6:.3g}", "flops": f"{r['train_flops'].mean / 1e15:.3g}"}
                   for r in sorted(rows, key=lambda r: (r["arm"], r["depth"]))]
     lines = [
@@ -202,7 +203,7 @@ def _findings(rows: list[dict[str, Any]]) -> str:
     out = []
     series = [by[("constructive", d)]["val_ppl"].mean for d in depths if ("constructive", d) in by]
     if len(series) > 1:
-        monotone = all(b < a for a, b in zip(series, series[1:], strict=False))
+        monotone = all(b < a for a, b in itertools.pairwise(series))
         out.append(f"Constructive validation perplexity by depth: {', '.join(f'{v:.1f}' for v in series)} "
                    f"({'falls with every block' if monotone else 'does not fall with every block'}).")
     last = depths[-1]
@@ -219,11 +220,12 @@ def _findings(rows: list[dict[str, Any]]) -> str:
 
 
 def _plot(rows: list[dict[str, Any]], path: Path) -> Path:
-    import growlm.plotting  # noqa: F401 -- selects the non-interactive backend
     import matplotlib.pyplot as plt
 
+    import growlm.plotting  # noqa: F401 -- selects the non-interactive backend
+
     panels = [("val_ppl", "validation perplexity ↓", True), ("paper5_acc", "paper5 acc (log-likelihood) ↑", False),
-              ("paper5_acc_norm", "paper5 acc_norm ↑", False), ("squad_ppl", "SQuAD answer perplexity ↓", True)]
+              ("paper5_acc_norm", "paper5 acc_norm ↑", False), ("squad_bpb", "SQuAD answer bits per byte ↓", False)]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
     for ax, (metric, title, log) in zip(axes, panels, strict=True):
         for i, arm in enumerate(sorted({r["arm"] for r in rows})):
