@@ -71,7 +71,11 @@ def substrate_available() -> bool:
 
 
 def arms(substrate: bool) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """The constructive arm's embedding settings and the monolithic arms' (name -> settings)."""
+    """The constructive arm's embedding settings and the monolithic arms' (name -> settings).
+
+    The first monolithic arm uses the constructive arm's embeddings: at depth 1 it is the
+    same run as the constructive plan's first stage (same model, seed, data and steps), so
+    that point is taken from the plan instead of being trained twice."""
     if substrate:
         return ({"model_overrides": {"embedding": "glyph"}},
                 {"mono-glyph": {"model_overrides": {"embedding": "glyph"}},
@@ -132,8 +136,12 @@ def run(ctx: Context) -> Report:
             scores = evaluate(f"constructive/depth={k}/seed={seed}", stage["final_checkpoint"])
             records.append({"arm": "constructive", "depth": k, "seed": seed, **scores,
                             "tokens": stage["cumulative_tokens"], "train_flops": stage["cumulative_train_flops"]})
-        for arm, extra in monolithic.items():
+        for a, (arm, extra) in enumerate(monolithic.items()):
             for k in range(1, depth + 1):
+                if a == 0 and k == 1:  # the plan's first stage is this very run (see arms())
+                    first = next(r for r in records if (r["arm"], r["depth"], r["seed"]) == ("constructive", 1, seed))
+                    records.append({**first, "arm": arm})
+                    continue
                 ctx.say(f"frozen-substrate: seed {seed}, {arm} depth {k}")
                 values = {**train, "seed": seed, "model": PRESET, "max_steps": k * steps,
                           "model_overrides": {**overrides, **extra["model_overrides"], "num_hidden_layers": k},
@@ -182,7 +190,8 @@ def _body(rows: list[dict[str, Any]], s: dict[str, Any], substrate: bool, tokens
         f"({s['steps_per_block'] * tokens_per_step:,} tokens); model {PRESET} with "
         f"{', '.join(f'{k}={v}' for k, v in s['model'].items())}, untied LM head; holistic LoRA "
         f"(r={s['lora']['r']}, {', '.join(s['lora']['target_modules'])}) from depth {s['holistic_from']}. "
-        f"Monolithic depth-k baselines train k × that many tokens. Benchmarks: the first {s['eval_limit']} documents "
+        f"Monolithic depth-k baselines train k × that many tokens; {next(iter(arms(substrate)[1]))} at depth 1 is "
+        f"the constructive plan's first stage (the same run). Benchmarks: the first {s['eval_limit']} documents "
         f"of each paper5 task and of SQuAD v1.1 validation, scored by log-likelihood; validation perplexity on "
         f"{s['ppl_batches']} batches of the corpus's val split. Mean ± 95% interval over {len(ctx.seeds)} seeds.",
         "",

@@ -1,0 +1,48 @@
+"""``growlm experiment frozen-substrate --quick``: every arm, depth and seed is present, intervals are
+finite, the token budget matches across arms, and the constructive arm trains for fewer FLOPs."""
+
+import json
+import math
+
+from growlm.experiments import EXPERIMENTS, run_experiment
+from growlm.experiments.frozen_substrate import QUICK, arms, substrate_available
+
+
+def test_quick_form_is_complete(tmp_path, shared):
+    assert "frozen-substrate" in EXPERIMENTS
+    out = tmp_path / "exp"
+    path, report = run_experiment("frozen-substrate", out=out, quick=True, device="cpu", shared=shared,
+                                  data_root=tmp_path / "data", argv=["experiment", "frozen-substrate", "--quick"])
+    text = path.read_text()
+    header = "| arm | depth | seeds | val ppl ↓ | paper5 acc ↑ | paper5 acc_norm ↑ | SQuAD answer bits/byte ↓ |"
+    assert header in text and "![score-vs-depth](score-vs-depth.png)" in text
+    assert (out / "score-vs-depth.png").stat().st_size > 10_000
+    meta = json.loads((out / "experiment.json").read_text())
+    assert meta["seeds"] == [0, 1, 2] and meta["form"] == "quick"
+
+    substrate = substrate_available()
+    names = ["constructive", *arms(substrate)[1]]
+    if substrate:
+        assert names == ["constructive", "mono-glyph", "mono-binary", "mono-learned"]
+    depths = list(range(1, QUICK["depth"] + 1))
+    records = report.data["records"]
+    assert sorted((r["arm"], r["depth"], r["seed"]) for r in records) == \
+        sorted((a, d, s) for a in names for d in depths for s in (0, 1, 2))
+    for r in records:
+        assert r["val_ppl"] > 1 and 0 <= r["paper5_acc"] <= 1 and r["squad_bpb"] > 0
+    rows = report.data["rows"]
+    assert len(rows) == len(names) * len(depths)
+    for row in rows:
+        assert row["seeds"] == 3
+        for metric in ("val_ppl", "paper5_acc", "squad_bpb"):
+            interval = row[metric]
+            assert math.isfinite(interval["mean"]) and math.isfinite(interval["half_width"])
+    by = {(r["arm"], r["depth"], r["seed"]): r for r in records}
+    for d in depths:
+        for s in (0, 1, 2):
+            tokens = {by[(a, d, s)]["tokens"] for a in names}
+            assert tokens == {d * QUICK["steps_per_block"] * 32 * 2}  # same budget everywhere
+            if d > 1:  # frozen blocks below the new one get no weight gradients
+                assert by[("constructive", d, s)]["train_flops"] < by[("mono-learned", d, s)]["train_flops"]
+    # each seed is its own run: the depth-2 constructive models differ across seeds
+    assert len({by[("constructive", 2, s)]["val_ppl"] for s in (0, 1, 2)}) == 3
