@@ -46,3 +46,27 @@ def test_quick_form_is_complete(tmp_path, shared):
                 assert by[("constructive", d, s)]["train_flops"] < by[("mono-learned", d, s)]["train_flops"]
     # each seed is its own run: the depth-2 constructive models differ across seeds
     assert len({by[("constructive", 2, s)]["val_ppl"] for s in (0, 1, 2)}) == 3
+
+
+def test_full_form_configs_validate_and_share_the_budget():
+    """The GPU form's plans and baselines are valid configs (checked without training) with equal budgets."""
+    from growlm.experiments.frozen_substrate import FULL, constructive_plan, monolithic_run
+    from growlm.models.accounting import model_cost
+    from growlm.models.presets import build_config
+    from growlm.training.config import build_train_config
+    from growlm.training.plan import parse_plan, plan_shapes
+
+    substrate = substrate_available()
+    values = constructive_plan(FULL, substrate, ".", seed=1)
+    rows = plan_shapes(parse_plan({**values, "out_dir": "unused"}))
+    assert [r["config"]["num_hidden_layers"] for r in rows] == list(range(1, FULL["depth"] + 1))
+    assert [r["stage"].endswith("-holistic") for r in rows] == \
+        [k >= FULL["holistic_from"] for k in range(1, FULL["depth"] + 1)]
+    per_block = rows[0]["tokens"]
+    for arm in arms(substrate)[1]:
+        for k in range(1, FULL["depth"] + 1):
+            cfg = build_train_config({**monolithic_run(FULL, substrate, ".", arm, k, seed=1), "out_dir": "unused"})
+            assert cfg.max_steps * cfg.tokens_per_step == k * per_block and cfg.seed == 1
+            config = build_config(cfg.model, cfg.model_overrides)
+            assert config.num_hidden_layers == k and not config.tie_word_embeddings
+            assert 5e6 < model_cost(config).total_params < 30e6  # the preamble's GPU sizing

@@ -52,7 +52,7 @@ QUICK = {"depth": 2, "steps_per_block": 4, "eval_limit": 4, "ppl_batches": 2, "h
                    "head_dim": 32},
          "train": {"seq_len": 32, "micro_batch_size": 2, "lr": 3.0e-3, "warmup_steps": 1},
          "lora": {"target_modules": ["o_proj", "down_proj"], "r": 4, "alpha": 8}}
-FULL = {"depth": 4, "steps_per_block": 128, "eval_limit": 100, "ppl_batches": 16, "holistic_from": 3,
+FULL = {"depth": 4, "steps_per_block": 96, "eval_limit": 100, "ppl_batches": 16, "holistic_from": 3,
         "model": {"hidden_size": 256, "intermediate_size": 768, "num_attention_heads": 4, "num_key_value_heads": 4,
                   "head_dim": 64},
         "train": {"seq_len": 256, "micro_batch_size": 32, "lr": 2.0e-3, "warmup_steps": 16, "compile": False},
@@ -102,21 +102,46 @@ def _scores(results: dict[str, Any]) -> dict[str, float]:
             "squad_bpb": results["results"]["squad_ll"]["bits_per_byte"]}
 
 
+def _train_defaults(s: dict[str, Any], data: str) -> dict[str, Any]:
+    return {"data": data, "log_every": max(1, s["steps_per_block"] // 4), "eval_every": 10**9, "eval_batches": 1,
+            "checkpoint_every": 10**9, **s["train"]}
+
+
+def _overrides(s: dict[str, Any], embedding: dict[str, Any]) -> dict[str, Any]:
+    return {**s["model"], "tie_word_embeddings": False, **embedding["model_overrides"]}
+
+
+def constructive_plan(s: dict[str, Any], substrate: bool, data: str, seed: int) -> dict[str, Any]:
+    """The constructive arm's plan for one seed (a ``layerwise`` plan, without out_dir)."""
+    embedding = arms(substrate)[0]
+    layerwise = {"model": PRESET, "model_overrides": _overrides(s, embedding), "depth": s["depth"],
+                 "max_steps_per_block": s["steps_per_block"], "init": "fresh", "grow_seed": 1000 * seed}
+    if s["holistic_from"] and s["holistic_from"] <= s["depth"]:
+        layerwise.update(holistic_from=s["holistic_from"], lora=s["lora"])
+    return {"description": "frozen-substrate experiment, constructive arm",
+            "defaults": {**_train_defaults(s, data), "seed": seed}, "layerwise": layerwise}
+
+
+def monolithic_run(s: dict[str, Any], substrate: bool, data: str, arm: str, depth: int, seed: int) -> dict[str, Any]:
+    """The training config of a monolithic baseline: ``depth`` blocks, ``depth`` blocks' worth of tokens."""
+    extra = arms(substrate)[1][arm]
+    return {**_train_defaults(s, data), "seed": seed, "model": PRESET, "max_steps": depth * s["steps_per_block"],
+            "model_overrides": {**_overrides(s, extra), "num_hidden_layers": depth},
+            **({"frozen": extra["frozen"]} if "frozen" in extra else {})}
+
+
 def run(ctx: Context) -> Report:
     s = _settings(ctx)
     substrate = substrate_available()
-    constructive, monolithic = arms(substrate)
-    data = ctx.corpus(max_docs_per_file=20, val_docs_per_file=5) if ctx.quick else ctx.corpus()
-    train = {"data": str(data), "log_every": max(1, s["steps_per_block"] // 4), "eval_every": 10**9,
-             "eval_batches": 1, "checkpoint_every": 10**9, **s["train"]}
-    overrides = {**s["model"], "tie_word_embeddings": False, "num_hidden_layers": 1}
-    depth, steps = s["depth"], s["steps_per_block"]
+    monolithic = list(arms(substrate)[1])
+    data = str(ctx.corpus(max_docs_per_file=20, val_docs_per_file=5) if ctx.quick else ctx.corpus())
+    depth = s["depth"]
     tokens_per_step = s["train"]["seq_len"] * s["train"]["micro_batch_size"]
     records: list[dict[str, Any]] = []
 
     def evaluate(key: str, checkpoint: str) -> dict[str, float]:
         def work(folder: Path) -> dict[str, Any]:
-            results = ctx.evaluate(checkpoint, TASKS, folder, ppl_data=data, limit=s["eval_limit"],
+            results = ctx.evaluate(checkpoint, TASKS, folder, ppl_data=Path(data), limit=s["eval_limit"],
                                    max_batches=s["ppl_batches"])
             return _scores(results)
 
@@ -124,29 +149,19 @@ def run(ctx: Context) -> Report:
 
     for seed in ctx.seeds:
         ctx.say(f"frozen-substrate: seed {seed}, constructive to depth {depth}")
-        layerwise = {"model": PRESET, "model_overrides": {**overrides, **constructive["model_overrides"]},
-                     "depth": depth, "max_steps_per_block": steps, "init": "fresh", "grow_seed": 1000 * seed}
-        if s["holistic_from"] and s["holistic_from"] <= depth:
-            layerwise.update(holistic_from=s["holistic_from"], lora=s["lora"])
-        layerwise["model_overrides"].pop("num_hidden_layers")
-        plan = ctx.plan(f"constructive/seed={seed}",
-                        {"description": "frozen-substrate experiment, constructive arm",
-                         "defaults": {**train, "seed": seed}, "layerwise": layerwise})
+        plan = ctx.plan(f"constructive/seed={seed}", constructive_plan(s, substrate, data, seed))
         for k, stage in enumerate(plan["stages"], start=1):
             scores = evaluate(f"constructive/depth={k}/seed={seed}", stage["final_checkpoint"])
             records.append({"arm": "constructive", "depth": k, "seed": seed, **scores,
                             "tokens": stage["cumulative_tokens"], "train_flops": stage["cumulative_train_flops"]})
-        for a, (arm, extra) in enumerate(monolithic.items()):
+        for a, arm in enumerate(monolithic):
             for k in range(1, depth + 1):
                 if a == 0 and k == 1:  # the plan's first stage is this very run (see arms())
                     first = next(r for r in records if (r["arm"], r["depth"], r["seed"]) == ("constructive", 1, seed))
                     records.append({**first, "arm": arm})
                     continue
                 ctx.say(f"frozen-substrate: seed {seed}, {arm} depth {k}")
-                values = {**train, "seed": seed, "model": PRESET, "max_steps": k * steps,
-                          "model_overrides": {**overrides, **extra["model_overrides"], "num_hidden_layers": k},
-                          **({"frozen": extra["frozen"]} if "frozen" in extra else {})}
-                result = ctx.train(f"{arm}/depth={k}/seed={seed}", values)
+                result = ctx.train(f"{arm}/depth={k}/seed={seed}", monolithic_run(s, substrate, data, arm, k, seed))
                 checkpoint = _final_checkpoint(Path(result["run"]))
                 scores = evaluate(f"{arm}/depth={k}/seed={seed}", str(checkpoint))
                 records.append({"arm": arm, "depth": k, "seed": seed, **scores,
