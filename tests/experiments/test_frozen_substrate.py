@@ -19,6 +19,7 @@ def test_quick_form_is_complete(tmp_path, shared):
     assert (out / "score-vs-depth.png").stat().st_size > 10_000
     meta = json.loads((out / "experiment.json").read_text())
     assert meta["seeds"] == [0, 1, 2] and meta["form"] == "quick"
+    assert all(math.isfinite(row["val_ppl"]["half_width"]) for row in meta["data"]["rows"])
 
     substrate = substrate_available()
     names = ["constructive", *arms(substrate)[1]]
@@ -36,7 +37,7 @@ def test_quick_form_is_complete(tmp_path, shared):
         assert row["seeds"] == 3
         for metric in ("val_ppl", "paper5_acc", "squad_bpb"):
             interval = row[metric]
-            assert math.isfinite(interval["mean"]) and math.isfinite(interval["half_width"])
+            assert math.isfinite(interval.mean) and math.isfinite(interval.half_width)
     by = {(r["arm"], r["depth"], r["seed"]): r for r in records}
     for d in depths:
         for s in (0, 1, 2):

@@ -47,7 +47,7 @@ from growlm.stats import group_intervals
 DESCRIPTION = "layer-wise constructive growth on a frozen substrate vs monolithic baselines of the same depth"
 DEFAULT_SEEDS = 3
 
-QUICK = {"depth": 2, "steps_per_block": 4, "eval_limit": 4, "ppl_batches": 2, "holistic_from": 2,
+QUICK = {"depth": 2, "steps_per_block": 4, "eval_limit": 3, "ppl_batches": 1, "holistic_from": 2,
          "model": {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 2, "num_key_value_heads": 2,
                    "head_dim": 32},
          "train": {"seq_len": 32, "micro_batch_size": 2, "lr": 3.0e-3, "warmup_steps": 1},
