@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -79,6 +80,7 @@ class Substrate:
     codes: torch.Tensor
     key: str
     info: dict[str, Any] = field(default_factory=dict)
+    bits: np.ndarray | None = None  # the glyph pictures (V x cell^2, 0/1) when built here, not read from the cache
 
     def table(self, hidden_size: int, scale: float = 1.0) -> torch.Tensor:
         return table_from_codes(self.codes, hidden_size, scale)
@@ -102,16 +104,16 @@ def substrate_key(spec: SubstrateSpec, tokenizer: Any) -> tuple[str, dict[str, A
     return f"{spec.kind}-{digest}", inputs
 
 
-def _compute(spec: SubstrateSpec, tokenizer: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+def _compute(spec: SubstrateSpec, tokenizer: Any) -> tuple[torch.Tensor, dict[str, Any], np.ndarray | None]:
     if spec.kind == "glyph":
         from growlm.substrate.glyphs import glyph_bits
 
         bits, stats = glyph_bits(token_texts(tokenizer, spec.vocab_size), spec.font, spec.cell)
         codes, info = glyph_codes(bits, spec.dim)
-        return codes, {**info, **stats.as_dict()}
+        return codes, {**info, **stats.as_dict()}, bits
     if spec.kind == "binary":
-        return binary_codes(spec.vocab_size, spec.dim)
-    return random_binary_codes(spec.vocab_size, spec.dim, spec.seed)
+        return (*binary_codes(spec.vocab_size, spec.dim), None)
+    return (*random_binary_codes(spec.vocab_size, spec.dim, spec.seed), None)
 
 
 def build_substrate(spec: SubstrateSpec, tokenizer: Any, use_cache: bool = True) -> Substrate:
@@ -130,7 +132,7 @@ def build_substrate(spec: SubstrateSpec, tokenizer: Any, use_cache: bool = True)
                 return Substrate(spec, stored.get_tensor("codes").double(), key, info)
         except Exception:  # a damaged cache entry is rebuilt, never trusted
             pass
-    codes, info = _compute(spec, tokenizer)
+    codes, info, bits = _compute(spec, tokenizer)
     codes32 = codes.float().contiguous()
     info = {**info, "inputs": inputs}
     if use_cache:
@@ -140,7 +142,7 @@ def build_substrate(spec: SubstrateSpec, tokenizer: Any, use_cache: bool = True)
         save_file({"codes": codes32}, tmp_path, metadata={"info": json.dumps(info)})
         tmp_path.chmod(0o644)
         os.replace(tmp_path, path)  # atomic: concurrent builders (ranks, test workers) never see half a file
-    return Substrate(spec, codes32.double(), key, info)
+    return Substrate(spec, codes32.double(), key, info, bits)
 
 
 def expected_table(config: GrowLMConfig, tokenizer: Any, font: str | Path | None = None) -> torch.Tensor:
@@ -177,3 +179,17 @@ def check_substrate(model: torch.nn.Module, tokenizer: Any, font: str | Path | N
         raise CheckpointError(f"{SUBSTRATE_PARAMETER} is not the {model.config.embedding} substrate its config "
                               f"describes for this tokenizer (largest difference {diff:.3g})")
     return diff
+
+
+def substrate_fingerprint(model: torch.nn.Module) -> dict[str, Any]:
+    """What a model's input embedding is, for comparing models (e.g. before composing them): the kind,
+    its options and a SHA-256 of the table's bytes (float32). Needs no tokenizer and no font."""
+    config = model.config
+    weight = model.get_input_embeddings().weight.detach().float().cpu().contiguous()
+    options: dict[str, Any] = {"embedding": config.embedding, "vocab_size": config.vocab_size,
+                               "hidden_size": config.hidden_size}
+    if config.frozen_embedding:
+        options.update(SubstrateSpec.from_config(config).options(), embedding_scale=config.embedding_scale)
+        options.pop("kind")
+    options["table_sha256"] = hashlib.sha256(weight.numpy().tobytes()).hexdigest()
+    return options

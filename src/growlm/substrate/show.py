@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from growlm.substrate.build import SubstrateSpec, build_substrate
-from growlm.substrate.codes import count_collisions
+from growlm.substrate.codes import count_collisions, row_groups
 from growlm.substrate.text import token_texts
 
 # Tokens whose neighbours are shown, when the tokenizer has them as single pieces.
@@ -60,8 +60,7 @@ def nearest_neighbours(table: torch.Tensor, tokenizer: Any, probes: tuple[str, .
 
 def collision_groups(table: torch.Tensor, tokenizer: Any, limit: int = 20) -> list[list[str]]:
     """The first ``limit`` groups of tokens sharing one row, as their pieces."""
-    _, inverse, counts = np.unique(table.numpy(), axis=0, return_inverse=True, return_counts=True)
-    inverse = inverse.reshape(-1)
+    inverse, counts = row_groups(table)
     groups: dict[int, list[int]] = {}
     for token_id, group in enumerate(inverse):
         if counts[group] > 1:
