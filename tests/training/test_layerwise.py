@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from growlm.data.tokenizer import load_tokenizer
 from growlm.errors import ConfigError, GrowthError
 from growlm.growth import parse_init
 from growlm.growth.grow import grow_model, verify_growth
@@ -17,6 +18,7 @@ from growlm.models import model_class_for, storage
 from growlm.models.accounting import model_cost
 from growlm.models.presets import build_config
 from growlm.overrides import read_yaml
+from growlm.substrate.build import expected_table
 from growlm.training.layerwise import expand_layerwise
 from growlm.training.plan import load_plan, parse_plan, plan_shapes, run_plan
 from tests.conftest import REPO
@@ -29,8 +31,9 @@ def test_tiny_plan_expands_to_the_recipe():
     names = [s.name for s in plan.stages]
     assert names == ["block-01", "block-02", "block-03-holistic", "block-04-holistic"]
     first = plan.stages[0]
-    assert first.train["model_overrides"]["num_hidden_layers"] == 1
-    assert first.train["frozen"] == ["model.embed_tokens.weight"]
+    assert first.train["model_overrides"] == {"embedding": "glyph", "tie_word_embeddings": False,
+                                              "num_hidden_layers": 1}
+    assert "frozen" not in first.train  # a substrate is never trainable; nothing to freeze
     for k, stage in enumerate(plan.stages[1:], start=2):
         assert stage.grow == {"num_hidden_layers": k} and stage.init == "fresh"
         assert stage.train["trainable"] == [f"model.layers.{k - 1}.*", "lm_head.weight", "model.norm.weight"]
@@ -60,6 +63,12 @@ BASE = {"model": "nexus-tiny", "depth": 3, "tokens_per_block": 256}
 def test_bad_layerwise_specs_are_refused_by_name(spec, message):
     with pytest.raises(ConfigError, match=message):
         expand_layerwise(spec)
+
+
+def test_learned_embeddings_are_frozen_by_the_recipe():
+    stages = expand_layerwise(BASE)
+    assert stages[0]["frozen"] == ["model.embed_tokens.weight"] and "frozen" not in stages[1]
+    assert "frozen" not in expand_layerwise({**BASE, "freeze_embeddings": False})[0]
 
 
 def test_stages_and_layerwise_together_are_refused():
@@ -108,13 +117,11 @@ def test_layerwise_run_freezes_merges_and_ledgers_exactly(tmp_path, tiny_data):
                                                                "stage-03-block-03-holistic")}
     s1, s2, s3 = states.values()
 
-    # the embeddings never move, from the seeded init to the last stage
-    config = build_config("nexus-tiny", {"num_hidden_layers": 1, "tie_word_embeddings": False})
-    torch.manual_seed(0)
-    init = model_class_for(config)(config).state_dict()
+    # the glyph substrate never moves: every stage holds the table built from the tokenizer, bit for bit
+    config = build_config("nexus-tiny", {"num_hidden_layers": 1, "tie_word_embeddings": False, "embedding": "glyph"})
+    table = expected_table(config, load_tokenizer(tiny_data / "tokenizer"))
     for state in (s1, s2, s3):
-        assert torch.equal(state["model.embed_tokens.weight"], init["model.embed_tokens.weight"])
-    assert not torch.equal(s1["model.layers.0.mlp.down_proj.weight"], init["model.layers.0.mlp.down_proj.weight"])
+        assert torch.equal(state["model.embed_tokens.weight"], table)
 
     # stage 2: block 0 frozen, bit-identical; the fresh block 1 and the head train
     assert all(torch.equal(v, s1[k]) for k, v in _block(s2, 0).items())
