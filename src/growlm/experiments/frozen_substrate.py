@@ -52,7 +52,7 @@ QUICK = {"depth": 2, "steps_per_block": 4, "eval_limit": 3, "ppl_batches": 1, "h
                    "head_dim": 32},
          "train": {"seq_len": 32, "micro_batch_size": 2, "lr": 3.0e-3, "warmup_steps": 1},
          "lora": {"target_modules": ["o_proj", "down_proj"], "r": 4, "alpha": 8}}
-FULL = {"depth": 4, "steps_per_block": 96, "eval_limit": 100, "ppl_batches": 16, "holistic_from": 3,
+FULL = {"depth": 4, "steps_per_block": 96, "eval_limit": 60, "ppl_batches": 16, "holistic_from": 3,
         "model": {"hidden_size": 256, "intermediate_size": 768, "num_attention_heads": 4, "num_key_value_heads": 4,
                   "head_dim": 64},
         "train": {"seq_len": 512, "micro_batch_size": 16, "lr": 2.0e-3, "warmup_steps": 16, "compile": False},
