@@ -72,6 +72,24 @@ def test_series_over_checkpoints_and_tables(tiny_data, shared, tmp_path):
         build_tables([series / "step-00000010"], ["a", "b"])
 
 
+def test_squad_loglikelihood_scores_the_first_gold_answer(untrained, shared, tmp_path):
+    """squad_ll: the target is ' ' + the first gold answer; bits_per_byte is the summed NLL over ln 2 and bytes."""
+    import gzip
+    import math
+
+    report = evaluate_checkpoint(untrained, ["squad_ll"], out=tmp_path, data_dir=shared / "benchmarks", limit=3,
+                                 device="cpu", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    with gzip.open(shared / "benchmarks" / "squad" / "validation.jsonl.gz", "rt") as f:
+        docs = [json.loads(next(f)) for _ in range(3)]
+    assert [r["target"] for r in rows] == [" " + d["answers"]["text"][0] for d in docs]
+    assert all(r["context"].endswith(f"Question: {d['question']}\n\nAnswer:") for r, d in zip(rows, docs, strict=True))
+    nll = -sum(r["loglikelihood"] for r in rows)
+    expected = nll / (math.log(2) * sum(len(r["target"].encode()) for r in rows))
+    assert report["results"]["squad_ll"]["bits_per_byte"] == pytest.approx(expected, rel=1e-12)
+    assert report["results"]["squad_ll"]["n"] == 3 and expected > 0
+
+
 def test_squad_generation_runs(untrained, shared, tmp_path):
     report = evaluate_checkpoint(untrained, ["squad"], out=tmp_path, data_dir=shared / "benchmarks", limit=4,
                                  batch_size=4, device="cpu", progress=False)

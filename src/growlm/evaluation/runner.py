@@ -11,7 +11,8 @@ Per checkpoint, ``OUT/`` receives
 Metrics follow lm-evaluation-harness: ``acc`` is the argmax of the continuation
 log-likelihoods, ``acc_norm`` the argmax after dividing each by the length of its choice
 in characters; LAMBADA's ``acc`` is whether greedy decoding reproduces the last word and
-its ``perplexity`` is ``exp(-mean log-likelihood)``. Standard errors are those of a mean
+its ``perplexity`` is ``exp(-mean log-likelihood)`` (per target, not per token);
+``bits_per_byte`` divides the summed negative log-likelihood by ln 2 and the targets' UTF-8 bytes. Standard errors are those of a mean
 (sample standard deviation over sqrt(n)); for perplexities, by the delta method
 (``ppl * stderr(mean log-likelihood)``).
 """
@@ -105,6 +106,8 @@ class Evaluator:
         metrics = _summary({"acc": greedy})
         perplexity = math.exp(-float(np.mean(lls)))
         metrics.update(perplexity=perplexity, perplexity_stderr=perplexity * mean_stderr(lls))
+        # per byte of target text: comparable across targets of any length and across tokenizers
+        metrics["bits_per_byte"] = -float(np.sum(lls)) / (math.log(2) * sum(len(e.target.encode()) for e in examples))
         samples = [{"task": name, "doc_id": i, "context": e.context, "target": e.target, "loglikelihood": ll,
                     "is_greedy": bool(g)} for i, (e, ll, g) in enumerate(zip(examples, lls, greedy, strict=True))]
         return metrics, samples

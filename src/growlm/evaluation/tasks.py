@@ -3,7 +3,8 @@
 Prompts, target delimiters and answer indices are those of lm-evaluation-harness's
 default task definitions (``lm_eval/tasks/{arc,piqa,openbookqa,hellaswag,lambada}``),
 so that growlm's scores are the harness's scores; ``tests/evaluation/test_parity.py``
-checks that against lm-eval itself. SQuAD v1.1 is scored by generation (docs/eval.md).
+checks that against lm-eval itself. SQuAD v1.1 is scored by generation (``squad``, docs/eval.md)
+or by the log-likelihood of its first gold answer (``squad_ll``: greedy match and perplexity).
 
 Data comes from local files in the Hugging Face schemas (``--data-dir``, default
 ``$GROWLM_BENCHMARKS`` or ``../shared/benchmarks``): ``TASK/SPLIT.jsonl.gz``. When no local
@@ -78,6 +79,14 @@ def _squad(doc: dict[str, Any]) -> Example:
     return Example(SQUAD_PROMPT.format(**doc), answers=tuple(doc["answers"]["text"]))
 
 
+def _squad_ll(doc: dict[str, Any]) -> Example:
+    """SQuAD scored by log-likelihood: the first gold answer as the continuation of the prompt.
+
+    For models too small to generate an exact answer (the frozen-substrate experiment's)
+    generation scores are 0 everywhere; the answer's perplexity still ranks them."""
+    return Example(SQUAD_PROMPT.format(**doc), target=" " + doc["answers"]["text"][0])
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     name: str
@@ -113,6 +122,8 @@ TASKS: dict[str, TaskSpec] = {
                                ("EleutherAI/lambada_openai", "default"), _lambada, "LAMBADA", "test", ("test",)),
     "squad": TaskSpec("squad", "generate", "squad", ("rajpurkar/squad", None), _squad, "SQuAD",
                       "validation", ("validation", "train")),
+    "squad_ll": TaskSpec("squad_ll", "loglikelihood", "squad", ("rajpurkar/squad", None), _squad_ll, "SQuAD (LL)",
+                         "validation", ("validation", "train")),
     "ppl": TaskSpec("ppl", "perplexity", None, None, None, "PPL"),
 }
 GROUPS: dict[str, list[str]] = {"paper5": ["piqa", "openbookqa", "hellaswag", "arc_easy", "arc_challenge"]}

@@ -25,6 +25,12 @@ Init schemes (``--init``):
 * ``random``: every new block random at the pretrained scale, as naive growth (and
   TokenFormer's released code, whose Pattention scale then follows n) does. Not
   lossless; offered for comparison.
+* ``fresh`` (depth growth only): every new block exactly as a model built from scratch
+  initialises it (the model's own ``_init_weights``: matrices N(0, initializer_range),
+  norm gains 1), drawn from ``grow_seed``. Not lossless by design: the new block's
+  residual writers are not zero, so the function changes. This is the layer-wise
+  constructive recipe of the frozen-substrate paper (``training/layerwise.py``), where
+  each new block is a fresh block trained on top of a frozen stack, not an identity.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ Index = tuple[torch.Tensor, ...]  # per axis: the positions (LongTensor) an inde
 
 @dataclass(frozen=True)
 class InitScheme:
-    kind: str  # "preserve" | "zero" | "noise" | "random"
+    kind: str  # "preserve" | "zero" | "noise" | "random" | "fresh"
     noise: float = 0.0
 
     @property
@@ -54,7 +60,7 @@ class InitScheme:
 
 
 def parse_init(text: str) -> InitScheme:
-    if text in ("preserve", "zero", "random"):
+    if text in ("preserve", "zero", "random", "fresh"):
         return InitScheme(text)
     kind, _, value = text.partition(":")
     if kind == "noise":
@@ -65,7 +71,7 @@ def parse_init(text: str) -> InitScheme:
         if fraction <= 0:
             raise GrowthError(f"--init noise:F needs a positive fraction F (e.g. noise:0.1), got {text!r}")
         return InitScheme("noise", fraction)
-    raise GrowthError(f"unknown --init {text!r}; valid: preserve, zero, noise:FRACTION, random")
+    raise GrowthError(f"unknown --init {text!r}; valid: preserve, zero, noise:FRACTION, random, fresh")
 
 
 def arange(n: int, start: int = 0) -> torch.Tensor:
@@ -179,6 +185,10 @@ class BlockFiller:
             put(tensor, index, 0.0)
         if kind == "noise":
             put(tensor, index, take(tensor, index) + self.normal(shape, self.scheme.noise * scale, tensor))
+        self.blocks.append(NewBlock(param, label, index, role))
+
+    def record(self, param: str, label: str, index: Index, role: str) -> None:
+        """Record a new block whose values the operator set itself (the *fresh* scheme)."""
         self.blocks.append(NewBlock(param, label, index, role))
 
     def fill_gain(self, tensor: torch.Tensor, param: str, label: str, index: Index,

@@ -21,9 +21,17 @@ neighbours do; the residual writers are 0.
 
 *zero* zeroes the whole new block (gains too): the block's features are then 0 and no
 gradient reaches any of it. *noise:F* and *random* as in ``base.py``.
+
+*fresh*: each new block is the block a model built from scratch with the grown config
+would have (its own ``_init_weights``, seeded from ``grow_seed``), residual writers
+included, so the new block changes the function at once. Used by the layer-wise
+constructive recipe (``training/layerwise.py``), which trains a fresh block on top of a
+frozen stack rather than opening an identity block.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 
@@ -31,6 +39,26 @@ from growlm.errors import GrowthError
 from growlm.growth.base import BlockFiller, GrowthStep, Placement, leading, matrix_std
 from growlm.growth.interfaces import output_axes
 from growlm.models.base import GrowLMConfig
+
+
+def fresh_block(config: GrowLMConfig, seed: int) -> dict[str, torch.Tensor]:
+    """The tensors of one decoder block, initialised as ``model_class_for(config)(config)`` would.
+
+    Built as block 0 of a one-block copy of ``config`` under a forked RNG (the caller's
+    global RNG state is untouched), so the draw depends on ``seed`` only. The copy uses
+    learned embeddings: a frozen substrate is not rebuilt just to draw one block."""
+    from growlm.models import model_class_for
+
+    one = copy.deepcopy(config)
+    one.num_hidden_layers = 1
+    if getattr(one, "embedding", "learned") != "learned":
+        one.embedding = "learned"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_class_for(one)(one)
+    prefix = "model.layers.0."
+    return {k[len(prefix):]: v.detach().float().clone() for k, v in model.state_dict().items()
+            if k.startswith(prefix)}
 
 FIELDS = ("num_hidden_layers",)
 OPTIONS = ("layers_at",)
@@ -77,6 +105,18 @@ def grow_depth(
                 out[name] = value
                 placements[name] = Placement(key, leading(value.shape))
     for p in inserted:
+        if filler.scheme.kind == "fresh":
+            seed = int(torch.randint(0, 2**62, (1,), generator=filler.generator))
+            for suffix, value in fresh_block(new, seed).items():
+                name = f"model.layers.{p}.{suffix}"
+                out[name] = value
+                placements[name] = Placement(None)
+                whole = leading(value.shape)
+                if value.dim() == 1:
+                    filler.fill_gain(value, name, "new block: norm gain (fresh init)", whole, value.clone())
+                else:
+                    filler.record(name, "new block: weights (fresh init)", whole, "random")
+            continue
         neighbour = max((i for i, q in enumerate(old_at) if q < p), default=0)
         prefix = f"model.layers.{neighbour}."
         writers = {name for proj in ("self_attn.o_proj", "mlp")

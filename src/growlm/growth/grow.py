@@ -114,6 +114,13 @@ def check_request(config: GrowLMConfig, request: dict[str, Any]) -> dict[str, tu
     return changes
 
 
+def check_init(init: InitScheme, changes: dict[str, Any]) -> None:
+    """``fresh`` draws whole new blocks; it has no meaning for widening existing tensors."""
+    if init.kind == "fresh" and set(changes) - set(DEPTH.fields):
+        raise GrowthError(f"--init fresh is defined for depth growth (num_hidden_layers) only; this request also "
+                          f"grows {', '.join(sorted(set(changes) - set(DEPTH.fields)))}")
+
+
 def _compose(
     cumulative: dict[str, Placement], before: dict[str, torch.Tensor], step: GrowthStep, blocks: list[NewBlock]
 ) -> tuple[dict[str, Placement], list[NewBlock]]:
@@ -156,6 +163,7 @@ def grow_model(
         if key not in valid_options:
             raise GrowthError(unknown_key_message("growth option", key, valid_options))
     changes = check_request(old_config, request)
+    check_init(init, changes)
     target = copy.deepcopy(old_config)
     for name, (_, value) in changes.items():
         setattr(target, name, value)

@@ -47,7 +47,7 @@ import yaml
 
 from growlm.errors import ConfigError, GrowlmError, GrowthError, unknown_key_message
 from growlm.growth import grow_checkpoint, parse_init
-from growlm.growth.grow import check_request, growth_options
+from growlm.growth.grow import check_init, check_request, growth_options
 from growlm.models import GrowLMConfig, storage
 from growlm.models.accounting import model_cost
 from growlm.models.presets import build_config
@@ -55,13 +55,14 @@ from growlm.overrides import read_yaml
 from growlm.plotting import plot_loss_curves
 from growlm.training.config import TrainConfig, build_train_config, field_types
 from growlm.training.distributed import join_process_group, rank_device
+from growlm.training.layerwise import expand_layerwise
 from growlm.training.trainer import _say, read_metrics, resume_run, start_run
 
 PLAN_FILE = "plan.yaml"
 LEDGER_FILE = "ledger.json"
 STAGE_FILE = "stage.json"
 STAGE_KEYS = {"name": str, "grow": dict, "init": str, "grow_options": dict, "grow_seed": int, "tokens": int}
-PLAN_KEYS = ("out_dir", "defaults", "stages", "description")
+PLAN_KEYS = ("out_dir", "defaults", "stages", "layerwise", "description")
 
 
 @dataclass
@@ -89,7 +90,7 @@ class Plan:
 
 
 def is_plan(values: Any) -> bool:
-    return isinstance(values, dict) and "stages" in values
+    return isinstance(values, dict) and ("stages" in values or "layerwise" in values)
 
 
 def parse_plan(values: dict[str, Any], overrides: dict[str, Any] | None = None) -> Plan:
@@ -103,6 +104,10 @@ def parse_plan(values: dict[str, Any], overrides: dict[str, Any] | None = None) 
         raise ConfigError("a plan needs out_dir (the folder its stages are written to)")
     defaults = values.get("defaults") or {}
     stages_in = values.get("stages")
+    if "layerwise" in values:  # the layer-wise constructive recipe, expanded into stages
+        if stages_in is not None:
+            raise ConfigError("a plan gives either stages or layerwise, not both")
+        stages_in = expand_layerwise(values["layerwise"])
     if not isinstance(stages_in, list) or not stages_in:
         raise ConfigError("stages must be a non-empty list of stage mappings")
     train_types = field_types()
@@ -130,7 +135,9 @@ def parse_plan(values: dict[str, Any], overrides: dict[str, Any] | None = None) 
             raise ConfigError(f"{label}: give tokens or max_steps, not both")
         stage = Stage(i, name, {**train, **overrides}, dict(extra.get("grow") or {}), str(extra.get("init", "preserve")),
                       dict(extra.get("grow_options") or {}), int(extra.get("grow_seed", 0)), extra.get("tokens"))
-        parse_init(stage.init)
+        scheme = parse_init(stage.init)
+        if stage.grow:
+            check_init(scheme, stage.grow)
         stages.append(stage)
     return Plan(Path(out_dir), stages, str(values.get("description", "")), values)
 
@@ -138,7 +145,7 @@ def parse_plan(values: dict[str, Any], overrides: dict[str, Any] | None = None) 
 def load_plan(path: str | Path, overrides: dict[str, Any] | None = None) -> Plan:
     values = read_yaml(path, "plan file")
     if not is_plan(values):
-        raise ConfigError(f"{path} is not a plan (no 'stages' list)")
+        raise ConfigError(f"{path} is not a plan (no 'stages' list or 'layerwise' recipe)")
     return parse_plan(values, overrides)
 
 

@@ -6,9 +6,10 @@ Config keys (also usable per stage of a growth plan):
   are frozen. ``frozen: [glob, ...]`` -- parameters to freeze (applied after
   ``trainable``). Names are growlm's parameter names (``growlm`` checkpoints list them),
   e.g. ``model.layers.3.*``, ``lm_head.weight``, ``*.mlp.*``.
-* ``lora: {target_modules: [...], r: 8, alpha: 16, dropout: 0.0}`` -- LoRA adapters
-  (peft) on the named linear modules, e.g. ``[q_proj, v_proj, o_proj]`` or, inside
-  Nexus-Rank maps, ``[m_proj, a_proj, d_proj]``. peft freezes everything else unless
+* ``lora: {target_modules: [...], r: 8, alpha: 16, dropout: 0.0, layers: [0, 1]}`` -- LoRA
+  adapters (peft) on the named linear modules, e.g. ``[q_proj, v_proj, o_proj]`` or, inside
+  Nexus-Rank maps, ``[m_proj, a_proj, d_proj]``; ``layers`` (optional) restricts them to
+  those blocks (peft's ``layers_to_transform``). peft freezes everything else unless
   ``trainable`` re-opens it (e.g. the newest block, trained fully beside adapters on
   the stack below it: the frozen-substrate paper's "holistic" step).
 
@@ -40,7 +41,7 @@ from growlm.models import GrowLMForCausalLM, model_from_state
 from growlm.models.base import SUBSTRATE_PARAMETER
 from growlm.models.storage import base_model, canonical_name
 
-LORA_KEYS = {"target_modules": list, "r": int, "alpha": float, "dropout": float}
+LORA_KEYS = {"target_modules": list, "r": int, "alpha": float, "dropout": float, "layers": list}
 
 
 def check_lora_spec(spec: Any) -> dict[str, Any]:
@@ -53,6 +54,9 @@ def check_lora_spec(spec: Any) -> dict[str, Any]:
         raise ConfigError("lora.target_modules must list the modules to adapt, e.g. [q_proj, v_proj]")
     if values.get("r", 8) <= 0:
         raise ConfigError(f"lora.r must be positive, got {values['r']}")
+    layers = values.get("layers")
+    if layers is not None and (not layers or not all(isinstance(i, int) and i >= 0 for i in layers)):
+        raise ConfigError(f"lora.layers must be a non-empty list of block indices, got {layers!r}")
     return {"r": 8, "alpha": 2.0 * values.get("r", 8), "dropout": 0.0, **values}
 
 
@@ -65,8 +69,13 @@ def apply_lora(model: GrowLMForCausalLM, spec: dict[str, Any]) -> nn.Module:
     if missing:
         raise ConfigError(f"lora.target_modules {missing} match no linear module of this "
                           f"{model.config.architecture} model; linear modules: {', '.join(sorted(linear_names))}")
+    layers = spec.get("layers")
+    if layers is not None and max(layers) >= model.config.num_hidden_layers:
+        raise ConfigError(f"lora.layers {layers} names a block beyond this model's "
+                          f"{model.config.num_hidden_layers} blocks")
+    where = {"layers_to_transform": list(layers), "layers_pattern": "layers"} if layers is not None else {}
     config = LoraConfig(target_modules=spec["target_modules"], r=spec["r"], lora_alpha=spec["alpha"],
-                        lora_dropout=spec["dropout"], bias="none")
+                        lora_dropout=spec["dropout"], bias="none", **where)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         return get_peft_model(model, config)
