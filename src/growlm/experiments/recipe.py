@@ -153,9 +153,9 @@ def check_options(ctx: Context, extra: Sequence[str] = ()) -> None:
             raise ConfigError(unknown_key_message(f"option of experiment {ctx.name}", key, valid))
 
 
-def architectures(ctx: Context) -> list[str]:
-    """``ctx.options['architectures']`` (comma-separated) or all four."""
-    chosen = ctx.options.get("architectures", ",".join(ARCHITECTURES))
+def architectures(ctx: Context, default: Sequence[str] | None = None) -> list[str]:
+    """``ctx.options['architectures']`` (comma-separated), else ``default``, else all four."""
+    chosen = ctx.options.get("architectures", ",".join(default or ARCHITECTURES))
     names = [a.strip() for a in (chosen.split(",") if isinstance(chosen, str) else chosen) if a.strip()]
     for name in names:
         if name not in ARCHITECTURES:
