@@ -120,7 +120,7 @@ FORMS: dict[str, Sizing] = {
                    ppl_batches=64),
     # Quick: CPU, a few steps, tiny models, a slice of the corpus, 4 documents per benchmark.
     "quick": Sizing(seq_len=32, micro_batch_size=4, lr=3e-3, warmup_steps=2, grow_warmup_steps=1,
-                    base_tokens=128 * 12, grow_tokens=128 * 6, eval_every=4, eval_batches=2,
+                    base_tokens=128 * 8, grow_tokens=128 * 4, eval_every=4, eval_batches=2,
                     docs_per_file=2, val_docs_per_file=1, bench_limit=4, bench_batch_size=8, ppl_batches=2),
 }
 
