@@ -132,7 +132,7 @@ def run(ctx: Context) -> Report:
             key = f"{scheme_key(scheme)}/seed={seed}"
             ctx.say(f"init-schemes: {scheme} seed {seed}")
 
-            def grow(folder: Path, scheme: str = scheme, base_ckpt: str = base_ckpt) -> dict[str, Any]:
+            def grow(folder: Path, scheme: str = scheme, base_ckpt: str = base_ckpt, seed: int = seed) -> dict[str, Any]:
                 report = grow_checkpoint(base_ckpt, folder / "model", growth, parse_init(scheme), seed=seed,
                                          say=ctx.say)
                 return {"model": str(folder / "model"), "new_blocks": report["new_blocks"],

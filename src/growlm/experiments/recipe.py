@@ -273,7 +273,8 @@ def save_figure(fig: Any, path: Path) -> Path:
 
 
 def pyplot() -> Any:
-    import growlm.plotting  # noqa: F401 -- selects the headless backend
     import matplotlib.pyplot as plt
+
+    import growlm.plotting  # noqa: F401 -- selects the headless backend
 
     return plt
