@@ -37,6 +37,7 @@ from growlm.stats import group_intervals
 
 DESCRIPTION = "Nexusformer vs Qwen3 vs Transformer++ vs TokenFormer at matched parameters and tokens (Table 1)"
 DEFAULT_SEEDS = 3
+FULL_TOKENS = 5_000_000  # per model in the full form (12 runs of ~21M parameters: ~60M tokens in all)
 
 TASKS = ["ppl", "paper5", "lambada_openai"]
 BENCH = ["piqa", "openbookqa", "hellaswag", "arc_easy", "arc_challenge"]
@@ -57,7 +58,7 @@ def _record(arch: str, seed: int, costs: dict[str, int], run: dict[str, Any], re
 
 def run(ctx: Context) -> Report:
     check_options(ctx, ["architectures"])
-    size = sizing(ctx)
+    size = sizing(ctx, **({} if ctx.quick else {"base_tokens": FULL_TOKENS}))
     data = corpus(ctx, size)
     archs = architectures(ctx)
     records = []
