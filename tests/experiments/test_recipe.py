@@ -69,3 +69,14 @@ def test_options_override_sizing_and_unknown_ones_are_named(tmp_path):
         check_options(Context("x", tmp_path, quick=True, seeds=[0], options={"base_tokns": 1}))
     with pytest.raises(ConfigError, match="tokenformer"):
         architectures(Context("x", tmp_path, quick=True, seeds=[0], options={"architectures": "gpt"}))
+
+
+def test_cli_passes_options_and_refuses_unknown_ones(tmp_path, capsys):
+    from growlm.cli.main import main
+
+    code = main(["experiment", "init-schemes", "--quick", "--out", str(tmp_path / "o"), "--data-root", str(tmp_path / "d"), "--set", "base_tokns=4"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "base_tokns" in err and "base_tokens" in err and "schemes" in err
+    code = main(["experiment", "init-schemes", "--quick", "--out", str(tmp_path / "o"), "--data-root", str(tmp_path / "d"), "--set", "schemes=zero,bad"])
+    assert code == 2 and "noise:FRACTION" in capsys.readouterr().err

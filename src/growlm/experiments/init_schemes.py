@@ -113,11 +113,11 @@ def run(ctx: Context) -> Report:
     from growlm.growth import grow_checkpoint, parse_init
 
     check_options(ctx, ["schemes"])
-    size = sizing(ctx)
-    data = corpus(ctx, size)
     schemes = [s.strip() for s in str(ctx.options.get("schemes", ",".join(SCHEMES))).split(",") if s.strip()]
     for scheme in schemes:
-        parse_init(scheme)  # a bad scheme fails before any training, naming the valid ones
+        parse_init(scheme)  # a bad scheme fails before any data or training, naming the valid ones
+    size = sizing(ctx)
+    data = corpus(ctx, size)
     preset, overrides = model_spec(ctx, ARCHITECTURE)
     growth = growth_spec(ctx, ARCHITECTURE)
     records: list[dict[str, Any]] = []
@@ -158,8 +158,11 @@ def run(ctx: Context) -> Report:
             ctx.unit(f"{key}/record", lambda folder, r=record: r)  # the raw per-run JSON
             records.append(record)
 
+    reference = {r["seed"]: r["after_training"] for r in records if r["scheme"] == schemes[0]}
+    for r in records:  # paired with the first scheme (preserve by default) of the same seed and base
+        r["vs_preserve"] = r["after_training"] - reference[r["seed"]]
     rows = group_intervals(records, ["scheme"], ["base_loss", "after_growth", "growth_jump", "after_training",
-                                                  "gain", "moved_fraction", "rel_new", "rel_old"])
+                                                  "vs_preserve", "gain", "moved_fraction", "rel_new", "rel_old"])
     for row in rows:
         first = next(r for r in records if r["scheme"] == row["scheme"])
         row["blocks"] = f"{first['blocks_moved']}/{first['blocks']}" if all(
@@ -169,7 +172,8 @@ def run(ctx: Context) -> Report:
     table = markdown_table(rows, [
         ("scheme", "Init"), ("lossless", "Lossless by design"), ("base_loss", "Base val loss"),
         ("after_growth", "Right after growth"), ("growth_jump", "Jump at growth"),
-        ("after_training", "After continued training"), ("gain", "Gain over base"),
+        ("after_training", "After continued training"), ("vs_preserve", f"vs {schemes[0]} (paired)"),
+        ("gain", "Gain over base"),
         ("blocks", "New blocks moved"), ("rel_new", "Rel. change, new entries"),
         ("rel_old", "Rel. change, old entries")], digits=4)
     costs = model_costs(preset, {**overrides, **growth}, size.seq_len)
@@ -182,7 +186,8 @@ def run(ctx: Context) -> Report:
         f"{size.ppl_batches} validation windows of {size.seq_len} tokens; mean ± 95% t-interval over seeds.",
         "Rel. change = RMS(W_after − W_grown) over the new (resp. old) entries of the grown tensors, divided by the "
         "RMS of their pretrained entries at growth. New blocks moved = blocks (norm gains excluded) with any "
-        "entry changed by the continued training.",
+        f"entry changed by the continued training. 'vs {schemes[0]} (paired)' = loss after continued training minus "
+        f"that of {schemes[0]} grown from the same base (same seed), so the base's seed-to-seed spread cancels.",
         table,
     ])
     paper = ("The paper grows with every new block zero (§3, Eq. 14) and reports that zero initialization gives "
@@ -191,30 +196,26 @@ def run(ctx: Context) -> Report:
              "extraction). It gives no loss comparison of the schemes. NOTES.md §1: with GELU(0) = 0 every new "
              "block of an all-zero Nexus growth has exactly zero gradient, so the zero scheme cannot move them; "
              "the 'New blocks moved' column tests that.")
-    figures = [_figure(ctx, records, schemes)]
+    figures = [_figure(ctx, rows)]
     return Report("Growth init schemes: preserve vs zero vs noise vs random (Nexusformer §3, Table 4)", body,
                   figures, {"records": [{k: v for k, v in r.items() if k != "curve"} for r in records],
                             "sizing": size.__dict__}, paper=paper)
 
 
-def _figure(ctx: Context, records: list[dict[str, Any]], schemes: list[str]):
+def _figure(ctx: Context, rows: list[dict[str, Any]]):
     plt = pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for i, scheme in enumerate(schemes):
-        members = [r for r in records if r["scheme"] == scheme]
-        for j, r in enumerate(members):
-            left.plot([0, 1, 2], [r["base_loss"], r["after_growth"], r["after_training"]], "o-", color=f"C{i}",
-                      alpha=0.7, label=scheme if j == 0 else None)
-            right.plot([0] + [p["tokens"] for p in r["curve"]], [r["after_growth"]] + [p["val_loss"] for p in r["curve"]],
-                       "-", color=f"C{i}", alpha=0.7, label=scheme if j == 0 else None)
-    left.set_xticks([0, 1, 2])
-    left.set_xticklabels(["base", "right after growth", "after training"])
-    left.set_ylabel("validation loss")
-    left.set_title("Loss at growth and after continued training")
-    right.set_xlabel("tokens after growth")
-    right.set_ylabel("validation loss")
-    right.set_title("Continued training")
-    for ax in (left, right):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    panels = [("growth_jump", "jump at growth (val loss)"),
+              ("vs_preserve", "after training − preserve (paired)"),
+              ("rel_new", "rel. change of new entries")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(13, 3.8))
+    names = [row["scheme"] for row in rows]
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        means = [row[key].mean for row in rows]
+        errors = [0.0 if row[key].n < 2 or math.isnan(row[key].half_width) else row[key].half_width for row in rows]
+        ax.bar(range(len(rows)), means, yerr=errors, capsize=3, color=[f"C{i}" for i in range(len(rows))])
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(rows)))
+        ax.set_xticklabels(names)
+        ax.set_title(title + " (95% CI)")
+        ax.grid(alpha=0.3, axis="y")
     return save_figure(fig, ctx.path("init_schemes.png"))
