@@ -55,6 +55,8 @@ from growlm.stats import mean_interval
 
 DESCRIPTION = "growth vs training the target from scratch: validation loss against ledger FLOPs, compute saving"
 DEFAULT_SEEDS = 3
+# full form: 4 architectures x 3 seeds x (2.4M + 1.2M grown, 3.6M scratch) = 86M tokens in all
+FULL_TOKENS = {"base_tokens": 2_400_000, "grow_tokens": 1_200_000}
 QUICK_ARCHITECTURES = ("nexus", "tokenformer")  # the paper's pair; the CPU form stays under a minute
 
 
@@ -91,7 +93,7 @@ def compare(grown: list[dict[str, Any]], scratch: list[dict[str, Any]]) -> dict[
 
 def run(ctx: Context) -> Report:
     check_options(ctx, ["architectures"])
-    size = sizing(ctx)
+    size = sizing(ctx, **({} if ctx.quick else FULL_TOKENS))
     data = corpus(ctx, size)
     archs = architectures(ctx, QUICK_ARCHITECTURES if ctx.quick else None)
     records: list[dict[str, Any]] = []
