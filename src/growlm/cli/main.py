@@ -313,6 +313,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def cmd_experiment(args: argparse.Namespace) -> None:
     from growlm.experiments import EXPERIMENTS, experiment_module, publish, run_experiment
+    from growlm.overrides import parse_assignments
 
     if args.name == "list":
         for name in EXPERIMENTS:
@@ -326,7 +327,8 @@ def cmd_experiment(args: argparse.Namespace) -> None:
         return
     path, _ = run_experiment(args.name, out=args.out, quick=args.quick, seeds=args.seeds, device=args.device,
                              shared=args.shared, data_root=args.data_root, benchmarks=args.benchmarks,
-                             results_md=args.results_md, argv=sys.argv[1:])
+                             results_md=args.results_md, argv=sys.argv[1:],
+                             options=parse_assignments(args.set))
     print(f"wrote {path} (tables, figures and raw JSON beside it)"
           + (f"; published into {args.results_md}" if args.results_md else ""))
 
@@ -512,6 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="where prepared corpus slices are cached (default data/experiments)")
     p.add_argument("--benchmarks", help="benchmark files (default: $GROWLM_BENCHMARKS or SHARED/benchmarks)")
     p.add_argument("--results-md", help="also publish the report into this Markdown file (e.g. docs/results.md)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="an experiment option (repeatable), e.g. --set base_tokens=4000000; see docs/experiments.md")
     p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("demo", help="train, grow, verify, continue, compare: the whole story on a CPU")

@@ -20,6 +20,9 @@ from growlm.experiments.common import Context, Report, finish, publish
 # experiment name -> module (imported only when the experiment runs)
 EXPERIMENTS: dict[str, str] = {
     "frozen-substrate": "growlm.experiments.frozen_substrate",
+    "architectures": "growlm.experiments.architectures",
+    "growth-vs-scratch": "growlm.experiments.growth_vs_scratch",
+    "init-schemes": "growlm.experiments.init_schemes",
 }
 
 
