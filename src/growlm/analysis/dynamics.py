@@ -1,0 +1,275 @@
+"""``growlm analyze RUN [RUN ...] --out DIR``: the growth-dynamics statistics of grown runs.
+
+Per run and snapshot: NOC and the Mann-Whitney Z of the new vs the old entries of the grown
+matrices, theta and rho (``regions.py``), the benchmark average and validation perplexity
+through ``growlm eval`` (``growlm.evaluation.runner``), and from them ΔP. Over all runs of one
+call: the normalised features and the radial energy R, the PCA of the states with loadings,
+each state's Grassmann and Euclidean distance to the growth point, a harmonic regression and
+Fisher's g test of each run's R series, and the law ln PPL = a |ln R| + b across runs with
+leave-one-run-out predictions. Writes ``dynamics.json``, ``dynamics.csv``, ``tables.md`` and
+the figures (``figures.py``). Every recipe is spelled out in ``docs/analysis.md``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from growlm.analysis.regions import WeightGeometry, grown_matrices, value_sets
+from growlm.analysis.runs import RunSource, resolve_run
+from growlm.analysis.statistics import (
+    NOC_GRID,
+    NOC_MAX_VALUES,
+    AnalysisError,
+    fisher_g,
+    grassmann_distance,
+    harmonic_regression,
+    law_fit,
+    lifted_plane,
+    mann_whitney_z,
+    overlap_coefficient,
+    pca_states,
+)
+from growlm.errors import unknown_key_message
+from growlm.models import storage
+
+STATISTICS = ("pca", "harmonic", "fisher", "law")
+FEATURES = ("theta", "rho", "noc", "z", "perf")
+DEFAULT_STATE = ("rho", "noc", "perf")
+
+
+@dataclass
+class AnalysisSettings:
+    tasks: list[str] = field(default_factory=lambda: ["paper5"])  # [] skips the benchmarks
+    limit: int | None = 100  # documents per task (the first N in file order)
+    ppl_data: str | None = None  # prepared data folder for perplexity; default: each run's own data
+    ppl_batches: int = 16
+    batch_size: int = 16
+    device: str = "auto"
+    benchmarks: str | None = None
+    max_values: int = NOC_MAX_VALUES
+    grid: int = NOC_GRID
+    state: list[str] = field(default_factory=lambda: list(DEFAULT_STATE))
+    skip: list[str] = field(default_factory=list)  # statistics of STATISTICS to leave out
+
+    def check(self) -> None:
+        for name in self.state:
+            if name not in FEATURES:
+                raise AnalysisError(unknown_key_message("state feature", name, FEATURES))
+        if len(self.state) < 2:
+            raise AnalysisError("the state vector needs at least two features")
+        for name in self.skip:
+            if name not in STATISTICS:
+                raise AnalysisError(unknown_key_message("statistic to skip", name, STATISTICS))
+        if self.max_values < 2 or self.grid < 2:
+            raise AnalysisError("max_values and grid must be at least 2")
+
+
+def _paper5_average(results: dict[str, Any]) -> float | None:
+    from growlm.evaluation.tables import PAPER_METRIC
+    from growlm.evaluation.tasks import GROUPS
+
+    tasks = GROUPS["paper5"]
+    if not all(t in results["results"] for t in tasks):
+        return None
+    return float(np.mean([100 * results["results"][t][PAPER_METRIC[t]] for t in tasks]))
+
+
+def _evaluate(run: RunSource, point_folder: Path, out: Path, settings: AnalysisSettings,
+              say: Callable[[str], None]) -> dict[str, Any]:
+    from growlm.evaluation.runner import evaluate_checkpoint
+
+    tasks = list(settings.tasks)
+    data = Path(settings.ppl_data) if settings.ppl_data else run.data
+    if data is not None and (data / "meta.json").exists():
+        tasks.append("ppl")
+    if not tasks:
+        return {}
+    report = evaluate_checkpoint(point_folder, tasks, out=out, data_dir=settings.benchmarks,
+                                 ppl_data=data, limit=settings.limit, batch_size=settings.batch_size,
+                                 device=settings.device, max_batches=settings.ppl_batches, progress=False, say=say)
+    row: dict[str, Any] = {}
+    if settings.tasks:
+        row["paper5"] = _paper5_average(report)
+    if "ppl" in report["results"]:
+        row["val_loss"] = float(report["results"]["ppl"]["loss"])
+        row["ppl"] = float(report["results"]["ppl"]["perplexity"])
+    return row
+
+
+def analyse_run(run: RunSource, out: Path, settings: AnalysisSettings,
+                say: Callable[[str], None]) -> dict[str, Any]:
+    """The per-snapshot statistics of one run (growth point first)."""
+    growth_state = storage.load_state(run.points[0].folder)
+    shapes = {k: tuple(v.shape) for k, v in growth_state.items()}
+    matrices = grown_matrices(run.growth, shapes)
+    geometry = WeightGeometry(growth_state, matrices)
+    rows = []
+    for i, point in enumerate(run.points):
+        state = growth_state if i == 0 else storage.load_state(point.folder)
+        new, old = value_sets(state, matrices)
+        rank = mann_whitney_z(new, old)
+        theta, rho = geometry.theta_rho(state)
+        row = {"run": run.label, "step": point.step, "tokens": point.tokens, "snapshot": str(point.folder),
+               "noc": overlap_coefficient(new, old, settings.max_values, settings.grid), "z": rank.z,
+               "auc": rank.auc, "u": rank.u, "n_new": rank.n1, "n_old": rank.n2, "theta": theta, "rho": rho}
+        row.update(_evaluate(run, point.folder, out / "eval" / run.label / f"step-{point.step:08d}", settings, say))
+        rows.append(row)
+        say(f"{run.label} step {point.step}: NOC {row['noc']:.4f}, Z {row['z']:.3f}, theta {theta:.4g}, "
+            f"rho {rho:.4g}" + (f", ppl {row['ppl']:.2f}" if "ppl" in row else ""))
+    base = rows[0]
+    for row in rows:
+        if row.get("paper5") is not None and base.get("paper5") is not None:
+            row["delta_p"] = row["paper5"] - base["paper5"]
+        if "ppl" in row and "ppl" in base:
+            row["delta_lnppl"] = 100 * (math.log(base["ppl"]) - math.log(row["ppl"]))
+            row["ln_ppl"] = math.log(row["ppl"])
+    info = {"label": run.label, "path": str(run.path), "run_dir": str(run.run_dir),
+            "architecture": run.architecture, "init": run.init,
+            "changes": run.growth.get("changes"), "parameters": run.growth.get("parameters"),
+            "grown_matrices": [m.name for m in matrices], "notes": run.notes}
+    return {"run": info, "rows": rows}
+
+
+def _performance_measure(rows: list[dict[str, Any]]) -> str:
+    if rows and all(r.get("delta_p") is not None for r in rows):
+        return "delta_p"
+    if rows and all(r.get("delta_lnppl") is not None for r in rows):
+        return "delta_lnppl"
+    return ""
+
+
+def analyse(paths: Sequence[str | Path], out: str | Path, settings: AnalysisSettings | None = None,
+            names: Sequence[str] | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Analyse grown runs; writes everything to ``out`` and returns the ``dynamics.json`` content."""
+    settings = settings or AnalysisSettings()
+    settings.check()
+    out = Path(out)
+    if names and len(names) != len(paths):
+        raise AnalysisError(f"{len(names)} name(s) for {len(paths)} run(s)")
+    runs = [resolve_run(p, names[i] if names else None) for i, p in enumerate(paths)]
+    seen: dict[str, int] = {}
+    for run in runs:  # unique labels
+        if run.label in seen:
+            seen[run.label] += 1
+            run.label = f"{run.label}-{seen[run.label]}"
+        else:
+            seen[run.label] = 0
+    architectures = {r.label: r.architecture for r in runs}
+    if len(set(architectures.values())) > 1 and "law" not in settings.skip:
+        raise AnalysisError("the law ln PPL = a |ln R| + b is fitted across growth scales of one architecture, "
+                            "but these runs mix architectures: "
+                            + ", ".join(f"{k} ({v})" for k, v in architectures.items())
+                            + "; analyse them separately or pass --skip law")
+    out.mkdir(parents=True, exist_ok=True)
+    results = [analyse_run(run, out, settings, say) for run in runs]
+    rows = [row for r in results for row in r["rows"]]
+
+    # normalised features and the radial energy: max-abs scaling over every state of this call
+    scales = {}
+    for name in ("theta", "rho"):
+        peak = max(abs(r[name]) for r in rows)
+        scales[name] = peak if peak > 0 else 1.0
+    for row in rows:
+        row["theta_n"] = row["theta"] / scales["theta"]
+        row["rho_n"] = row["rho"] / scales["rho"]
+        row["R"] = math.hypot(row["theta_n"], row["rho_n"])
+
+    perf = _performance_measure(rows)
+    for row in rows:
+        row["perf"] = row.get(perf) if perf else None
+    notes: list[str] = []
+    state = [f for f in settings.state if f != "perf" or perf]
+    if len(state) < len(settings.state):
+        notes.append("no performance measure (neither benchmarks nor perplexity evaluated): the state vector "
+                     "leaves 'perf' out")
+
+    pca = None
+    if "pca" not in settings.skip and len(state) >= 2:
+        matrix = np.array([[r[f] for f in state] for r in rows], dtype=np.float64)
+        pca = pca_states(matrix, state)
+        for row, scores in zip(rows, pca.scores, strict=True):
+            row["pc1"], row["pc2"] = scores[0], scores[1] if len(scores) > 1 else 0.0
+            row["state"] = [row[f] for f in state]
+        for result in results:
+            first = result["rows"][0]
+            ref_point, ref_plane = (first["pc1"], first["pc2"]), lifted_plane((first["pc1"], first["pc2"]))
+            for row in result["rows"]:
+                row["grassmann"] = grassmann_distance(ref_plane, lifted_plane((row["pc1"], row["pc2"])))
+                row["euclidean"] = math.hypot(row["pc1"] - ref_point[0], row["pc2"] - ref_point[1])
+
+    periodicity = {}
+    for result in results:
+        label = result["run"]["label"]
+        tokens = [r["tokens"] for r in result["rows"]]
+        series = [r["R"] for r in result["rows"]]
+        entry: dict[str, Any] = {}
+        hint = f"run {label} has {len(series)} points (growth point + snapshots); keep more snapshots or --skip"
+        if "harmonic" not in settings.skip:
+            try:
+                entry["harmonic"] = harmonic_regression(tokens, series).as_dict()
+            except AnalysisError as exc:
+                raise AnalysisError(f"{exc}; {hint} harmonic") from exc
+        if "fisher" not in settings.skip:
+            try:
+                entry["fisher"] = fisher_g(series).as_dict()
+            except AnalysisError as exc:
+                raise AnalysisError(f"{exc}; {hint} fisher") from exc
+        periodicity[label] = entry
+
+    law = None
+    if "law" not in settings.skip:
+        points = [r for r in rows if r["R"] > 0 and r.get("ppl") is not None]
+        if len(results) < 2:
+            notes.append("law fit left out: it needs runs of at least two growth scales")
+        elif not all(r.get("ppl") is not None for r in rows):
+            notes.append("law fit left out: no validation perplexity (give --ppl-data or runs with a prepared "
+                         "data folder)")
+        else:
+            law = law_fit([abs(math.log(r["R"])) for r in points], [math.log(r["ppl"]) for r in points],
+                          [r["run"] for r in points])
+
+    report = {
+        "settings": {**asdict(settings), "state": state, "performance_measure": perf or None,
+                     "normalisation": {"theta_max": scales["theta"], "rho_max": scales["rho"]}},
+        "runs": [{**r["run"], "periodicity": periodicity.get(r["run"]["label"], {})} for r in results],
+        "snapshots": rows,
+        "pca": asdict(pca) if pca else None,
+        "law": law,
+        "notes": notes,
+    }
+    (out / "dynamics.json").write_text(json.dumps(report, indent=2, default=_json_default))
+    _write_csv(out / "dynamics.csv", rows)
+    from growlm.analysis.figures import write_figures
+    from growlm.analysis.tables import write_tables
+
+    report["tables"] = str(write_tables(report, out / "tables.md"))
+    report["figures"] = [str(p) for p in write_figures(report, out)]
+    return report
+
+
+CSV_COLUMNS = ("run", "step", "tokens", "noc", "z", "auc", "theta", "rho", "theta_n", "rho_n", "R", "paper5",
+               "delta_p", "val_loss", "ppl", "delta_lnppl", "perf", "pc1", "pc2", "grassmann", "euclidean",
+               "n_new", "n_old", "snapshot")
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
