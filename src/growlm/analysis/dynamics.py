@@ -34,6 +34,7 @@ from growlm.analysis.statistics import (
     law_fit,
     lifted_plane,
     mann_whitney_z,
+    need,
     overlap_coefficient,
     pca_states,
 )
@@ -51,6 +52,8 @@ class AnalysisSettings:
     limit: int | None = 100  # documents per task (the first N in file order)
     ppl_data: str | None = None  # prepared data folder for perplexity; default: each run's own data
     ppl_batches: int = 16
+    seq_len: int | None = None  # perplexity window; default: each run's training seq_len
+    benchmark_points: str = "all"  # "all" snapshots, or only the growth point and the last one ("ends")
     batch_size: int = 16
     device: str = "auto"
     benchmarks: str | None = None
@@ -68,6 +71,8 @@ class AnalysisSettings:
         for name in self.skip:
             if name not in STATISTICS:
                 raise AnalysisError(unknown_key_message("statistic to skip", name, STATISTICS))
+        if self.benchmark_points not in ("all", "ends"):
+            raise AnalysisError(f"benchmark_points must be all or ends, got {self.benchmark_points!r}")
         if self.max_values < 2 or self.grid < 2:
             raise AnalysisError("max_values and grid must be at least 2")
 
@@ -82,25 +87,31 @@ def _paper5_average(results: dict[str, Any]) -> float | None:
     return float(np.mean([100 * results["results"][t][PAPER_METRIC[t]] for t in tasks]))
 
 
-def _evaluate(run: RunSource, point_folder: Path, out: Path, settings: AnalysisSettings,
+def _evaluate(run: RunSource, point_folder: Path, out: Path, settings: AnalysisSettings, benchmarks: bool,
               say: Callable[[str], None]) -> dict[str, Any]:
-    from growlm.evaluation.runner import evaluate_checkpoint
-
-    tasks = list(settings.tasks)
+    """Validation perplexity (``growlm.evaluation.perplexity.evaluate_loss`` on the data's val split,
+    first ``ppl_batches`` batches of ``seq_len`` windows) and, when asked, the benchmarks through
+    ``growlm eval``'s library call (first ``limit`` documents of each task)."""
+    row: dict[str, Any] = {}
     data = Path(settings.ppl_data) if settings.ppl_data else run.data
     if data is not None and (data / "meta.json").exists():
-        tasks.append("ppl")
-    if not tasks:
-        return {}
-    report = evaluate_checkpoint(point_folder, tasks, out=out, data_dir=settings.benchmarks,
-                                 ppl_data=data, limit=settings.limit, batch_size=settings.batch_size,
-                                 device=settings.device, max_batches=settings.ppl_batches, progress=False, say=say)
-    row: dict[str, Any] = {}
-    if settings.tasks:
+        from growlm.data.dataset import TokenSplit
+        from growlm.evaluation.perplexity import evaluate_loss
+        from growlm.system import pick_autocast, pick_device
+
+        device = pick_device(settings.device)
+        model = storage.load_model(point_folder, device, say).float().eval()
+        seq_len = settings.seq_len or run.seq_len or min(1024, int(model.config.max_position_embeddings))
+        result = evaluate_loss(model, TokenSplit(data, "val"), seq_len, settings.batch_size, settings.ppl_batches,
+                               device, pick_autocast("auto", device))
+        row.update(val_loss=float(result["loss"]), ppl=float(result["perplexity"]))
+    if benchmarks and settings.tasks:
+        from growlm.evaluation.runner import evaluate_checkpoint
+
+        report = evaluate_checkpoint(point_folder, list(settings.tasks), out=out, data_dir=settings.benchmarks,
+                                     limit=settings.limit, batch_size=settings.batch_size, device=settings.device,
+                                     progress=False, say=say)
         row["paper5"] = _paper5_average(report)
-    if "ppl" in report["results"]:
-        row["val_loss"] = float(report["results"]["ppl"]["loss"])
-        row["ppl"] = float(report["results"]["ppl"]["perplexity"])
     return row
 
 
@@ -120,7 +131,9 @@ def analyse_run(run: RunSource, out: Path, settings: AnalysisSettings,
         row = {"run": run.label, "step": point.step, "tokens": point.tokens, "snapshot": str(point.folder),
                "noc": overlap_coefficient(new, old, settings.max_values, settings.grid), "z": rank.z,
                "auc": rank.auc, "u": rank.u, "n_new": rank.n1, "n_old": rank.n2, "theta": theta, "rho": rho}
-        row.update(_evaluate(run, point.folder, out / "eval" / run.label / f"step-{point.step:08d}", settings, say))
+        benchmarks = settings.benchmark_points == "all" or i in (0, len(run.points) - 1)
+        row.update(_evaluate(run, point.folder, out / "eval" / run.label / f"step-{point.step:08d}", settings,
+                             benchmarks, say))
         rows.append(row)
         say(f"{run.label} step {point.step}: NOC {row['noc']:.4f}, Z {row['z']:.3f}, theta {theta:.4g}, "
             f"rho {rho:.4g}" + (f", ppl {row['ppl']:.2f}" if "ppl" in row else ""))
@@ -168,6 +181,12 @@ def analyse(paths: Sequence[str | Path], out: str | Path, settings: AnalysisSett
                             "but these runs mix architectures: "
                             + ", ".join(f"{k} ({v})" for k, v in architectures.items())
                             + "; analyse them separately or pass --skip law")
+    for run in runs:  # before any work: every run has the snapshots the statistics need
+        hint = (f"run {run.label} has {len(run.points)} points (growth point + snapshots); keep more snapshots "
+                "(e.g. `snapshots: 11`) or leave the statistic out with --skip")
+        for key, statistic in (("harmonic", "harmonic regression"), ("fisher", "Fisher's g")):
+            if key not in settings.skip:
+                need(statistic, len(run.points), hint=hint)
     out.mkdir(parents=True, exist_ok=True)
     results = [analyse_run(run, out, settings, say) for run in runs]
     rows = [row for r in results for row in r["rows"]]
@@ -211,17 +230,10 @@ def analyse(paths: Sequence[str | Path], out: str | Path, settings: AnalysisSett
         tokens = [r["tokens"] for r in result["rows"]]
         series = [r["R"] for r in result["rows"]]
         entry: dict[str, Any] = {}
-        hint = f"run {label} has {len(series)} points (growth point + snapshots); keep more snapshots or --skip"
         if "harmonic" not in settings.skip:
-            try:
-                entry["harmonic"] = harmonic_regression(tokens, series).as_dict()
-            except AnalysisError as exc:
-                raise AnalysisError(f"{exc}; {hint} harmonic") from exc
+            entry["harmonic"] = harmonic_regression(tokens, series).as_dict()
         if "fisher" not in settings.skip:
-            try:
-                entry["fisher"] = fisher_g(series).as_dict()
-            except AnalysisError as exc:
-                raise AnalysisError(f"{exc}; {hint} fisher") from exc
+            entry["fisher"] = fisher_g(series).as_dict()
         periodicity[label] = entry
 
     law = None

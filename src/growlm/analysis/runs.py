@@ -40,6 +40,7 @@ class RunSource:
     growth: dict[str, Any]
     points: list[Point]  # the growth point first
     data: Path | None = None  # prepared data folder of the run (for validation perplexity)
+    seq_len: int | None = None  # the run's training context (perplexity windows)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -123,4 +124,5 @@ def resolve_run(path: str | Path, label: str | None = None) -> RunSource:
                             "training with `snapshots: 11` (or snapshot_every_tokens) in its config or plan stage")
     config = _run_config(run_dir)
     name = label or (path.name if path.name != "train" else path.parent.name)
-    return RunSource(path, name, run_dir, growth, points, _data_folder(config), notes)
+    seq_len = int(config["seq_len"]) if config.get("seq_len") else None
+    return RunSource(path, name, run_dir, growth, points, _data_folder(config), seq_len, notes)

@@ -290,7 +290,8 @@ def cmd_analyze(args: argparse.Namespace) -> None:
     tasks = [] if args.tasks == ["none"] else args.tasks
     settings = AnalysisSettings(tasks=tasks, limit=args.limit, ppl_data=args.ppl_data, ppl_batches=args.ppl_batches,
                                 batch_size=args.batch_size, device=args.device, benchmarks=args.benchmarks,
-                                max_values=args.max_values, state=args.state.split(","), skip=args.skip or [])
+                                max_values=args.max_values, state=args.state.split(","), skip=args.skip or [],
+                                seq_len=args.seq_len, benchmark_points=args.benchmark_points)
     report = analyse(args.runs, args.out, settings, names=args.names, say=_warn)
     print(f"wrote {Path(args.out) / 'dynamics.json'}, dynamics.csv, {Path(report['tables']).name} and "
           f"{len(report['figures'])} figures to {args.out}")
@@ -455,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=100, help="first N documents of each task (default 100)")
     p.add_argument("--ppl-data", help="prepared data folder for validation perplexity (default: each run's data)")
     p.add_argument("--ppl-batches", type=int, default=16, help="perplexity: at most this many batches")
+    p.add_argument("--seq-len", type=int, help="perplexity window (default: the run's training seq_len)")
+    p.add_argument("--benchmark-points", choices=["all", "ends"], default="all",
+                   help="benchmarks on every snapshot (all) or on the growth point and the last one (ends)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto")
     p.add_argument("--benchmarks", help="benchmark files (default: $GROWLM_BENCHMARKS or ../shared/benchmarks)")
