@@ -38,7 +38,8 @@ def grown_runs(tiny_data, tmp_path_factory) -> dict[str, Path]:
          "snapshots": 6}]})
     run_plan(plan)
     base = next((root / "plan").glob("stage-01-*")) / "train"
-    grow_checkpoint(base, root / "grown2", {"nexus_m": 80, "nexus_a": 96}, parse_init("preserve"), say=lambda _m: None)
+    grow_checkpoint(base, root / "grown2", {"nexus_m": 80, "nexus_a": 96}, parse_init("noise:0.2"),
+                    say=lambda _m: None)
     start_run(train_config(tiny_data, root / "scale2", model=None, init_from=str(root / "grown2"), max_steps=10,
                            snapshots=6, eval_every=100, checkpoint_every=100))
     start_run(train_config(tiny_data, root / "short", model=None, init_from=str(root / "grown2"), max_steps=4,
@@ -85,16 +86,16 @@ def _z(a, b):
 def test_analyze_writes_everything_and_agrees_with_a_recomputation(grown_runs, tmp_path, tiny_data):
     out = tmp_path / "analysis"
     code = main(["analyze", str(grown_runs["stage"]), str(grown_runs["scale2"]), "--out", str(out),
-                 "--names", "noise", "preserve", "--limit", "2", "--benchmark-points", "ends", "--ppl-batches", "2",
+                 "--names", "small", "large", "--limit", "2", "--benchmark-points", "ends", "--ppl-batches", "2",
                  "--max-values", "5000", "--device", "cpu"])
     assert code == 0
     report = json.loads((out / "dynamics.json").read_text())
     for name in ("dynamics.csv", "tables.md", "stats.png", "pca.png", "distances.png", "harmonic.png", "law.png"):
         assert (out / name).stat().st_size > 0, name
     rows = report["snapshots"]
-    assert [r["run"] for r in rows] == ["noise"] * 6 + ["preserve"] * 6
+    assert [r["run"] for r in rows] == ["small"] * 6 + ["large"] * 6
     assert [r["step"] for r in rows[:6]] == [0, 2, 4, 6, 8, 10]
-    for run_name, run_dir in (("noise", grown_runs["stage"] / "train"), ("preserve", grown_runs["scale2"])):
+    for run_name, run_dir in (("small", grown_runs["stage"] / "train"), ("large", grown_runs["scale2"])):
         growth = json.loads((run_dir / "snapshots" / "growth.json").read_text())
         for row in (r for r in rows if r["run"] == run_name):
             state = load_file(Path(row["snapshot"]) / "model.safetensors")
@@ -109,7 +110,8 @@ def test_analyze_writes_everything_and_agrees_with_a_recomputation(grown_runs, t
     assert report["settings"]["performance_measure"] == "delta_lnppl"
     assert rows[5]["perf"] == pytest.approx(100 * (math.log(rows[0]["ppl"]) - math.log(rows[5]["ppl"])))
     assert max(r["R"] for r in rows) <= math.sqrt(2) + 1e-12
-    assert report["law"]["n"] == 10 and len(report["law"]["leave_one_run_out"]) == 2
+    law = report["law"]["noise:0.2"]  # one law per init scheme, across its scales
+    assert law["n"] == 10 and [e["run"] for e in law["leave_one_run_out"]] == ["small", "large"]
     assert len(report["pca"]["components"]) == 3 and report["settings"]["state"] == ["rho", "noc", "perf"]
     assert {"harmonic", "fisher"} <= set(report["runs"][0]["periodicity"])
     tables = (out / "tables.md").read_text()
@@ -126,7 +128,7 @@ def test_clear_errors(grown_runs, tmp_path):
     shutil.copytree(grown_runs["scale2"], mixed)
     record = json.loads((mixed / "snapshots" / "growth.json").read_text())
     (mixed / "snapshots" / "growth.json").write_text(json.dumps({**record, "architecture": "qwen3"}))
-    with pytest.raises(AnalysisError, match="mix architectures: scale2 .nexus., mixed .qwen3."):
+    with pytest.raises(AnalysisError, match=r"mix architectures: scale2 \(nexus\), mixed \(qwen3\)"):
         analyse([grown_runs["scale2"], mixed], tmp_path / "c", cheap)
     with pytest.raises(AnalysisError, match="unknown statistic to skip 'harmonics'"):
         analyse([grown_runs["scale2"]], tmp_path / "d", AnalysisSettings(tasks=[], skip=["harmonics"]))

@@ -54,6 +54,7 @@ class AnalysisSettings:
     ppl_batches: int = 16
     seq_len: int | None = None  # perplexity window; default: each run's training seq_len
     benchmark_points: str = "all"  # "all" snapshots, or only the growth point and the last one ("ends")
+    workers: int = 1  # > 1: weight statistics of the snapshots in this many processes
     batch_size: int = 16
     device: str = "auto"
     benchmarks: str | None = None
@@ -115,28 +116,53 @@ def _evaluate(run: RunSource, point_folder: Path, out: Path, settings: AnalysisS
     return row
 
 
-def analyse_run(run: RunSource, out: Path, settings: AnalysisSettings,
-                say: Callable[[str], None]) -> dict[str, Any]:
-    """The per-snapshot statistics of one run (growth point first)."""
-    growth_state = storage.load_state(run.points[0].folder)
-    shapes = {k: tuple(v.shape) for k, v in growth_state.items()}
-    matrices = grown_matrices(run.growth, shapes)
+def weight_statistics(growth: dict[str, Any], growth_folder: str, folders: Sequence[str], max_values: int,
+                      grid: int) -> list[dict[str, Any]]:
+    """NOC, Z, theta and rho of each snapshot folder against the growth point (plain CPU work, so it
+    can run in a worker process)."""
+    growth_state = storage.load_state(Path(growth_folder))
+    matrices = grown_matrices(growth, {k: tuple(v.shape) for k, v in growth_state.items()})
     geometry = WeightGeometry(growth_state, matrices)
-    rows = []
-    for i, point in enumerate(run.points):
-        state = growth_state if i == 0 else storage.load_state(point.folder)
+    out = []
+    for folder in folders:
+        state = growth_state if folder == growth_folder else storage.load_state(Path(folder))
         new, old = value_sets(state, matrices)
         rank = mann_whitney_z(new, old)
         theta, rho = geometry.theta_rho(state)
-        row = {"run": run.label, "step": point.step, "tokens": point.tokens, "snapshot": str(point.folder),
-               "noc": overlap_coefficient(new, old, settings.max_values, settings.grid), "z": rank.z,
-               "auc": rank.auc, "u": rank.u, "n_new": rank.n1, "n_old": rank.n2, "theta": theta, "rho": rho}
+        out.append({"noc": overlap_coefficient(new, old, max_values, grid), "z": rank.z, "auc": rank.auc,
+                    "u": rank.u, "n_new": rank.n1, "n_old": rank.n2, "theta": theta, "rho": rho})
+    return out
+
+
+def analyse_run(run: RunSource, out: Path, settings: AnalysisSettings, say: Callable[[str], None],
+                pool: Any = None) -> dict[str, Any]:
+    """The per-snapshot statistics of one run (growth point first); with ``pool`` (an executor) the
+    weight statistics are computed there, one task per snapshot, while this process evaluates."""
+    growth_folder = str(run.points[0].folder)
+    folders = [str(p.folder) for p in run.points]
+    args = (run.growth, growth_folder)
+    if pool is not None:
+        futures = [pool.submit(weight_statistics, *args, [f], settings.max_values, settings.grid) for f in folders]
+    else:
+        futures = None
+    evaluations = []
+    for i, point in enumerate(run.points):
         benchmarks = settings.benchmark_points == "all" or i in (0, len(run.points) - 1)
-        row.update(_evaluate(run, point.folder, out / "eval" / run.label / f"step-{point.step:08d}", settings,
-                             benchmarks, say))
+        evaluations.append(_evaluate(run, point.folder, out / "eval" / run.label / f"step-{point.step:08d}",
+                                     settings, benchmarks, say))
+    if futures is not None:
+        weights = [f.result()[0] for f in futures]
+    else:
+        weights = weight_statistics(*args, folders, settings.max_values, settings.grid)
+    matrices = grown_matrices(run.growth, {k: tuple(v.shape) for k, v in storage.load_state(
+        run.points[0].folder).items()})
+    rows = []
+    for point, weight, evaluation in zip(run.points, weights, evaluations, strict=True):
+        row = {"run": run.label, "step": point.step, "tokens": point.tokens, "snapshot": str(point.folder),
+               **weight, **evaluation}
         rows.append(row)
-        say(f"{run.label} step {point.step}: NOC {row['noc']:.4f}, Z {row['z']:.3f}, theta {theta:.4g}, "
-            f"rho {rho:.4g}" + (f", ppl {row['ppl']:.2f}" if "ppl" in row else ""))
+        say(f"{run.label} step {point.step}: NOC {row['noc']:.4f}, Z {row['z']:.3f}, theta {row['theta']:.4g}, "
+            f"rho {row['rho']:.4g}" + (f", ppl {row['ppl']:.2f}" if "ppl" in row else ""))
     base = rows[0]
     for row in rows:
         if row.get("paper5") is not None and base.get("paper5") is not None:
@@ -188,7 +214,15 @@ def analyse(paths: Sequence[str | Path], out: str | Path, settings: AnalysisSett
             if key not in settings.skip:
                 need(statistic, len(run.points), hint=hint)
     out.mkdir(parents=True, exist_ok=True)
-    results = [analyse_run(run, out, settings, say) for run in runs]
+    if settings.workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: the parent may hold CUDA; the workers only read safetensors and use numpy/scipy
+        with ProcessPoolExecutor(settings.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = [analyse_run(run, out, settings, say, pool) for run in runs]
+    else:
+        results = [analyse_run(run, out, settings, say) for run in runs]
     rows = [row for r in results for row in r["rows"]]
 
     # normalised features and the radial energy: max-abs scaling over every state of this call
@@ -236,17 +270,23 @@ def analyse(paths: Sequence[str | Path], out: str | Path, settings: AnalysisSett
             entry["fisher"] = fisher_g(series).as_dict()
         periodicity[label] = entry
 
-    law = None
+    law: dict[str, Any] | None = None
     if "law" not in settings.skip:
-        points = [r for r in rows if r["R"] > 0 and r.get("ppl") is not None]
-        if len(results) < 2:
-            notes.append("law fit left out: it needs runs of at least two growth scales")
-        elif not all(r.get("ppl") is not None for r in rows):
+        if not all(r.get("ppl") is not None for r in rows):
             notes.append("law fit left out: no validation perplexity (give --ppl-data or runs with a prepared "
                          "data folder)")
         else:
-            law = law_fit([abs(math.log(r["R"])) for r in points], [math.log(r["ppl"]) for r in points],
-                          [r["run"] for r in points])
+            law = {}
+            inits = {r["run"]["label"]: r["run"]["init"] for r in results}
+            for init in dict.fromkeys(inits.values()):  # one law per init scheme, across its growth scales
+                members = [label for label, i in inits.items() if i == init]
+                if len(members) < 2:
+                    notes.append(f"law fit for init {init} left out: it needs runs of at least two growth scales")
+                    continue
+                points = [r for r in rows if r["run"] in members and r["R"] > 0]
+                law[init] = law_fit([abs(math.log(r["R"])) for r in points], [math.log(r["ppl"]) for r in points],
+                                    [r["run"] for r in points])
+            law = law or None
 
     report = {
         "settings": {**asdict(settings), "state": state, "performance_measure": perf or None,

@@ -103,19 +103,23 @@ def harmonic_figure(report: dict[str, Any], path: Path) -> Path:
 
 
 def law_figure(report: dict[str, Any], path: Path) -> Path:
-    law = report["law"]
-    fig, ax = plt.subplots(figsize=(6.5, 5), dpi=110)
-    xs = []
-    for label, rows in _by_run(report).items():
-        pts = [r for r in rows if r["R"] > 0 and r.get("ppl")]
-        x = [abs(math.log(r["R"])) for r in pts]
-        xs += x
-        ax.plot(x, [math.log(r["ppl"]) for r in pts], "o", markersize=4, label=label)
-    line = np.linspace(min(xs), max(xs), 50)
-    ax.plot(line, law["a"] * line + law["b"], "k-",
-            label=f"ln PPL = {law['a']:.3f}·|ln R| + {law['b']:.3f} (R²={law['r2']:.2f})")
+    runs = {r["label"]: r["init"] for r in report["runs"]}
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
+    for g, (init, law) in enumerate(report["law"].items()):
+        xs = []
+        for label, rows in _by_run(report).items():
+            if runs[label] != init:
+                continue
+            pts = [r for r in rows if r["R"] > 0 and r.get("ppl")]
+            x = [abs(math.log(r["R"])) for r in pts]
+            xs += x
+            ax.plot(x, [math.log(r["ppl"]) for r in pts], "o", markersize=4, color=f"C{g % 10}", alpha=0.6)
+        line = np.linspace(min(xs), max(xs), 50)
+        ax.plot(line, law["a"] * line + law["b"], "-", color=f"C{g % 10}",
+                label=f"{init}: ln PPL = {law['a']:.3f}·|ln R| + {law['b']:.3f} (R²={law['r2']:.2f})")
     ax.set_xlabel("|ln R|")
     ax.set_ylabel("ln PPL")
+    ax.set_title("ln PPL against |ln R| (points: snapshots of every growth scale)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return _save(fig, path)

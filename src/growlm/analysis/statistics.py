@@ -259,7 +259,7 @@ def fisher_g_pvalue(g: float, m: int) -> float:
     if g <= 1.0 / m:
         return 1.0
     total = 0.0
-    for j in range(1, int(math.floor(1.0 / g)) + 1):
+    for j in range(1, math.floor(1.0 / g) + 1):
         total += (-1) ** (j - 1) * math.comb(m, j) * (1.0 - j * g) ** (m - 1)
     return float(min(max(total, 0.0), 1.0))
 

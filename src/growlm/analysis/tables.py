@@ -81,8 +81,8 @@ def table5(report: dict[str, Any]) -> str:
 
 
 def periodicity_table(report: dict[str, Any]) -> str:
-    lines = ["| Run | n | ω (rad/token) | period (tokens) | A | β1 (per token) | R² | F (df) | p(F) | Fisher g | p(g) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| Run | n | ω (rad/token) | period (tokens) | A | β1 (per token) | R² | F (df) | p(F) | "
+             "p (permutation) | Fisher g | p(g) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in report["runs"]:
         h, g = run["periodicity"].get("harmonic"), run["periodicity"].get("fisher")
         if not h and not g:
@@ -93,19 +93,22 @@ def periodicity_table(report: dict[str, Any]) -> str:
         lines.append(f"| {run['label']} | {h.get('n', g.get('n', ''))} | {_f(h.get('omega'))} | "
                      f"{tokens_label(h['period_tokens']) if h else '—'} | {_f(h.get('amplitude'))} | "
                      f"{_f(h.get('beta1'))} | {_f(h.get('r2'))} | {_f(h.get('f_statistic'), 3)} {df} | "
-                     f"{_f(h.get('f_pvalue'))} | {_f(g.get('g'))} | {_f(g.get('pvalue'))} |")
+                     f"{_f(h.get('f_pvalue'))} | {_f(h.get('permutation_pvalue'))} | {_f(g.get('g'))} | "
+                     f"{_f(g.get('pvalue'))} |")
     return "\n".join(lines)
 
 
 def law_table(report: dict[str, Any]) -> str:
-    law = report.get("law")
-    if not law:
+    laws = report.get("law")
+    if not laws:
         return "(law fit left out: " + "; ".join(n for n in report.get("notes", []) if "law" in n) + ")"
-    lines = [f"ln(PPL) = {law['a']:.4f} · |ln R| + {law['b']:.4f}, R² = {law['r2']:.4f} over {law['n']} points "
-             f"(p = {law['pvalue']:.3g}).", "", "| held-out run | points | RMSE ln PPL | mean abs. error PPL (%) |",
-             "|---|---|---|---|"]
-    for entry in law["leave_one_run_out"]:
-        lines.append(f"| {entry['run']} | {entry['n']} | {_f(entry['rmse_ln_ppl'])} | {_f(entry['mape_ppl'], 3)} |")
+    lines = ["| init | a | b | R² | points | held-out run | RMSE ln PPL | mean abs. error PPL (%) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for init, law in laws.items():
+        head = f"| {init} | {law['a']:.4f} | {law['b']:.4f} | {law['r2']:.4f} | {law['n']} |"
+        for entry in law["leave_one_run_out"]:
+            lines.append(f"{head} {entry['run']} | {_f(entry['rmse_ln_ppl'])} | {_f(entry['mape_ppl'], 3)} |")
+            head = "| | | | | |"
     return "\n".join(lines)
 
 
