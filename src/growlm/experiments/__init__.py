@@ -19,6 +19,7 @@ from growlm.experiments.common import Context, Report, finish, publish
 
 # experiment name -> module (imported only when the experiment runs)
 EXPERIMENTS: dict[str, str] = {
+    "growth-dynamics": "growlm.experiments.growth_dynamics",
 }
 
 
