@@ -115,7 +115,7 @@ def test_analyze_writes_everything_and_agrees_with_a_recomputation(grown_runs, t
     assert len(report["pca"]["components"]) == 3 and report["settings"]["state"] == ["rho", "noc", "perf"]
     assert {"harmonic", "fisher"} <= set(report["runs"][0]["periodicity"])
     tables = (out / "tables.md").read_text()
-    assert "| Model_size |" in tables and "| PC1 |" in tables and "ln(PPL) =" in tables
+    assert "| Model_size |" in tables and "| PC1 |" in tables and "| init | a | b | R² |" in tables
 
 
 def test_clear_errors(grown_runs, tmp_path):
