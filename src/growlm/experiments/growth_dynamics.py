@@ -261,8 +261,8 @@ def _report(ctx: Context, sizes: dict[str, Any], results: list[dict[str, Any]]) 
             f"- `zero`: the new blocks {'never moved (NOC = 0 at every snapshot: the new values stay a point mass at 0)' if zero_frozen else 'moved (NOC > 0 somewhere), contrary to the no-gradient argument'}"
             " — with GELU(0) = 0 every new block of the all-zero growth gets exactly zero gradient (NOTES.md §1), "
             "so `zero` trains only the old weights; its θ and ρ come from the old blocks alone.",
-            f"- Diverge-then-converge of the Grassmann distance at the middle scale (peak inside the series and the "
-            f"last point below half the peak), seeds: " + ", ".join(f"{k} {v}" for k, v in returns.items()) + ".",
+            "- Diverge-then-converge of the Grassmann distance at the middle scale (peak inside the series and the "
+            "last point below half the peak), seeds: " + ", ".join(f"{k} {v}" for k, v in returns.items()) + ".",
             f"- Final validation perplexity at the middle scale: {ppl_line}.",
             "- The harmonic F test is conditional on the fitted ω; on white noise of a few points it rejects far more "
             "often than 5% (tests/analysis/test_statistics.py). The permutation p-value includes the search over ω "

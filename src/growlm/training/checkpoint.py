@@ -39,7 +39,9 @@ from growlm.models.storage import (
     SNAPSHOT_INFO,
     SNAPSHOTS,
     TRAINER_STATE,
+    copy_tokenizer_files,
     list_checkpoints,
+    list_snapshots,
     save_model,
     write_manifest,
 )
@@ -95,7 +97,12 @@ def save_snapshot(run_dir: Path, step: int, model: GrowLMForCausalLM, tokenizer:
     final = Path(run_dir) / SNAPSHOTS / f"step-{step:08d}"
     tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    save_model(model, tmp, tokenizer)
+    earlier = list_snapshots(run_dir)
+    if earlier and tokenizer is not None:  # the same tokenizer: copying its files beats serialising it again
+        save_model(model, tmp)
+        copy_tokenizer_files(earlier[0], tmp)
+    else:
+        save_model(model, tmp, tokenizer)
     (tmp / SNAPSHOT_INFO).write_text(json.dumps({"step": step, **info}, indent=1))
     write_manifest(tmp)
     if final.exists():
