@@ -15,6 +15,7 @@ Sizing knobs (``ctx.options``): ``base_tokens``, ``tokens`` (continued training 
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ def _sizes(ctx: Context) -> dict[str, Any]:
     if ctx.quick:
         sizes = {"base": QUICK_BASE, "m": 48, "a": 64, "seq_len": 32, "micro_batch_size": 4, "base_tokens": 30 * 128,
                  "tokens": 10 * 128, "snapshots": 6, "ppl_batches": 1, "max_values": 2000, "tasks": [], "limit": 0,
-                 "corpus_docs": 3, "workers": 1, "parallel": 1, "eval_batches": 1}
+                 "corpus_docs": 3, "workers": 1, "parallel": len(ctx.seeds), "eval_batches": 1}
     else:
         sizes = {"base": {}, "m": 160, "a": 192, "seq_len": 256, "micro_batch_size": 32, "base_tokens": 6_000_000,
                  "tokens": 1_500_000, "snapshots": 11, "ppl_batches": 8, "max_values": 20_000, "tasks": ["paper5"],
@@ -110,7 +111,11 @@ def _seed(ctx: Context, seed: int, sizes: dict[str, Any], data: Path) -> dict[st
 
 
 def _run_seed(args: tuple) -> dict[str, Any]:
-    ctx, seed, sizes, data = args
+    ctx, seed, sizes, data, threads = args
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)  # seeds in parallel share the CPU cores
     return _seed(ctx, seed, sizes, data)
 
 
@@ -123,12 +128,14 @@ def run(ctx: Context) -> Report:
     sizes = _sizes(ctx)
     data = ctx.corpus("growth-dynamics", max_docs_per_file=sizes["corpus_docs"],
                       val_docs_per_file=4 if ctx.quick else None)
-    jobs = [(ctx, seed, sizes, data) for seed in ctx.seeds]
-    if sizes["parallel"] > 1 and len(jobs) > 1:
+    parallel = min(sizes["parallel"], len(ctx.seeds))
+    threads = max(1, (os.cpu_count() or 1) // parallel) if parallel > 1 else 0
+    jobs = [(ctx, seed, sizes, data, threads) for seed in ctx.seeds]
+    if parallel > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(min(sizes["parallel"], len(jobs)),
+        with ProcessPoolExecutor(parallel,
                                  mp_context=multiprocessing.get_context("spawn")) as pool:
             results = list(pool.map(_run_seed, jobs))
     else:
