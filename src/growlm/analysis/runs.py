@@ -84,7 +84,7 @@ def resolve_run(path: str | Path, label: str | None = None) -> RunSource:
         run_dir, grown_dir = path / "train", path / "grown"
         growth_file = grown_dir / "growth.json"
     else:
-        run_dir = path
+        run_dir = path / "train" if (path / "train").is_dir() and not (path / "config.yaml").exists() else path
         config = _run_config(run_dir)
         if (run_dir / storage.SNAPSHOTS / "growth.json").exists():
             growth_file = run_dir / storage.SNAPSHOTS / "growth.json"
