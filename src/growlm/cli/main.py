@@ -311,6 +311,19 @@ def cmd_bench(args: argparse.Namespace) -> None:
           find_batch_budget_s=args.find_batch_budget_s, fuse_linears=False if args.unfused_linears else None)
 
 
+def cmd_analyze(args: argparse.Namespace) -> None:
+    from growlm.analysis import AnalysisSettings, analyse
+
+    tasks = [] if args.tasks == ["none"] else args.tasks
+    settings = AnalysisSettings(tasks=tasks, limit=args.limit, ppl_data=args.ppl_data, ppl_batches=args.ppl_batches,
+                                batch_size=args.batch_size, device=args.device, benchmarks=args.benchmarks,
+                                max_values=args.max_values, state=args.state.split(","), skip=args.skip or [],
+                                seq_len=args.seq_len, benchmark_points=args.benchmark_points)
+    report = analyse(args.runs, args.out, settings, names=args.names, say=_warn)
+    print(f"wrote {Path(args.out) / 'dynamics.json'}, dynamics.csv, {Path(report['tables']).name} and "
+          f"{len(report['figures'])} figures to {args.out}")
+
+
 def cmd_experiment(args: argparse.Namespace) -> None:
     from growlm.experiments import EXPERIMENTS, experiment_module, publish, run_experiment
     from growlm.overrides import parse_assignments
@@ -498,6 +511,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--find-batch-budget-s", type=float,
                    help="stop --find-batch after this many seconds (the answer is then a lower bound)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("analyze", help="growth dynamics of grown runs: NOC, Z, theta, rho, R, PCA, Grassmann, "
+                                       "periodicity, ln PPL vs |ln R| (docs/analysis.md)")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="plan stage folders or runs continued from a grown model")
+    p.add_argument("--out", required=True, help="output folder (dynamics.json, dynamics.csv, tables.md, PNGs)")
+    p.add_argument("--names", nargs="+", help="a label per run (default: folder names)")
+    p.add_argument("--tasks", nargs="+", default=["paper5"],
+                   help="benchmarks for the performance ΔP (default paper5; 'none' to skip)")
+    p.add_argument("--limit", type=int, default=100, help="first N documents of each task (default 100)")
+    p.add_argument("--ppl-data", help="prepared data folder for validation perplexity (default: each run's data)")
+    p.add_argument("--ppl-batches", type=int, default=16, help="perplexity: at most this many batches")
+    p.add_argument("--seq-len", type=int, help="perplexity window (default: the run's training seq_len)")
+    p.add_argument("--benchmark-points", choices=["all", "ends"], default="all",
+                   help="benchmarks on every snapshot (all) or on the growth point and the last one (ends)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--benchmarks", help="benchmark files (default: $GROWLM_BENCHMARKS or ../shared/benchmarks)")
+    p.add_argument("--max-values", type=int, default=20000, help="NOC: at most this many values per set")
+    p.add_argument("--state", default="rho,noc,perf",
+                   help="features of the state vector for PCA (of theta, rho, noc, z, perf; default rho,noc,perf)")
+    p.add_argument("--skip", nargs="+", choices=["pca", "harmonic", "fisher", "law"], help="statistics to leave out")
+    p.set_defaults(func=cmd_analyze)
 
     from growlm.experiments import EXPERIMENTS
 

@@ -23,6 +23,7 @@ EXPERIMENTS: dict[str, str] = {
     "architectures": "growlm.experiments.architectures",
     "growth-vs-scratch": "growlm.experiments.growth_vs_scratch",
     "init-schemes": "growlm.experiments.init_schemes",
+    "growth-dynamics": "growlm.experiments.growth_dynamics",
 }
 
 

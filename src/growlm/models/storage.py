@@ -40,6 +40,8 @@ from growlm.errors import CheckpointError, ConfigError, read_json
 from growlm.models import GrowLMConfig, GrowLMForCausalLM, architecture_classes, model_from_state
 
 CHECKPOINTS = "checkpoints"
+SNAPSHOTS = "snapshots"  # weights-only snapshots of a run (training config `snapshots`)
+SNAPSHOT_INFO = "snapshot.json"
 MANIFEST = "manifest.json"
 TRAINER_STATE = "trainer_state.json"
 OPTIMIZER = "optimizer.pt"
@@ -85,6 +87,15 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and "." not in p.name)
+
+
+def list_snapshots(run_dir: Path) -> list[Path]:
+    """Weights-only snapshot folders of a run (``RUN/snapshots/step-NNNNNNNN``), oldest first."""
+    root = Path(run_dir) / SNAPSHOTS
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and "." not in p.name
+                  and (p / SNAPSHOT_INFO).exists())
 
 
 def latest_good_checkpoint(run_dir: Path, warn: Callable[[str], None] = print) -> Path | None:

@@ -36,8 +36,12 @@ from growlm.models import GrowLMForCausalLM
 from growlm.models.storage import (
     CHECKPOINTS,
     OPTIMIZER,
+    SNAPSHOT_INFO,
+    SNAPSHOTS,
     TRAINER_STATE,
+    copy_tokenizer_files,
     list_checkpoints,
+    list_snapshots,
     save_model,
     write_manifest,
 )
@@ -79,6 +83,31 @@ def save_checkpoint(
     if keep_last > 0:
         for old in list_checkpoints(run_dir)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def save_snapshot(run_dir: Path, step: int, model: GrowLMForCausalLM, tokenizer: Any,
+                  info: dict[str, Any]) -> Path:
+    """A weights-only snapshot ``RUN/snapshots/step-NNNNNNNN/``: a model folder (config, safetensors,
+    tokenizer, so ``growlm eval`` takes it) plus ``snapshot.json`` (step, tokens, ...), no optimizer
+    or RNG state, so keeping a dozen of them costs a dozen model files and nothing more.
+
+    Written under a temporary name and renamed, like checkpoints; a resumed run that passes the
+    same step again rewrites it."""
+    final = Path(run_dir) / SNAPSHOTS / f"step-{step:08d}"
+    tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    earlier = list_snapshots(run_dir)
+    if earlier and tokenizer is not None:  # the same tokenizer: copying its files beats serialising it again
+        save_model(model, tmp)
+        copy_tokenizer_files(earlier[0], tmp)
+    else:
+        save_model(model, tmp, tokenizer)
+    (tmp / SNAPSHOT_INFO).write_text(json.dumps({"step": step, **info}, indent=1))
+    write_manifest(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
     return final
 
 

@@ -69,6 +69,8 @@ class TrainConfig:
     eval_batches: int = 20
     checkpoint_every: int = 200
     keep_last: int = 0  # keep only the newest N checkpoints; 0 keeps all
+    snapshots: int = 0  # >= 2: weights-only snapshots at N evenly spaced steps, the start (step 0) and end included
+    snapshot_every_tokens: int = 0  # > 0: a weights-only snapshot at step 0 and every time this many tokens pass
     max_bad_steps: int = 10  # stop after this many non-finite losses in a row
     progress: bool = True
 
@@ -87,6 +89,12 @@ class TrainConfig:
                      "eval_every", "eval_batches", "checkpoint_every", "max_bad_steps"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.snapshots < 0 or self.snapshots == 1:
+            raise ConfigError(f"snapshots must be 0 (off) or at least 2 (the start and the end), got {self.snapshots}")
+        if self.snapshot_every_tokens < 0:
+            raise ConfigError(f"snapshot_every_tokens must not be negative, got {self.snapshot_every_tokens}")
+        if self.snapshots and self.snapshot_every_tokens:
+            raise ConfigError("give snapshots (a count) or snapshot_every_tokens (an interval), not both")
         for name in ("warmup_steps", "keep_last"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
@@ -118,6 +126,22 @@ class TrainConfig:
     @property
     def tokens_per_step(self) -> int:
         return self.seq_len * self.micro_batch_size * self.grad_accum_steps
+
+
+def snapshot_steps(cfg: TrainConfig, tokens_per_step: int) -> list[int]:
+    """The steps after which a weights-only snapshot is kept (0: before the first step).
+
+    ``snapshots: N`` spaces N snapshots evenly over the run, ``round(k * max_steps / (N - 1))``
+    for k = 0..N-1 (fewer when the run has fewer than N - 1 steps); ``snapshot_every_tokens: T``
+    takes step 0 and, for every k >= 1 with ``k * T`` within the run, the first step at which
+    at least ``k * T`` tokens have been seen, ``ceil(k * T / tokens_per_step)``.
+    """
+    if cfg.snapshots:
+        return sorted({round(k * cfg.max_steps / (cfg.snapshots - 1)) for k in range(cfg.snapshots)})
+    if cfg.snapshot_every_tokens:
+        every, total = cfg.snapshot_every_tokens, cfg.max_steps * tokens_per_step
+        return sorted({-(-k * every // tokens_per_step) for k in range(total // every + 1)})
+    return []
 
 
 _OPTIONAL = {"model", "init_from", "trainable", "lora"}

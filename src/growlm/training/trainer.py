@@ -14,6 +14,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -39,7 +40,7 @@ from growlm.substrate import install_substrate
 from growlm.system import measure_matmul_flops, pick_autocast, tune_cpu_allocator
 from growlm.training import checkpoint as ckpt
 from growlm.training.compiling import compile_model
-from growlm.training.config import TrainConfig, build_train_config
+from growlm.training.config import TrainConfig, build_train_config, snapshot_steps
 from growlm.training.determinism import deterministic_mode
 from growlm.training.distributed import (
     full_state,
@@ -442,6 +443,23 @@ class Trainer:
         self.runtime.barrier()
         return path
 
+    def snapshot(self) -> Path | None:
+        """A weights-only snapshot of the current step (training config ``snapshots``); collective
+        under FSDP (the weights are gathered, the optimizer state is not)."""
+        weights, _ = full_state(self.model, None, self.runtime)
+        if not self.runtime.main:
+            self.runtime.barrier()
+            return None
+        unsharded = self._unsharded(weights) if self.runtime.strategy == "fsdp" else inner(self.model)
+        info = {"tokens": self.state["tokens"], "init_from": self.state.get("init_from")}
+        path = ckpt.save_snapshot(self.out, self.state["step"], merged_model(unsharded), self.tokenizer, info)
+        growth = Path(self.state["init_from"]) / "growth.json" if self.state.get("init_from") else None
+        if self.state["step"] == 0 and growth is not None and growth.exists():
+            # the growth point travels with the run: `growlm analyze` reads which entries are new here
+            shutil.copy(growth, self.out / storage.SNAPSHOTS / "growth.json")
+        self.runtime.barrier()
+        return path
+
     def _unsharded(self, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
         """A CPU replica of the FSDP-sharded model from its gathered full state (rank 0): the plain
         model, or the same LoRA wrapping, so that merging and adapter saving work as without FSDP."""
@@ -478,6 +496,9 @@ class Trainer:
         window_start, window_tokens = time.time(), 0
         last_val: dict[str, float] | None = None
         self.session = {"steps": 0, "steady_tokens": 0, "steady_s": 0.0}
+        snapshots = set(snapshot_steps(cfg, self.tokens_per_step))
+        if 0 in snapshots and st["step"] == 0:
+            self.snapshot()  # the starting point: after growth, the growth point itself
         with _StopRequest() as stop:
             while st["step"] < cfg.max_steps:
                 tic = time.time()
@@ -513,6 +534,8 @@ class Trainer:
                             if key != "step":
                                 board.add_scalar(key, value, step)
                 bar.update(1)
+                if step in snapshots:
+                    self.snapshot()
                 stopping = runtime.anyone(stop.signal is not None, self.device)
                 if step % cfg.checkpoint_every == 0 or final or stopping:
                     path = self.save()

@@ -1,0 +1,129 @@
+"""Which entries of a grown model are old and which are new, read from ``growth.json``, and the
+weight-space measures between a snapshot and the growth point: theta (direction shift) and rho
+(orthogonal perturbation strength).
+
+``growth.json`` (written by ``growlm grow`` and by plan stages) lists every new block
+(parameter, region per axis as ``[start, stop]`` runs, init) and, for every grown parameter,
+where its old values sit in the grown tensor (``placements``). The analysis looks at the
+*grown matrices*: the 2-D parameters that hold both old entries and new blocks. In each,
+the old entries are the placement's positions and the new entries the union of its new
+blocks; norm gains (1-D) are left out.
+
+Definitions (fixed; the paper lost its formulas, see docs/analysis.md for the reasons):
+
+* theta_t = arccos(<w_t, w_0> / (|w_t| |w_0|)), w = all grown matrices (old and new entries),
+  flattened and concatenated, at snapshot t and at the growth point 0: how far the grown
+  matrices have turned since growth, in radians, blind to pure rescaling (weight decay);
+* rho_t = sum_W |(I - P_W) dW|^2 / sum_W |dW|^2 with dW = W_t - W_0 (the whole grown matrix)
+  and P_W the orthogonal projector onto the column space of W's old block at the growth point
+  (embedded at the old rows of the grown output space; numerical rank as numpy's matrix_rank):
+  the share of the update energy since growth that points into output directions the old
+  weights did not span -- new output units, or unused directions of old ones. 0 at the growth
+  point (no update yet).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from growlm.analysis.statistics import AnalysisError
+
+
+def _axis_positions(runs: list[list[int]]) -> np.ndarray:
+    return np.concatenate([np.arange(a, b) for a, b in runs]) if runs else np.zeros(0, dtype=np.int64)
+
+
+@dataclass
+class GrownMatrix:
+    name: str
+    shape: tuple[int, ...]
+    old_rows: np.ndarray  # positions of the old block along axis 0
+    old_cols: np.ndarray  # ... along axis 1
+    new_mask: np.ndarray  # bool, the grown shape: entries of new blocks
+
+    @property
+    def old_mask(self) -> np.ndarray:
+        mask = np.zeros(self.shape, dtype=bool)
+        mask[np.ix_(self.old_rows, self.old_cols)] = True
+        return mask
+
+
+def grown_matrices(growth: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]]) -> list[GrownMatrix]:
+    """The grown matrices of a growth record, in sorted name order (the order values are pooled in)."""
+    blocks: dict[str, list[dict[str, Any]]] = {}
+    for block in growth.get("new_blocks", []):
+        if block.get("init") != "fixed":
+            blocks.setdefault(block["param"], []).append(block)
+    out = []
+    for name in sorted(blocks):
+        placement = growth.get("placements", {}).get(name)
+        if name not in shapes:
+            raise AnalysisError(f"growth.json names parameter {name!r}, which the model does not have")
+        shape = tuple(shapes[name])
+        if len(shape) != 2 or placement is None or placement.get("source") is None:
+            continue  # a vector, or a wholly new tensor: no old entries to compare with
+        rows, cols = (_axis_positions(p) for p in placement["positions"])
+        new_mask = np.zeros(shape, dtype=bool)
+        for block in blocks[name]:
+            r, c = (_axis_positions(p) for p in block["region"])
+            new_mask[np.ix_(r, c)] = True
+        out.append(GrownMatrix(name, shape, rows, cols, new_mask))
+    if not out:
+        raise AnalysisError("growth.json records no grown matrix with both old entries and new blocks (e.g. a "
+                            "depth-only growth): the new-vs-old statistics compare entries of the same matrices")
+    return out
+
+
+def value_sets(state: Mapping[str, torch.Tensor], matrices: list[GrownMatrix]) -> tuple[np.ndarray, np.ndarray]:
+    """(new values, old values) of the grown matrices: each matrix's entries under its mask in
+    row-major order, matrices in sorted name order, concatenated."""
+    new, old = [], []
+    for m in matrices:
+        w = _array(state, m.name)
+        new.append(w[m.new_mask])
+        old.append(w[m.old_mask])
+    return np.concatenate(new), np.concatenate(old)
+
+
+def _array(state: Mapping[str, torch.Tensor], name: str) -> np.ndarray:
+    if name not in state:
+        raise AnalysisError(f"the snapshot has no tensor {name!r}; is it a snapshot of the grown model?")
+    return state[name].detach().to(torch.float64).cpu().numpy()
+
+
+class WeightGeometry:
+    """theta and rho of snapshots against one growth point (column spaces computed once)."""
+
+    def __init__(self, growth_state: Mapping[str, torch.Tensor], matrices: list[GrownMatrix]) -> None:
+        self.matrices = matrices
+        self.w0 = {m.name: _array(growth_state, m.name) for m in matrices}
+        self.bases = {}
+        for m in matrices:
+            block = self.w0[m.name][np.ix_(m.old_rows, m.old_cols)]
+            u, s, _ = np.linalg.svd(block, full_matrices=False)
+            tol = s.max(initial=0.0) * max(block.shape) * np.finfo(np.float64).eps
+            self.bases[m.name] = u[:, s > tol]
+
+    def theta_rho(self, state: Mapping[str, torch.Tensor]) -> tuple[float, float]:
+        dot = norm_t = norm_0 = 0.0
+        update = outside = 0.0
+        for m in self.matrices:
+            w0, wt = self.w0[m.name], _array(state, m.name)
+            dot += float(np.sum(w0 * wt))
+            norm_t += float(np.sum(wt * wt))
+            norm_0 += float(np.sum(w0 * w0))
+            dw = wt - w0
+            energy = float(np.sum(dw * dw))
+            inside = self.bases[m.name].T @ dw[m.old_rows]
+            update += energy
+            outside += energy - float(np.sum(inside * inside))
+        cosine = dot / math.sqrt(norm_t * norm_0) if norm_t > 0 and norm_0 > 0 else 1.0
+        theta = math.acos(min(1.0, max(-1.0, cosine)))
+        rho = max(0.0, outside) / update if update > 0 else 0.0
+        return theta, min(rho, 1.0)
