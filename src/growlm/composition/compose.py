@@ -26,14 +26,13 @@ from growlm.models.composite import MIXINGS, CompositeForCausalLM
 COMPOSITION_FILE = "composition.json"
 
 
-def load_experts(paths: Sequence[str | Path], say: Callable[[str], None] = print) -> list[tuple[Any, Any, Any, Path]]:
-    """``(fingerprint, model, tokenizer, folder)`` per path, models on the CPU in their stored dtype."""
+def load_experts(paths: Sequence[str | Path], say: Callable[[str], None] = print) -> list[tuple[Any, Any, Path]]:
+    """``(fingerprint, model, folder)`` per path, models on the CPU in their stored dtype."""
     found = []
     for path in paths:
         folder = storage.resolve_model_dir(path, say)
         model = storage.load_model(folder, "cpu", say)
-        fp, tokenizer = fingerprint(model, str(path), folder)
-        found.append((fp, model, tokenizer, folder))
+        found.append((fingerprint(model, str(path), folder), model, folder))
     return found
 
 
@@ -48,19 +47,19 @@ def compose(paths: Sequence[str | Path], out: str | Path, mixing: str = "mean",
     if out.exists() and any(out.iterdir()):
         raise CompositionError(f"--out {out} exists and is not empty")
     experts = load_experts(paths, say)
-    check_same_substrate([(fp, model, tok) for fp, model, tok, _ in experts])
-    models = [model for _, model, _, _ in experts]
+    check_same_substrate([(fp, model) for fp, model, _ in experts])
+    models = [model for _, model, _ in experts]
     composite = CompositeForCausalLM.from_experts(models, mixing)
     storage.save_model(composite, out)
-    storage.copy_tokenizer_files(experts[0][3], out)
+    storage.copy_tokenizer_files(experts[0][2], out)
     cost = model_cost(composite.config)
     record = {
         "experts": [{"path": str(p), "folder": str(folder), "architecture": model.config.architecture,
                      "parameters": model_cost(model.config).total_params}
-                    for p, (_, model, _, folder) in zip(paths, experts, strict=True)],
+                    for p, (_, model, folder) in zip(paths, experts, strict=True)],
         "mixing": mixing,
         "parameters": cost.total_params,
-        "substrate": {k: v for k, v in experts[0][0].as_dict().items() if k != "name"},
+        "substrate": {k: v for k, v in experts[0][0].as_dict().items() if k not in ("name", "folder")},
         "mix_train": None,
     }
     write_record(out, record)

@@ -7,9 +7,12 @@ models that share the substrate"). A model's substrate is described by its
 :class:`Fingerprint`:
 
 * ``vocab_size`` from its config;
-* its tokenizer: the vocabulary (token -> id), the special-token ids and, for fast
-  tokenizers, a SHA-256 of the whole serialised pipeline (normaliser, pre-tokeniser,
-  merges), so that two tokenizers with one vocabulary but different rules are told apart;
+* its tokenizer files (a SHA-256 over their names and bytes). Byte-identical files are
+  one tokenizer; only when they differ are both tokenizers loaded and compared by
+  vocabulary (token -> id), special-token ids and, for fast tokenizers, a SHA-256 of the
+  whole serialised pipeline (normaliser, pre-tokeniser, merges), so that files which
+  differ in form only (a rewritten ``tokenizer_config.json``) still compose, and two
+  tokenizers with one vocabulary but different rules are told apart;
 * its embedding *settings*: every config field whose name starts with ``embedding``
   (``embedding: glyph | binary | random_binary | learned`` and its options); a config
   without the field is a ``learned`` one, so checkpoints from before the field existed
@@ -53,7 +56,9 @@ class Fingerprint:
     table_shape: list[int]
     table_dtype: str
     table_sha256: str
-    tokenizer_size: int | None = None
+    tokenizer_files_sha256: str | None = None  # None: the folder holds no tokenizer
+    folder: str | None = None
+    tokenizer_size: int | None = None  # these four are filled in only when files differ (see describe_tokenizer)
     tokenizer_vocab_sha256: str | None = None
     tokenizer_pipeline_sha256: str | None = None
     special_tokens: dict[str, int | None] = field(default_factory=dict)
@@ -76,30 +81,43 @@ def tensor_sha256(tensor: torch.Tensor) -> str:
     return hashlib.sha256(data.tobytes()).hexdigest()
 
 
-def _tokenizer_part(folder: Path | None) -> tuple[Any, dict[str, Any]]:
+def tokenizer_files_sha256(folder: Path | None) -> str | None:
+    """SHA-256 over the names and bytes of a folder's tokenizer files; None when it holds no tokenizer."""
+    from growlm.models.storage import TOKENIZER_FILES
+
     if folder is None or not any((folder / f).exists() for f in TOKENIZER_MARKERS):
-        return None, {}
+        return None
+    digest = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        if (folder / name).exists():
+            digest.update(name.encode() + b"\0" + (folder / name).read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def describe_tokenizer(fp: Fingerprint) -> Any:
+    """Load ``fp``'s tokenizer and fill in its vocabulary, pipeline and special-token fields; returns it."""
     from growlm.data.tokenizer import load_tokenizer
 
-    tokenizer = load_tokenizer(folder)
+    tokenizer = load_tokenizer(fp.folder)
     vocab = tokenizer.get_vocab()
-    digest = hashlib.sha256(json.dumps(sorted(vocab.items(), key=lambda kv: kv[1])).encode()).hexdigest()
+    fp.tokenizer_size = len(tokenizer)
+    fp.tokenizer_vocab_sha256 = hashlib.sha256(
+        json.dumps(sorted(vocab.items(), key=lambda kv: kv[1])).encode()).hexdigest()
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    pipeline = hashlib.sha256(backend.to_str().encode()).hexdigest() if backend is not None else None
-    special = {name: getattr(tokenizer, f"{name}_token_id", None) for name in ("bos", "eos", "pad", "unk")}
-    return tokenizer, {"tokenizer_size": len(tokenizer), "tokenizer_vocab_sha256": digest,
-                       "tokenizer_pipeline_sha256": pipeline, "special_tokens": special}
+    fp.tokenizer_pipeline_sha256 = hashlib.sha256(backend.to_str().encode()).hexdigest() if backend else None
+    fp.special_tokens = {name: getattr(tokenizer, f"{name}_token_id", None) for name in ("bos", "eos", "pad", "unk")}
+    return tokenizer
 
 
-def fingerprint(model: Any, name: str, folder: Path | None = None) -> tuple[Fingerprint, Any]:
-    """The substrate of ``model`` (its tokenizer read from ``folder``); also returns the tokenizer."""
+def fingerprint(model: Any, name: str, folder: Path | None = None) -> Fingerprint:
+    """The substrate of ``model`` (its tokenizer files read from ``folder``)."""
     if getattr(model.config, "architecture", None) == "composite":
         raise CompositionError(f"{name} is itself a composite; compose its experts' folders instead")
     table = model.get_input_embeddings().weight
-    tokenizer, tok = _tokenizer_part(folder)
     return Fingerprint(name=name, vocab_size=int(model.config.vocab_size), embedding_fields=embedding_fields(
         model.config), table_shape=list(table.shape), table_dtype=str(table.dtype).replace("torch.", ""),
-        table_sha256=tensor_sha256(table), **tok), tokenizer
+        table_sha256=tensor_sha256(table), tokenizer_files_sha256=tokenizer_files_sha256(folder),
+        folder=None if folder is None else str(folder))
 
 
 def _first_token_difference(a: Any, b: Any) -> str:
@@ -115,37 +133,42 @@ def _rows_differing(a: torch.Tensor, b: torch.Tensor) -> int:
     return int((a.detach().cpu() != b.detach().cpu()).any(dim=-1).sum())
 
 
-def check_same_substrate(experts: list[tuple[Fingerprint, Any, Any]]) -> None:
+def _check_tokenizers(prefix: str, a: str, b: str, ref: Fingerprint, fp: Fingerprint) -> None:
+    if (ref.tokenizer_files_sha256 is None) != (fp.tokenizer_files_sha256 is None):
+        holder, lacker = (a, b) if fp.tokenizer_files_sha256 is None else (b, a)
+        raise CompositionError(f"{prefix} {lacker} holds no tokenizer but {holder} does; the experts must "
+                               "share one (copy it in with tokenizer.save_pretrained)")
+    if fp.tokenizer_files_sha256 == ref.tokenizer_files_sha256:
+        return  # byte-identical tokenizer files (or none on either side)
+    ref_tok, tok = describe_tokenizer(ref), describe_tokenizer(fp)
+    if fp.tokenizer_size != ref.tokenizer_size:
+        raise CompositionError(f"{prefix} different tokenizers ({ref.tokenizer_size} vs {fp.tokenizer_size} tokens)")
+    if fp.tokenizer_vocab_sha256 != ref.tokenizer_vocab_sha256:
+        raise CompositionError(f"{prefix} different tokenizers ({_first_token_difference(ref_tok, tok)})")
+    if fp.special_tokens != ref.special_tokens:
+        diff = {k: (ref.special_tokens.get(k), v) for k, v in fp.special_tokens.items()
+                if ref.special_tokens.get(k) != v}
+        raise CompositionError(f"{prefix} different special tokens "
+                               + ", ".join(f"{k}_token_id {x} vs {y}" for k, (x, y) in diff.items()))
+    if fp.tokenizer_pipeline_sha256 != ref.tokenizer_pipeline_sha256:
+        raise CompositionError(f"{prefix} different tokenizers (same vocabulary, but different "
+                               "normalisation, pre-tokenisation or merges)")
+
+
+def check_same_substrate(experts: list[tuple[Fingerprint, Any]]) -> None:
     """Raise :class:`CompositionError` (one line) at the first way an expert differs from the first.
 
-    ``experts`` holds ``(fingerprint, model, tokenizer)`` per model, in order."""
+    ``experts`` holds ``(fingerprint, model)`` per model, in order."""
     if len(experts) < 2:
         raise CompositionError(f"composition needs at least two models, got {len(experts)}")
-    ref, ref_model, ref_tok = experts[0]
+    ref, ref_model = experts[0]
     a = ref.name
-    for fp, model, tok in experts[1:]:
+    for fp, model in experts[1:]:
         b = fp.name
         prefix = f"cannot compose {a} and {b}:"
         if fp.vocab_size != ref.vocab_size:
             raise CompositionError(f"{prefix} different vocabularies (vocab_size {ref.vocab_size} vs {fp.vocab_size})")
-        if (ref_tok is None) != (tok is None):
-            holder, lacker = (a, b) if tok is None else (b, a)
-            raise CompositionError(f"{prefix} {lacker} holds no tokenizer but {holder} does; the experts must "
-                                   "share one (copy it in with tokenizer.save_pretrained)")
-        if tok is not None:
-            if fp.tokenizer_size != ref.tokenizer_size:
-                raise CompositionError(f"{prefix} different tokenizers ({ref.tokenizer_size} vs "
-                                       f"{fp.tokenizer_size} tokens)")
-            if fp.tokenizer_vocab_sha256 != ref.tokenizer_vocab_sha256:
-                raise CompositionError(f"{prefix} different tokenizers ({_first_token_difference(ref_tok, tok)})")
-            if fp.special_tokens != ref.special_tokens:
-                diff = {k: (ref.special_tokens.get(k), v) for k, v in fp.special_tokens.items()
-                        if ref.special_tokens.get(k) != v}
-                raise CompositionError(f"{prefix} different special tokens "
-                                       + ", ".join(f"{k}_token_id {x} vs {y}" for k, (x, y) in diff.items()))
-            if fp.tokenizer_pipeline_sha256 != ref.tokenizer_pipeline_sha256:
-                raise CompositionError(f"{prefix} different tokenizers (same vocabulary, but different "
-                                       "normalisation, pre-tokenisation or merges)")
+        _check_tokenizers(prefix, a, b, ref, fp)
         if fp.embedding_fields != ref.embedding_fields:
             keys = sorted(set(fp.embedding_fields) | set(ref.embedding_fields))
             diff = [f"{k}={ref.embedding_fields.get(k)!r} vs {fp.embedding_fields.get(k)!r}" for k in keys

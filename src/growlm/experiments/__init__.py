@@ -19,6 +19,7 @@ from growlm.experiments.common import Context, Report, finish, publish
 
 # experiment name -> module (imported only when the experiment runs)
 EXPERIMENTS: dict[str, str] = {
+    "composition": "growlm.experiments.composition",
 }
 
 
