@@ -89,9 +89,27 @@ def cmd_init(args: argparse.Namespace) -> None:
         raise GrowlmError(f"output folder {out} exists and is not empty")
     torch.manual_seed(args.seed)
     model = model_class_for(config)(config)
+    if config.frozen_embedding:
+        from growlm.substrate import install_substrate
+
+        substrate = install_substrate(model, tokenizer)
+        print(f"frozen {config.embedding} substrate {substrate.key} ({config.vocab_size} x {config.embedding_dim}"
+              f"{' zero-padded to ' + str(config.hidden_size) if config.embedding_dim < config.hidden_size else ''})")
     save_model(model, out, tokenizer)
     cost = model_cost(config)
     print(f"wrote {config.architecture} model ({cost.total_params:,} parameters) to {out}")
+
+
+def cmd_substrate(args: argparse.Namespace) -> None:
+    from growlm.data.tokenizer import load_tokenizer
+    from growlm.substrate.show import describe_substrate
+
+    report = describe_substrate(load_tokenizer(args.tokenizer), args.kind, Path(args.out), args.dim, args.cell,
+                                args.seed, args.font)
+    c = report["collisions"]
+    print(f"{report['kind']} substrate {report['key']}: {c['tokens']} tokens, {c['distinct_rows']} distinct rows, "
+          f"{c['tokens_sharing_a_row']} tokens ({c['share_sharing_a_row']:.2%}) share a row with another")
+    print(f"wrote {Path(args.out) / 'substrate.json'} and {Path(args.out) / 'cells.png'}")
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -344,6 +362,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", help="tokenizer to save with the model (sets its special token ids)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("substrate", help="build a frozen substrate embedding for a tokenizer and show it")
+    p.add_argument("tokenizer", help="SentencePiece .model, tokenizer.json, tokenizer or model folder")
+    p.add_argument("--kind", default="glyph", help="glyph (default) | binary | random_binary")
+    p.add_argument("--out", required=True)
+    p.add_argument("--dim", type=int, help="code width (default: cell^2 = the full glyph PCA)")
+    p.add_argument("--cell", type=int, default=32, help="glyph cell side in pixels (multiple of 16)")
+    p.add_argument("--seed", type=int, default=0, help="random_binary seed")
+    p.add_argument("--font", help="GNU Unifont file (default: the shared material's fonts/unifont.otf)")
+    p.set_defaults(func=cmd_substrate)
 
     p = sub.add_parser("convert", help="convert a transformers checkpoint to growlm (or back with --to-hf)")
     p.add_argument("src")

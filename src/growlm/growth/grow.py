@@ -194,6 +194,10 @@ def grow_model(
     elif init.kind == "zero":
         warnings.append("--init zero sets every new block to zero; blocks that only non-zero paths reach still "
                         "train, the others never do (see the verification). --init preserve trains them all.")
+    if "hidden_size" in applied and old_config.frozen_embedding:
+        warnings.append(f"frozen {old_config.embedding} substrate: its new columns stay zero and embedding_scale "
+                        f"becomes {current.embedding_scale:g}; the first block's new attention input weights read "
+                        "only those zeros, never train, and are left out of the gradient check")
     if not init.lossless:
         warnings.append(f"--init {init} perturbs the new blocks: the grown model does not compute the same "
                         "function; the verification reports the deviation.")

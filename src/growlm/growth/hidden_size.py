@@ -29,6 +29,21 @@ writers' new output features and the embedding's new columns get gradient at ste
 after that ``h_new != 0`` and the readers' new input weights, the new gain entries and
 an untied LM head's new columns get gradient at step 2.
 
+A frozen substrate embedding (``embedding`` other than ``learned``, docs/substrate.md)
+grows the same way, ``[c E; 0]``, under every init scheme (its new columns are part of
+the substrate, not a new block to initialise or train), and the config records it:
+``embedding_scale`` is multiplied by ``c`` and ``embedding_dim`` stays. The table is
+therefore still ``embedding_scale * [codes | 0]`` -- the same deterministic function of
+(tokenizer, options, embedding_dim) at the new width -- and the growth stays exact.
+Rebuilding the codes at the new width instead would change the old columns (the
+rows are re-normalised over more principal axes) and so the function.
+
+One consequence: the first block's attention reads the embedding directly, whose new
+features are zero for good, so the first block's new attention input weights and the
+new entries of its input-norm gain multiply zero forever and can never train (they are
+still filled as *preserve* says, and are harmless). They are left out of the
+gradient check (:data:`SUBSTRATE_READERS`); every other new block trains as above.
+
 *zero* also zeroes the readers' new input features: then ``dL/dh_new = 0`` and nothing
 new ever trains. *noise:F* and *random* as in ``base.py`` (both change the function).
 """
@@ -39,11 +54,15 @@ import math
 
 import torch
 
-from growlm.growth.base import BlockFiller, GrowthStep, Placement, arange, grow_axis
+from growlm.growth.base import BlockFiller, GrowthStep, Placement, arange, grow_axis, place
 from growlm.growth.interfaces import input_axes, output_axes
 from growlm.models.base import GrowLMConfig
 
 FIELDS = ("hidden_size",)
+
+# With a frozen substrate, the parameters that read only the embedding's (forever zero) new features.
+SUBSTRATE_READERS = ("model.layers.0.input_layernorm.", "model.layers.0.self_attn.q_proj.",
+                     "model.layers.0.self_attn.k_proj.", "model.layers.0.self_attn.v_proj.")
 
 
 def _grow_gain(out: dict[str, torch.Tensor], name: str, new_size: int, divide: float, filler: BlockFiller) -> Placement:
@@ -73,8 +92,14 @@ def grow_hidden_size(
             placements[name] = grow_axis(out, name, axis, d1, filler, "output weights of new features", "zero",
                                          scale=c)
 
-    placements["model.embed_tokens.weight"] = grow_axis(
-        out, "model.embed_tokens.weight", 1, d1, filler, "embedding of new features", "zero", scale=c)
+    if old.frozen_embedding:
+        table = out["model.embed_tokens.weight"]
+        out["model.embed_tokens.weight"], index = place(table, (table.shape[0], d1), (), c)
+        placements["model.embed_tokens.weight"] = Placement("model.embed_tokens.weight", index, c)
+        new.embedding_scale = old.embedding_scale * c
+    else:
+        placements["model.embed_tokens.weight"] = grow_axis(
+            out, "model.embed_tokens.weight", 1, d1, filler, "embedding of new features", "zero", scale=c)
     for i in range(old.num_hidden_layers):
         layer = f"model.layers.{i}"
         for norm in ("input_layernorm", "post_attention_layernorm"):
@@ -91,4 +116,6 @@ def grow_hidden_size(
     else:
         placements["lm_head.weight"] = grow_axis(out, "lm_head.weight", 1, d1, filler,
                                                  "LM head weights of new features", "random")
+    if old.frozen_embedding:
+        filler.blocks = [b for b in filler.blocks if not b.param.startswith(SUBSTRATE_READERS)]
     return GrowthStep(out, placements)

@@ -30,7 +30,7 @@ from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from growlm.errors import ConfigError
+from growlm.errors import ConfigError, unknown_key_message
 from growlm.models.layers import (
     RMSNorm,
     SwiGLU,
@@ -58,14 +58,25 @@ COMMON_FIELDS: dict[str, type] = {
     "bos_token_id": int,
     "eos_token_id": int,
     "pad_token_id": int,
+    "embedding": str,
+    "embedding_dim": int,
+    "embedding_scale": float,
+    "embedding_cell": int,
+    "embedding_seed": int,
 }
+
+# Input embeddings: ``learned`` (an ordinary trained table) or a frozen substrate built by
+# ``growlm.substrate`` from the tokenizer (docs/substrate.md).
+EMBEDDING_KINDS = ("learned", "glyph", "binary", "random_binary")
+FROZEN_EMBEDDINGS = frozenset(EMBEDDING_KINDS) - {"learned"}
+SUBSTRATE_PARAMETER = "model.embed_tokens.weight"
 
 # The output field that carries the key/value cache: ``cache`` in newer transformers, ``past_key_values``
 # before (the old name still works there, with a deprecation warning on every call).
 _CACHE_FIELD = "cache" if "cache" in getattr(CausalLMOutputWithPast, "__dataclass_fields__", {}) else "past_key_values"
 
 # Fields that may be None (token ids of a model made before it met a tokenizer).
-OPTIONAL_FIELDS = {"bos_token_id", "eos_token_id", "pad_token_id"}
+OPTIONAL_FIELDS = {"bos_token_id", "eos_token_id", "pad_token_id", "embedding_dim"}
 
 
 class GrowLMConfig(PretrainedConfig):
@@ -104,10 +115,21 @@ class GrowLMConfig(PretrainedConfig):
     bos_token_id: int | None = None
     eos_token_id: int | None = None
     pad_token_id: int | None = None
+    # The input embedding (docs/substrate.md). A frozen substrate's table is
+    # ``embedding_scale * [codes (vocab x embedding_dim, unit rows) | zeros up to hidden_size]``;
+    # ``embedding_dim`` defaults to ``hidden_size`` at creation and stays fixed when the hidden
+    # size grows (the new columns are zero and ``embedding_scale`` takes the growth factor).
+    embedding: str = "learned"
+    embedding_dim: int | None = None
+    embedding_scale: float = 1.0
+    embedding_cell: int = 32  # glyph: pixels per character cell side (32 -> 1024 bits, 64 -> 4096)
+    embedding_seed: int = 0  # random_binary: the seed of the codes
 
     def __post_init__(self, **kwargs: Any) -> None:
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
+        if self.embedding_dim is None and self.embedding in FROZEN_EMBEDDINGS:
+            self.embedding_dim = self.hidden_size
         if self.head_dim is None and isinstance(self.num_attention_heads, int) and self.num_attention_heads > 0:
             self.head_dim = self.hidden_size // self.num_attention_heads
         super().__post_init__(**kwargs)
@@ -120,6 +142,11 @@ class GrowLMConfig(PretrainedConfig):
     @classmethod
     def optional_fields(cls) -> frozenset[str]:
         return frozenset(OPTIONAL_FIELDS) | cls.arch_optional
+
+    @property
+    def frozen_embedding(self) -> bool:
+        """True when the input embedding is a frozen substrate (never trained, see docs/substrate.md)."""
+        return self.embedding != "learned"
 
     def field_values(self) -> dict[str, Any]:
         return {name: getattr(self, name, None) for name in self.field_types()}
@@ -140,6 +167,25 @@ class GrowLMConfig(PretrainedConfig):
             raise ConfigError(f"head_dim must be even for rotary embeddings, got {self.head_dim}")
         if self.rms_norm_eps <= 0 or self.rope_theta <= 0 or self.initializer_range <= 0:
             raise ConfigError("rms_norm_eps, rope_theta and initializer_range must be positive")
+        self.validate_embedding()
+
+    def validate_embedding(self) -> None:
+        if self.embedding not in EMBEDDING_KINDS:
+            raise ConfigError(unknown_key_message("embedding", str(self.embedding), EMBEDDING_KINDS))
+        if not self.frozen_embedding:
+            return
+        if self.tie_word_embeddings:
+            raise ConfigError(f"embedding={self.embedding} is a frozen substrate and cannot double as the trained "
+                              "LM head: set tie_word_embeddings=false")
+        dim = self.embedding_dim
+        if not isinstance(dim, int) or isinstance(dim, bool) or not 0 < dim <= self.hidden_size:
+            raise ConfigError(f"embedding_dim must be a positive integer at most hidden_size={self.hidden_size}, "
+                              f"got {dim!r}")
+        if not self.embedding_scale > 0:
+            raise ConfigError(f"embedding_scale must be positive, got {self.embedding_scale!r}")
+        if self.embedding == "glyph" and (self.embedding_cell <= 0 or self.embedding_cell % 16):
+            raise ConfigError(f"embedding_cell must be a positive multiple of 16 (GNU Unifont is drawn on a 16-pixel "
+                              f"grid), got {self.embedding_cell}")
 
 
 class SelfAttention(nn.Module):
@@ -271,6 +317,21 @@ class GrowLMForCausalLM(PreTrainedModel, GenerationMixin):
         self.model = DecoderStack(config, self.make_layer)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
+        if config.frozen_embedding:
+            self.model.embed_tokens.weight.requires_grad_(False)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """transformers' initialisation, except a frozen substrate's table, which is filled with NaN.
+
+        A substrate is built from the tokenizer (``growlm.substrate.install_substrate``), which a
+        model constructor does not have. NaN makes a model whose substrate nobody installed fail at
+        its first forward pass instead of training on a random frozen table without anyone noticing.
+        Loaded checkpoints carry the table and never see this."""
+        if module is getattr(getattr(self, "model", None), "embed_tokens", None) and self.config.frozen_embedding:
+            with torch.no_grad():
+                module.weight.fill_(float("nan"))
+            return
+        super()._init_weights(module)
 
     def make_layer(self, config: GrowLMConfig, layer_idx: int) -> DecoderLayer:
         """Build decoder layer ``layer_idx``; architectures override this."""

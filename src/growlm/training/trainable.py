@@ -18,6 +18,10 @@ unmerged base weights and the adapter (peft's own format), from which ``--resume
 continues exactly. Parameter names are always growlm's own (peft's ``base_model.model.``
 prefix and ``.base_layer`` infix removed), so optimizer moments move between plain and
 LoRA runs by name.
+
+A frozen substrate embedding (model config ``embedding`` other than ``learned``,
+docs/substrate.md) stays frozen whatever ``trainable`` says, so it never gets a
+gradient or optimizer state.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from torch import nn
 
 from growlm.errors import ConfigError
 from growlm.models import GrowLMForCausalLM, model_from_state
+from growlm.models.base import SUBSTRATE_PARAMETER
 from growlm.models.storage import base_model, canonical_name
 
 LORA_KEYS = {"target_modules": list, "r": int, "alpha": float, "dropout": float}
@@ -84,6 +89,8 @@ def set_trainable(model: nn.Module, trainable: list[str] | None, frozen: list[st
             param.requires_grad = True
         if any(fnmatch.fnmatchcase(name, p) for p in frozen or []):
             param.requires_grad = False
+        if name == SUBSTRATE_PARAMETER and getattr(base_model(model).config, "frozen_embedding", False):
+            param.requires_grad = False  # a frozen substrate never trains, whatever the patterns say
     unique = {p.data_ptr(): p for p in names.values()}.values()
     return sum(p.numel() for p in unique if p.requires_grad), sum(p.numel() for p in unique)
 

@@ -35,6 +35,7 @@ from growlm.models.accounting import model_cost, training_flops_per_token
 from growlm.models.presets import build_config
 from growlm.models.storage import base_model, canonical_name, state_by_name
 from growlm.plotting import plot_loss_curves, run_curves
+from growlm.substrate import install_substrate
 from growlm.system import measure_matmul_flops, pick_autocast, tune_cpu_allocator
 from growlm.training import checkpoint as ckpt
 from growlm.training.config import TrainConfig, build_train_config
@@ -146,7 +147,10 @@ def _new_model(cfg: TrainConfig, tokenizer: Any) -> GrowLMForCausalLM:
             overrides.setdefault(field_name, int(value))
     config = build_config(cfg.model, overrides)
     torch.manual_seed(cfg.seed)
-    return model_class_for(config)(config)
+    model = model_class_for(config)(config)
+    if config.frozen_embedding:  # a frozen substrate is built from the data's tokenizer (docs/substrate.md)
+        install_substrate(model, tokenizer)
+    return model
 
 
 class Trainer:
