@@ -237,3 +237,23 @@ def test_cli_compose_and_its_one_line_error(experts, tokenizer, tmp_path, capsys
     assert len(err) == 1 and err[0].startswith(f"error: cannot compose {experts[0]} and {other}: different substrates")
     assert main(["compose", str(experts[0]), str(experts[1]), "--out", str(tmp_path / "e"), "--mixing", "mean",
                  "--mix-train", str(tmp_path)]) == 2
+
+
+def test_experts_on_a_built_substrate_compose_and_other_kinds_are_refused(tokenizer, tmp_path):
+    """Experts whose config names a frozen substrate (growlm.substrate) compose; another kind is refused by name."""
+    from growlm.substrate import install_substrate
+
+    folders = {}
+    for name, arch, seed, kind in (("a", "qwen3", 1, "binary"), ("b", "llama", 2, "binary"),
+                                   ("c", "qwen3", 3, "random_binary")):
+        model = _expert(arch, seed, None, embedding=kind, tie_word_embeddings=False)
+        install_substrate(model, tokenizer)
+        folders[name] = tmp_path / name
+        storage.save_model(model, folders[name], tokenizer)
+    record = compose([folders["a"], folders["b"]], tmp_path / "ab", say=lambda _: None)
+    assert record["substrate"]["embedding_fields"]["embedding"] == "binary"
+    composite = storage.load_model(tmp_path / "ab")
+    assert composite.config.embedding == "binary"
+    with pytest.raises(CompositionError) as exc:
+        compose([folders["a"], folders["c"]], tmp_path / "ac", say=lambda _: None)
+    assert "different substrates (embedding='binary' vs 'random_binary')" in _one_line(exc)

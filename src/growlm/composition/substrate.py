@@ -68,10 +68,15 @@ class Fingerprint:
 
 
 def embedding_fields(config: Any) -> dict[str, Any]:
-    """The substrate settings of a config: every ``embedding*`` field (``embedding`` absent = learned)."""
+    """The substrate settings of a config: every ``embedding*`` field (``embedding`` absent = learned).
+
+    A ``learned`` table's options mean nothing (its bytes decide), so they are left out: a
+    checkpoint from before the field existed and one with ``embedding: learned`` and default
+    options describe the same kind of substrate."""
     values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     found = {k: v for k, v in values.items() if k.startswith("embedding")}
-    found.setdefault("embedding", "learned")
+    if found.get("embedding", "learned") == "learned":
+        return {"embedding": "learned"}
     return dict(sorted(found.items()))
 
 

@@ -109,6 +109,10 @@ def _initial_models(ctx: Context, size: Size, seed: int, folder: Path) -> dict[s
     for index, role in enumerate(("prose", "technical", "joint")):
         torch.manual_seed(1000 * seed + index)
         model = model_class_for(config)(config)
+        if table is None and getattr(config, "frozen_embedding", False):
+            from growlm.substrate import install_substrate
+
+            install_substrate(model, tokenizer)
         with torch.no_grad():
             if table is None:
                 table = model.get_input_embeddings().weight.detach().clone()

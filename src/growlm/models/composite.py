@@ -83,6 +83,9 @@ class CompositeConfig(GrowLMConfig):
             self.hidden_size = sum(c.hidden_size for c in configs)
             for name in _FROM_FIRST:
                 setattr(self, name, getattr(first, name))
+            for name in ("embedding", "embedding_dim", "embedding_scale", "embedding_cell", "embedding_seed"):
+                if hasattr(first, name):  # the shared substrate's settings, where the architectures have them
+                    setattr(self, name, getattr(first, name))
             self.tie_word_embeddings = False  # the composite's own; each expert keeps its tying
         super().__post_init__(**kwargs)
 
