@@ -4,11 +4,13 @@ The shared corpus splits into two domains: **prose** (``gutenberg``, ``sotu``: b
 speeches) and **technical** (``pydocs``, ``linuxdocs``: Python and Linux documentation).
 Per seed:
 
-1. One embedding table is drawn (the model's own initialisation at seed ``1000 s``) and
-   frozen: that is the substrate. With a model config field ``embedding`` available and
-   ``ctx.options["embedding"]`` set (``glyph``, ``binary``, ...), the substrate is that
-   table instead.
-2. Three models start on that table with blocks of their own (seeds ``1000 s + 1, 2, 3``):
+1. The substrate: the frozen table of the model config field ``embedding`` (``glyph``, the
+   paper's, in the full form; ``binary`` in the quick form, which builds in a second),
+   built by :func:`growlm.substrate.install_substrate` from the 32k tokenizer. With
+   ``embedding=learned`` (``options={"embedding": "learned"}``) it is instead one randomly
+   initialised table per seed (the model's initialisation at seed ``1000 s``), frozen in
+   every run with ``frozen: [model.embed_tokens.weight]``.
+2. Three models start on that table with blocks of their own (seeds ``1000 s + 0, 1, 2``):
    the **prose expert** trains on prose, the **technical expert** on technical text, each
    for ``expert_steps``; the **joint** baseline trains on the mixture of both for twice
    as many steps (the two experts' tokens together), so it saw as much text as the pair.
@@ -16,7 +18,7 @@ Per seed:
    mean-logits merge, untrained; **composite (gate)** adds a token-conditioned mixing gate
    trained for ``mix_steps`` on the mixture's *training* split with the experts frozen.
 4. Every model's validation perplexity is measured (``growlm eval``'s ppl code,
-   :func:`growlm.evaluation.perplexity.evaluate_loss`, the same first windows every time)
+   :func:`growlm.evaluation.perplexity.evaluate_loss`, the same evenly spread windows every time)
    on the prose, the technical and the mixed validation splits (``corpus/val``, documents
    never trained on).
 
@@ -46,6 +48,7 @@ MODELS = ("prose expert", "technical expert", "joint (mixture, 2x steps)", "comp
 
 @dataclass(frozen=True)
 class Size:
+    embedding: str  # the substrate kind; learned = one random table per seed, frozen
     preset: str
     overrides: dict[str, Any]
     seq_len: int
@@ -61,35 +64,30 @@ class Size:
     val_docs_per_file: int | None
 
 
-QUICK = Size(preset="nexus-tiny", overrides={"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64,
+QUICK = Size(embedding="binary", preset="nexus-tiny", overrides={"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64,
                                              "num_attention_heads": 2, "head_dim": 16, "nexus_m": 16, "nexus_a": 24,
                                              "max_position_embeddings": 256},
              seq_len=64, micro_batch_size=4, expert_steps=20, lr=3e-3, warmup_steps=2, mix_steps=8, mix_batch_size=4,
              eval_batches=2, eval_batch_size=4, max_docs_per_file=6, val_docs_per_file=2)
-FULL = Size(preset="nexus-tiny", overrides={}, seq_len=256, micro_batch_size=32, expert_steps=600, lr=3e-3,
+FULL = Size(embedding="glyph", preset="nexus-tiny", overrides={}, seq_len=256, micro_batch_size=32, expert_steps=600, lr=3e-3,
             warmup_steps=50, mix_steps=200, mix_batch_size=16, eval_batches=24, eval_batch_size=16,
             max_docs_per_file=600, val_docs_per_file=None)
 
 
 def sizing(ctx: Context) -> Size:
     """The form's sizes, with any ``ctx.options`` of the same name applied (e.g. ``expert_steps``)."""
+    from growlm.errors import ConfigError, unknown_key_message
+
     base = QUICK if ctx.quick else FULL
-    changes = {k: v for k, v in ctx.options.items() if k in Size.__dataclass_fields__}
+    for key in ctx.options:
+        if key not in Size.__dataclass_fields__:
+            raise ConfigError(unknown_key_message("composition option", key, Size.__dataclass_fields__))
+    changes = dict(ctx.options)
     return Size(**{**asdict(base), **changes})
 
 
-def _substrate_overrides(ctx: Context, size: Size) -> dict[str, Any]:
-    """``embedding=KIND`` when asked for and the architectures know the field; else frozen-init (no field)."""
-    from growlm.errors import ConfigError
-    from growlm.models.presets import build_config
-
-    kind = ctx.options.get("embedding")
-    if kind in (None, "learned"):
-        return {}
-    config = build_config(size.preset, size.overrides)
-    if "embedding" not in type(config).field_types():
-        raise ConfigError(f"embedding={kind} was asked for, but this growlm has no 'embedding' model field")
-    return {"embedding": kind}
+def _substrate_overrides(size: Size) -> dict[str, Any]:
+    return {} if size.embedding == "learned" else {"embedding": size.embedding}
 
 
 def _initial_models(ctx: Context, size: Size, seed: int, folder: Path) -> dict[str, Any]:
@@ -100,7 +98,7 @@ def _initial_models(ctx: Context, size: Size, seed: int, folder: Path) -> dict[s
     from growlm.models import model_class_for, storage
     from growlm.models.presets import build_config
 
-    overrides = {**size.overrides, **_substrate_overrides(ctx, size), "tie_word_embeddings": False,
+    overrides = {**size.overrides, **_substrate_overrides(size), "tie_word_embeddings": False,
                  "bos_token_id": 1, "eos_token_id": 2}
     config = build_config(size.preset, overrides)
     tokenizer = load_tokenizer(ctx.tokenizer)
@@ -224,8 +222,9 @@ def _report(ctx: Context, size: Size, records: list[dict[str, Any]], mix_records
         digits=3)
     gate_rows = [{"seed": m["seed"], "before": m["val_loss_before"], "after": m["val_loss_after"],
                   "weights": ", ".join(f"{w:.2f}" for w in m["bias_weights"])} for m in mix_records]
-    substrate = (f"`embedding={ctx.options['embedding']}`" if ctx.options.get("embedding") not in (None, "learned")
-                 else "one randomly initialised embedding table per seed, frozen (`frozen: [model.embed_tokens.weight]`)")
+    substrate = (f"the frozen `{size.embedding}` substrate (`embedding: {size.embedding}`, built from the 32k "
+                 "tokenizer)" if size.embedding != "learned" else
+                 "one randomly initialised embedding table per seed, frozen (`frozen: [model.embed_tokens.weight]`)")
     tokens = size.seq_len * size.micro_batch_size * size.expert_steps
     overrides = ", ".join(f"{k}={v}" for k, v in size.overrides.items()) or "as the preset"
     body = [
@@ -236,10 +235,10 @@ def _report(ctx: Context, size: Size, records: list[dict[str, Any]], mix_records
         f"{size.max_docs_per_file or 'all'} training documents per file). Composite (mean): `growlm compose`, the "
         "mean of the two experts' logits, nothing trained. Composite (gate): softmax weights per token from the "
         f"experts' final hidden states, trained {size.mix_steps} steps x {size.mix_batch_size} windows on the "
-        "mixture's *training* split, experts frozen (bit-identical). Validation perplexity on the first "
-        f"{size.eval_batches} batches of {size.eval_batch_size} x {size.seq_len}-token windows of each validation "
-        "split (held-out documents; mixture = the four sources' validation files together); mean ± 95% "
-        "t-interval over seeds.",
+        "mixture's *training* split, experts frozen (bit-identical). Validation perplexity on "
+        f"{size.eval_batches} batches of {size.eval_batch_size} x {size.seq_len}-token windows spread evenly over "
+        "each validation split (held-out documents; mixture = the four sources' validation files together); "
+        "mean ± 95% t-interval over seeds.",
         table,
         "Paired per seed (ratios below 1 mean the composite has the lower perplexity):",
         paired_table,
