@@ -273,7 +273,7 @@ def _verdict(rows: list[dict[str, Any]], paired: list[dict[str, Any]]) -> str:
 def _figure(ctx: Context, rows: list[dict[str, Any]]) -> Path:
     from growlm.plotting import plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.2), dpi=120)
+    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=120)
     width = 0.8 / len(rows)
     for i, row in enumerate(rows):
         means = [row[s].mean for s in SPLITS]
@@ -284,7 +284,7 @@ def _figure(ctx: Context, rows: list[dict[str, Any]]) -> Path:
     ax.set_yscale("log")
     ax.set_ylabel("perplexity (log scale)")
     ax.set_title("Experts, joint baseline and composites (mean ± 95% interval over seeds)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     ctx.out.mkdir(parents=True, exist_ok=True)
