@@ -317,8 +317,23 @@ class GrowLMForCausalLM(PreTrainedModel, GenerationMixin):
         self.model = DecoderStack(config, self.make_layer)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
-        if config.frozen_embedding:
+        self.freeze_substrate()
+
+    def freeze_substrate(self) -> None:
+        """A frozen substrate embedding never takes a gradient (docs/substrate.md)."""
+        if self.config.frozen_embedding:
             self.model.embed_tokens.weight.requires_grad_(False)
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
+        """transformers' loader, then the substrate frozen again: loading swaps in new parameters,
+        which come back with ``requires_grad=True``."""
+        model = super().from_pretrained(*args, **kwargs)
+        if isinstance(model, GrowLMForCausalLM):
+            model.freeze_substrate()
+        elif isinstance(model, tuple) and model and isinstance(model[0], GrowLMForCausalLM):
+            model[0].freeze_substrate()  # output_loading_info=True
+        return model
 
     def _init_weights(self, module: nn.Module) -> None:
         """transformers' initialisation, except a frozen substrate's table, which is filled with NaN.

@@ -18,6 +18,7 @@ from growlm.substrate.build import (
     check_substrate,
     expected_table,
     install_substrate,
+    substrate_fingerprint,
 )
 from growlm.substrate.codes import count_collisions
 
@@ -30,4 +31,5 @@ __all__ = [
     "count_collisions",
     "expected_table",
     "install_substrate",
+    "substrate_fingerprint",
 ]

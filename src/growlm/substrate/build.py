@@ -179,3 +179,17 @@ def check_substrate(model: torch.nn.Module, tokenizer: Any, font: str | Path | N
         raise CheckpointError(f"{SUBSTRATE_PARAMETER} is not the {model.config.embedding} substrate its config "
                               f"describes for this tokenizer (largest difference {diff:.3g})")
     return diff
+
+
+def substrate_fingerprint(model: torch.nn.Module) -> dict[str, Any]:
+    """What a model's input embedding is, for comparing models (e.g. before composing them): the kind,
+    its options and a SHA-256 of the table's bytes (float32). Needs no tokenizer and no font."""
+    config = model.config
+    weight = model.get_input_embeddings().weight.detach().float().cpu().contiguous()
+    options: dict[str, Any] = {"embedding": config.embedding, "vocab_size": config.vocab_size,
+                               "hidden_size": config.hidden_size}
+    if config.frozen_embedding:
+        options.update(SubstrateSpec.from_config(config).options(), embedding_scale=config.embedding_scale)
+        options.pop("kind")
+    options["table_sha256"] = hashlib.sha256(weight.numpy().tobytes()).hexdigest()
+    return options
