@@ -6,9 +6,9 @@ starts at zero, the mean) holds the mixer's parameters only, so the experts leav
 fine-tune bit-identical (the tests compare every tensor). The objective is the usual
 next-token cross-entropy of the mixed logits on random windows of the data's ``train``
 split (the same :class:`~growlm.data.dataset.WindowSampler` the trainer uses, seeded);
-the loss before and after on the ``val`` split (first ``eval_batches`` batches, fixed
-windows) is recorded in ``composition.json``. Never point ``--mix-train`` at data whose
-validation split you report.
+the loss before and after on the ``val`` split (``eval_batches`` batches of fixed, evenly
+spread windows) is only measured and recorded in ``composition.json``: nothing is chosen
+on it, so that split stays a fair place to report the composite's perplexity.
 """
 
 from __future__ import annotations
