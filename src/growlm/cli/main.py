@@ -296,6 +296,22 @@ def cmd_generate(args: argparse.Namespace) -> None:
     print(args.prompt + tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True))
 
 
+def cmd_compose(args: argparse.Namespace) -> None:
+    from growlm.composition import compose, train_mixer
+
+    mixing = args.mixing or ("gate" if args.mix_train else "mean")
+    if args.mix_train and mixing == "mean":
+        raise GrowlmError("--mix-train trains a mixing layer: use --mixing weights or gate (mean has none)")
+    record = compose(args.models, args.out, mixing=mixing, say=_warn)
+    print(f"composed {len(record['experts'])} experts ({record['parameters']:,} parameters, mixing {mixing}) "
+          f"into {args.out}")
+    if args.mix_train:
+        mix = train_mixer(args.out, args.mix_train, args.steps, seq_len=args.seq_len, batch_size=args.batch_size,
+                          lr=args.mix_lr, seed=args.seed, device=args.device, say=_warn)
+        print(f"mixer trained for {mix['steps']} steps: val loss {mix['val_loss_before']:.4f} -> "
+              f"{mix['val_loss_after']:.4f}")
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     from growlm.bench import bench
 
@@ -480,6 +496,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("compose", help="merge models trained on one substrate into one (mean of their logits)")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="two or more model folders or run folders")
+    p.add_argument("--out", required=True)
+    p.add_argument("--mixing", choices=("mean", "weights", "gate"),
+                   help="mean (default; the paper's merge) | weights (one per expert) | gate (per token)")
+    p.add_argument("--mix-train", metavar="DATA", help="prepared data folder: fine-tune the mixing layer on its "
+                                                        "train split, experts frozen (default mixing: gate)")
+    p.add_argument("--steps", type=int, default=200, help="mixer training steps")
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--mix-lr", type=float, default=1e-2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_compose)
 
     p = sub.add_parser("bench", help="training tokens/s, MFU and memory of a preset (vs transformers with --reference)")
     p.add_argument("preset")

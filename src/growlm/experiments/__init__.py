@@ -24,6 +24,7 @@ EXPERIMENTS: dict[str, str] = {
     "growth-vs-scratch": "growlm.experiments.growth_vs_scratch",
     "init-schemes": "growlm.experiments.init_schemes",
     "growth-dynamics": "growlm.experiments.growth_dynamics",
+    "composition": "growlm.experiments.composition",
 }
 
 

@@ -12,6 +12,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from growlm.errors import ConfigError, unknown_key_message
 from growlm.models.base import GrowLMConfig, GrowLMForCausalLM
+from growlm.models.composite import CompositeConfig, CompositeForCausalLM
 from growlm.models.llama import LlamaConfig, LlamaForCausalLM
 from growlm.models.nexus import NexusConfig, NexusForCausalLM
 from growlm.models.qwen3 import Qwen3Config, Qwen3ForCausalLM
@@ -23,6 +24,8 @@ ARCHITECTURES: dict[str, tuple[type[GrowLMConfig], type[GrowLMForCausalLM]]] = {
     "qwen3": (Qwen3Config, Qwen3ForCausalLM),
     "llama": (LlamaConfig, LlamaForCausalLM),
     "tokenformer": (TokenFormerConfig, TokenFormerForCausalLM),
+    # several experts on one substrate, logits mixed (growlm compose); not a preset architecture
+    "composite": (CompositeConfig, CompositeForCausalLM),  # type: ignore[dict-item]
 }
 
 
@@ -53,11 +56,10 @@ def model_from_state(config: GrowLMConfig, state: dict[str, torch.Tensor], sourc
 
     with torch.device("meta"):
         model = model_class_for(config)(config)
-    state = dict(state)
-    if config.tie_word_embeddings:
-        state.pop("lm_head.weight", None)
+    tied = getattr(model, "all_tied_weights_keys", None) or {}  # heads tied to an embedding (an expert's too)
+    state = {k: v for k, v in state.items() if k not in tied}
     result = model.load_state_dict(state, strict=False, assign=True)
-    missing = [k for k in result.missing_keys if not (config.tie_word_embeddings and k == "lm_head.weight")]
+    missing = [k for k in result.missing_keys if k not in tied]
     if missing or result.unexpected_keys:
         raise CheckpointError(f"{source} does not match a {config.architecture} model of its config: missing "
                               f"{missing[:5]}, unexpected {result.unexpected_keys[:5]}")
@@ -67,6 +69,8 @@ def model_from_state(config: GrowLMConfig, state: dict[str, torch.Tensor], sourc
 
 __all__ = [
     "ARCHITECTURES",
+    "CompositeConfig",
+    "CompositeForCausalLM",
     "GrowLMConfig",
     "GrowLMForCausalLM",
     "LlamaConfig",

@@ -52,6 +52,18 @@ def _meta_model(config: GrowLMConfig) -> torch.nn.Module:
 def model_cost(config: GrowLMConfig, seq_len: int | None = None) -> ModelCost:
     """Parameter counts and per-token FLOPs at context length ``seq_len``."""
     seq_len = seq_len or config.max_position_embeddings
+    if config.architecture == "composite":  # every expert runs on every token: the experts' sum
+        parts = [model_cost(c, seq_len) for c in config.expert_configs()]
+        mixer = getattr(_meta_model(config), "mixer", None)
+        extra = sum(p.numel() for p in mixer.parameters()) if mixer is not None else 0
+        gate = mixer.gate.weight.numel() if mixer is not None and mixer.gate is not None else 0
+        total = {k: sum(getattr(p, k) for p in parts) for k in ModelCost.__dataclass_fields__ if k != "seq_len"}
+        total.update(total_params=total["total_params"] + extra,
+                     non_embedding_params=total["non_embedding_params"] + extra,
+                     matmul_params=total["matmul_params"] + gate,
+                     forward_flops_per_token=total["forward_flops_per_token"] + 2 * gate,
+                     train_flops_per_token=total["train_flops_per_token"] + 6 * gate)
+        return ModelCost(seq_len=seq_len, **total)
     model = _meta_model(config)
     total = sum(p.numel() for p in model.parameters())  # tied weights are counted once
     embed = model.get_input_embeddings().weight

@@ -1,0 +1,294 @@
+"""Modular composition end to end: a prose expert and a technical expert on one frozen substrate, merged.
+
+The shared corpus splits into two domains: **prose** (``gutenberg``, ``sotu``: books and
+speeches) and **technical** (``pydocs``, ``linuxdocs``: Python and Linux documentation).
+Per seed:
+
+1. The substrate: the frozen table of the model config field ``embedding`` (``glyph``, the
+   paper's, in the full form; ``binary`` in the quick form, which builds in a second),
+   built by :func:`growlm.substrate.install_substrate` from the 32k tokenizer. With
+   ``embedding=learned`` (``options={"embedding": "learned"}``) it is instead one randomly
+   initialised table per seed (the model's initialisation at seed ``1000 s``), frozen in
+   every run with ``frozen: [model.embed_tokens.weight]``.
+2. Three models start on that table with blocks of their own (seeds ``1000 s + 0, 1, 2``):
+   the **prose expert** trains on prose, the **technical expert** on technical text, each
+   for ``expert_steps``; the **joint** baseline trains on the mixture of both for twice
+   as many steps (the two experts' tokens together), so it saw as much text as the pair.
+3. ``growlm compose`` merges the two experts: **composite (mean)** is the paper's
+   mean-logits merge, untrained; **composite (gate)** adds a token-conditioned mixing gate
+   trained for ``mix_steps`` on the mixture's *training* split with the experts frozen.
+4. Every model's validation perplexity is measured (``growlm eval``'s ppl code,
+   :func:`growlm.evaluation.perplexity.evaluate_loss`, the same evenly spread windows every time)
+   on the prose, the technical and the mixed validation splits (``corpus/val``, documents
+   never trained on).
+
+Reported: perplexity per model and split, mean ± 95% t-interval over the seeds, and per
+seed paired comparisons: the composite against the better single expert on the mixture,
+and against each expert on its own domain (ratios of perplexities).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from growlm.experiments.common import Context, Report, markdown_table
+from growlm.stats import group_intervals, mean_interval
+
+DESCRIPTION = "modular composition: prose and technical experts on one frozen substrate, merged by mean logits"
+DEFAULT_SEEDS = 3
+
+DOMAINS = {"prose": ("gutenberg", "sotu"), "technical": ("pydocs", "linuxdocs")}
+SPLITS = ("prose", "technical", "mixture")
+MODELS = ("prose expert", "technical expert", "joint (mixture, 2x steps)", "composite (mean)", "composite (gate)")
+
+
+@dataclass(frozen=True)
+class Size:
+    embedding: str  # the substrate kind; learned = one random table per seed, frozen
+    preset: str
+    overrides: dict[str, Any]
+    seq_len: int
+    micro_batch_size: int
+    expert_steps: int
+    lr: float
+    warmup_steps: int
+    mix_steps: int
+    mix_batch_size: int
+    eval_batches: int
+    eval_batch_size: int
+    max_docs_per_file: int | None
+    val_docs_per_file: int | None
+
+
+QUICK = Size(embedding="binary", preset="nexus-tiny", overrides={"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64,
+                                             "num_attention_heads": 2, "head_dim": 16, "nexus_m": 16, "nexus_a": 24,
+                                             "max_position_embeddings": 256},
+             seq_len=64, micro_batch_size=4, expert_steps=20, lr=3e-3, warmup_steps=2, mix_steps=8, mix_batch_size=4,
+             eval_batches=2, eval_batch_size=4, max_docs_per_file=6, val_docs_per_file=2)
+FULL = Size(embedding="glyph", preset="nexus-tiny", overrides={}, seq_len=256, micro_batch_size=32, expert_steps=600, lr=3e-3,
+            warmup_steps=50, mix_steps=200, mix_batch_size=16, eval_batches=24, eval_batch_size=16,
+            max_docs_per_file=600, val_docs_per_file=None)
+
+
+def sizing(ctx: Context) -> Size:
+    """The form's sizes, with any ``ctx.options`` of the same name applied (e.g. ``expert_steps``)."""
+    from growlm.errors import ConfigError, unknown_key_message
+
+    base = QUICK if ctx.quick else FULL
+    for key in ctx.options:
+        if key not in Size.__dataclass_fields__:
+            raise ConfigError(unknown_key_message("composition option", key, Size.__dataclass_fields__))
+    changes = dict(ctx.options)
+    return Size(**{**asdict(base), **changes})
+
+
+def _substrate_overrides(size: Size) -> dict[str, Any]:
+    return {} if size.embedding == "learned" else {"embedding": size.embedding}
+
+
+def _initial_models(ctx: Context, size: Size, seed: int, folder: Path) -> dict[str, Any]:
+    """Three starting points on one embedding table (the first model's), saved with the tokenizer."""
+    import torch
+
+    from growlm.data.tokenizer import load_tokenizer
+    from growlm.models import model_class_for, storage
+    from growlm.models.presets import build_config
+
+    overrides = {**size.overrides, **_substrate_overrides(size), "tie_word_embeddings": False,
+                 "bos_token_id": 1, "eos_token_id": 2}
+    config = build_config(size.preset, overrides)
+    tokenizer = load_tokenizer(ctx.tokenizer)
+    table = None
+    paths = {}
+    for index, role in enumerate(("prose", "technical", "joint")):
+        torch.manual_seed(1000 * seed + index)
+        model = model_class_for(config)(config)
+        if table is None and getattr(config, "frozen_embedding", False):
+            from growlm.substrate import install_substrate
+
+            install_substrate(model, tokenizer)
+        with torch.no_grad():
+            if table is None:
+                table = model.get_input_embeddings().weight.detach().clone()
+            model.get_input_embeddings().weight.copy_(table)
+        paths[role] = str(folder / role)
+        storage.save_model(model, folder / role, tokenizer)
+    return {"paths": paths, "frozen_by_field": "embedding" in overrides}
+
+
+def _train_values(size: Size, init: str, data: Path, steps: int, seed: int, freeze: bool) -> dict[str, Any]:
+    return {"init_from": init, "data": str(data), "frozen": ["model.embed_tokens.weight"] if freeze else [],
+            "seq_len": size.seq_len, "micro_batch_size": size.micro_batch_size, "max_steps": steps,
+            "lr": size.lr, "warmup_steps": size.warmup_steps, "schedule": "cosine", "seed": seed,
+            "eval_every": steps, "eval_batches": size.eval_batches, "checkpoint_every": steps,
+            "log_every": max(1, steps // 20), "compile": False}
+
+
+def _compose_unit(ctx: Context, key: str, experts: list[str], mixing: str, mix_data: Path | None,
+                  size: Size, seed: int) -> dict[str, Any]:
+    from growlm.composition import compose, train_mixer
+
+    def work(folder: Path) -> dict[str, Any]:
+        model = folder / "model"
+        shutil.rmtree(model, ignore_errors=True)  # an interrupted earlier attempt
+        record = compose(experts, model, mixing=mixing, say=ctx.say)
+        if mix_data is not None:
+            record["mix_train"] = train_mixer(model, mix_data, size.mix_steps, seq_len=size.seq_len,
+                                              batch_size=size.mix_batch_size, seed=seed, device=ctx.device,
+                                              eval_batches=size.eval_batches, say=ctx.say)
+        return {**record, "model": str(model)}
+
+    return ctx.unit(key, work)
+
+
+def _evaluate_unit(ctx: Context, key: str, checkpoint: str, data: dict[str, Path], size: Size) -> dict[str, Any]:
+    """Validation loss of one model on every split (the model loaded once)."""
+    from growlm.data.dataset import TokenSplit
+    from growlm.evaluation.perplexity import evaluate_loss
+    from growlm.models import storage
+    from growlm.system import pick_autocast, pick_device
+
+    def work(folder: Path) -> dict[str, Any]:
+        device = pick_device(ctx.device)
+        model = storage.load_model(checkpoint, device, ctx.say).eval()
+        autocast = pick_autocast("auto", device)
+        return {split: evaluate_loss(model, TokenSplit(path, "val"), size.seq_len, size.eval_batch_size,
+                                     size.eval_batches, device, autocast) for split, path in data.items()}
+
+    return ctx.unit(key, work)
+
+
+def run(ctx: Context) -> Report:
+    size = sizing(ctx)
+    data = {name: ctx.corpus(f"composition-{name}", sources=sources, max_docs_per_file=size.max_docs_per_file,
+                             val_docs_per_file=size.val_docs_per_file) for name, sources in DOMAINS.items()}
+    data["mixture"] = ctx.corpus("composition-mixture", sources=[s for v in DOMAINS.values() for s in v],
+                                 max_docs_per_file=size.max_docs_per_file, val_docs_per_file=size.val_docs_per_file)
+    records: list[dict[str, Any]] = []
+    mix_records = []
+    for seed in ctx.seeds:
+        ctx.say(f"composition: seed {seed}")
+        init = ctx.unit(f"seed={seed}/init", lambda folder, seed=seed: _initial_models(ctx, size, seed, folder))
+        freeze = not init["frozen_by_field"]
+        runs = {}
+        for role, split, steps in (("prose", "prose", size.expert_steps),
+                                   ("technical", "technical", size.expert_steps),
+                                   ("joint", "mixture", 2 * size.expert_steps)):
+            runs[role] = ctx.train(f"seed={seed}/train-{role}",
+                                   _train_values(size, init["paths"][role], data[split], steps, seed, freeze))["run"]
+        experts = [runs["prose"], runs["technical"]]
+        mean = _compose_unit(ctx, f"seed={seed}/compose-mean", experts, "mean", None, size, seed)
+        gate = _compose_unit(ctx, f"seed={seed}/compose-gate", experts, "gate", data["mixture"], size, seed)
+        mix_records.append({"seed": seed, **gate["mix_train"]})
+        checkpoints = dict(zip(MODELS, [runs["prose"], runs["technical"], runs["joint"], mean["model"],
+                                        gate["model"]], strict=True))
+        for index, (name, checkpoint) in enumerate(checkpoints.items()):
+            scores = _evaluate_unit(ctx, f"seed={seed}/eval-{index}", checkpoint, {s: data[s] for s in SPLITS}, size)
+            records.append({"seed": seed, "model": name, **{s: scores[s]["perplexity"] for s in SPLITS},
+                            **{f"{s}_loss": scores[s]["loss"] for s in SPLITS},
+                            **{f"{s}_tokens": scores[s]["tokens"] for s in SPLITS}})
+    return _report(ctx, size, records, mix_records)
+
+
+def _paired(records: list[dict[str, Any]], seeds: list[int], composite: str) -> dict[str, Any]:
+    """Per seed: the composite's mixture perplexity over the better expert's, and its own-domain ratios."""
+    def value(seed: int, model: str, split: str) -> float:
+        return next(r[split] for r in records if r["seed"] == seed and r["model"] == model)
+
+    mix, prose, tech, better = [], [], [], 0
+    for seed in seeds:
+        best = min(value(seed, "prose expert", "mixture"), value(seed, "technical expert", "mixture"))
+        mix.append(value(seed, composite, "mixture") / best)
+        better += value(seed, composite, "mixture") < best
+        prose.append(value(seed, composite, "prose") / value(seed, "prose expert", "prose"))
+        tech.append(value(seed, composite, "technical") / value(seed, "technical expert", "technical"))
+    return {"model": composite, "mixture_vs_best": mean_interval(mix), "better_seeds": f"{better}/{len(seeds)}",
+            "prose_vs_expert": mean_interval(prose), "technical_vs_expert": mean_interval(tech)}
+
+
+def _report(ctx: Context, size: Size, records: list[dict[str, Any]], mix_records: list[dict[str, Any]]) -> Report:
+    rows = group_intervals(records, ["model"], list(SPLITS))
+    table = markdown_table(rows, [("model", "Model"), ("seeds", "Seeds"), ("prose", "Prose val PPL"),
+                                  ("technical", "Technical val PPL"), ("mixture", "Mixture val PPL")], digits=2)
+    paired = [_paired(records, ctx.seeds, name) for name in ("composite (mean)", "composite (gate)")]
+    paired_table = markdown_table(paired, [
+        ("model", "Composite"), ("mixture_vs_best", "Mixture PPL / better expert's"),
+        ("better_seeds", "Seeds better than both experts on the mixture"),
+        ("prose_vs_expert", "Prose PPL / prose expert's"), ("technical_vs_expert", "Technical PPL / technical expert's")],
+        digits=3)
+    gate_rows = [{"seed": m["seed"], "before": m["val_loss_before"], "after": m["val_loss_after"],
+                  "weights": ", ".join(f"{w:.2f}" for w in m["bias_weights"])} for m in mix_records]
+    substrate = (f"the frozen `{size.embedding}` substrate (`embedding: {size.embedding}`, built from the 32k "
+                 "tokenizer)" if size.embedding != "learned" else
+                 "one randomly initialised embedding table per seed, frozen (`frozen: [model.embed_tokens.weight]`)")
+    tokens = size.seq_len * size.micro_batch_size * size.expert_steps
+    overrides = ", ".join(f"{k}={v}" for k, v in size.overrides.items()) or "as the preset"
+    body = [
+        f"Experts: `{size.preset}` ({overrides}; untied head) on {substrate}; each expert {size.expert_steps} steps "
+        f"x {size.micro_batch_size} x {size.seq_len} = {tokens:,} tokens of its domain; the joint baseline "
+        f"{2 * size.expert_steps} steps on the mixture ({2 * tokens:,} tokens, as many as both experts). Prose = "
+        "gutenberg + sotu, technical = pydocs + linuxdocs (the shared corpus, "
+        f"{size.max_docs_per_file or 'all'} training documents per file). Composite (mean): `growlm compose`, the "
+        "mean of the two experts' logits, nothing trained. Composite (gate): softmax weights per token from the "
+        f"experts' final hidden states, trained {size.mix_steps} steps x {size.mix_batch_size} windows on the "
+        "mixture's *training* split, experts frozen (bit-identical). Validation perplexity on "
+        f"{size.eval_batches} batches of {size.eval_batch_size} x {size.seq_len}-token windows spread evenly over "
+        "each validation split (held-out documents; mixture = the four sources' validation files together); "
+        "mean ± 95% t-interval over seeds.",
+        table,
+        "Paired per seed (ratios below 1 mean the composite has the lower perplexity):",
+        paired_table,
+        "The gate's fine-tune (mixture validation loss in nats before → after; its per-expert bias weights, "
+        "prose first):",
+        markdown_table(gate_rows, [("seed", "Seed"), ("before", "Before"), ("after", "After"),
+                                   ("weights", "Bias weights")], digits=4),
+        _verdict(rows, paired),
+    ]
+    figure = _figure(ctx, rows)
+    paper = ("Bochkov (arXiv 2507.07129, NOTES.md section 2) merges models trained on different data (languages) "
+             "on the same frozen embeddings by averaging their logits, reports that the merged model starts near "
+             "its experts' loss and improves with a brief fine-tune of a small adapter, and gives no perplexity "
+             "table for the merge; our check is the claim itself, on two domains of one language.")
+    return Report("Modular composition: experts on one frozen substrate, merged (Bochkov 2025)", "\n\n".join(body),
+                  [figure], {"records": records, "summary": rows, "paired": paired, "mix_train": mix_records,
+                             "sizing": asdict(size)}, paper=paper)
+
+
+def _verdict(rows: list[dict[str, Any]], paired: list[dict[str, Any]]) -> str:
+    lines = []
+    for p in paired:
+        mix = p["mixture_vs_best"]
+        where = "lower" if mix.high < 1 else ("higher" if mix.low > 1 else "not distinguishable from")
+        lines.append(f"* {p['model']}: mixture perplexity {mix.format(3)} times the better expert's "
+                     f"({where} {'than ' if where != 'not distinguishable from' else ''}it at 95%); on their own "
+                     f"domains {p['prose_vs_expert'].format(3)} (prose) and {p['technical_vs_expert'].format(3)} "
+                     "(technical) times the expert's.")
+    return "What we see:\n\n" + "\n".join(lines)
+
+
+def _figure(ctx: Context, rows: list[dict[str, Any]]) -> Path:
+    from growlm.plotting import plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=120)
+    width = 0.8 / len(rows)
+    for i, row in enumerate(rows):
+        means = [row[s].mean for s in SPLITS]
+        errors = [0.0 if math.isnan(row[s].half_width) else row[s].half_width for s in SPLITS]
+        ax.bar([j + (i - (len(rows) - 1) / 2) * width for j in range(len(SPLITS))], means, width, yerr=errors,
+               capsize=3, label=row["model"])
+    ax.set_xticks(range(len(SPLITS)), [f"{s} val" for s in SPLITS])
+    ax.set_yscale("log")
+    ax.set_ylabel("perplexity (log scale)")
+    ax.set_title("Experts, joint baseline and composites (mean ± 95% interval over seeds)")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    path = ctx.path("composition.png")
+    fig.savefig(path)
+    plt.close(fig)
+    return path
