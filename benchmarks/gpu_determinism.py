@@ -12,15 +12,17 @@ Compared bit for bit: every logged (step, train loss, validation loss) of metric
 checkpoint's model.safetensors. Throughput is the median logged tokens/s after the first
 third of the steps (compilation and warm-up excluded) of det-a and off-a.
 
-Usage: python3 benchmarks/gpu_determinism.py CONFIG OUT [--set KEY=VALUE ...]
+Usage: python3 benchmarks/gpu_determinism.py CONFIG WORK OUT [--set KEY=VALUE ...]
 (the run settings are --set overrides of CONFIG; max_steps and checkpoint_every must be among them).
-Writes OUT/determinism.json and prints it.
+The runs go to WORK/NAME; their logs, metrics.jsonl files and OUT/determinism.json (also printed)
+to OUT.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -67,17 +69,17 @@ def compare(a: Path, b: Path) -> dict:
             "identical_final_weights": weights_sha(a) is not None and weights_sha(a) == weights_sha(b)}
 
 
-def train(out: Path, name: str, args: list[str], deterministic: bool) -> Path:
-    run = out / name
+def train(work: Path, out: Path, name: str, args: list[str], deterministic: bool) -> Path:
+    run = work / name
     command = [*TRAIN, *args, "--set", f"deterministic={str(deterministic).lower()}", "--set", f"out_dir={run}"]
     with open(out / f"{name}.log", "w") as log:
         subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
     return run
 
 
-def killed_and_resumed(out: Path, args: list[str], kill_after_step: int) -> dict:
+def killed_and_resumed(work: Path, out: Path, args: list[str], kill_after_step: int) -> dict:
     """SIGKILL once the checkpoint at ``kill_after_step`` exists and a later step is logged; then resume."""
-    run = out / "det-killed"
+    run = work / "det-killed"
     command = [*TRAIN, *args, "--set", "deterministic=true", "--set", f"out_dir={run}"]
     log = open(out / "det-killed.log", "w")  # noqa: SIM115 -- shared by the run and its resume below
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -97,9 +99,10 @@ def killed_and_resumed(out: Path, args: list[str], kill_after_step: int) -> dict
 
 
 def main() -> None:
-    config, out, *overrides = sys.argv[1:]
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    config, work, out, *overrides = sys.argv[1:]
+    work, out = Path(work), Path(out)
+    for folder in (work, out):
+        folder.mkdir(parents=True, exist_ok=True)
     args = [config, *overrides]
     settings = dict(o.split("=", 1) for o in overrides if "=" in o)
     max_steps, every = int(settings["max_steps"]), int(settings["checkpoint_every"])
@@ -111,15 +114,15 @@ def main() -> None:
                     "cublas_workspace_config_in_environment": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
                     "config": config, "overrides": settings}
     started = time.time()
-    det_a = train(out, "det-a", args, True)
-    det_b = train(out, "det-b", args, True)
-    kill = killed_and_resumed(out, args, middle)
-    off_a = train(out, "off-a", args, False)
-    off_b = train(out, "off-b", args, False)
+    det_a = train(work, out, "det-a", args, True)
+    det_b = train(work, out, "det-b", args, True)
+    kill = killed_and_resumed(work, out, args, middle)
+    off_a = train(work, out, "off-a", args, False)
+    off_b = train(work, out, "off-b", args, False)
     det_speed, off_speed = steady_tokens_per_s(det_a), steady_tokens_per_s(off_a)
     result.update({
         "deterministic_two_runs": compare(det_a, det_b),
-        "deterministic_killed_and_resumed": {**kill, **compare(det_a, out / "det-killed")},
+        "deterministic_killed_and_resumed": {**kill, **compare(det_a, work / "det-killed")},
         "default_two_runs": compare(off_a, off_b),
         "tokens_per_s": {"deterministic": det_speed, "default": off_speed,
                          "deterministic_over_default": det_speed / off_speed if det_speed and off_speed else None},
@@ -133,6 +136,8 @@ def main() -> None:
         and result["deterministic_killed_and_resumed"]["identical_losses"]
         and result["deterministic_killed_and_resumed"]["identical_final_weights"],
     }
+    for name in ("det-a", "det-b", "det-killed", "off-a", "off-b"):
+        shutil.copy(work / name / "metrics.jsonl", out / f"{name}.metrics.jsonl")
     text = json.dumps(result, indent=2)
     (out / "determinism.json").write_text(text)
     print(text)

@@ -1,6 +1,7 @@
 """``growlm demo``: the whole growlm story on a laptop CPU in a few minutes.
 
-1. tokenize a slice of the shared corpus with the paper's 32k vocabulary;
+1. draw a slice of the shared corpus's training split across its sources in proportion
+   (as its validation split was drawn) and tokenize it with the paper's 32k vocabulary;
 2. train ``nexus-tiny`` from scratch;
 3. grow its Nexus-Rank projections (M 160 -> 256, A 192 -> 320) with the lossless,
    trainable *preserve* scheme, and show the grown model's logits and validation loss
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -28,7 +28,8 @@ import torch
 
 from growlm.data.dataset import TokenSplit
 from growlm.data.prepare import prepare
-from growlm.errors import DataError
+from growlm.data.shared import locate_shared
+from growlm.data.slices import draw_documents, split_account
 from growlm.evaluation.perplexity import evaluate_loss
 from growlm.growth import grow_checkpoint, parse_init
 from growlm.models import storage
@@ -40,8 +41,7 @@ from growlm.training.trainer import read_metrics, start_run
 
 @dataclass(frozen=True)
 class DemoPlan:
-    docs_per_file: int
-    val_docs_per_file: int
+    train_docs: int  # documents in the training slice, drawn over the sources in proportion
     seq_len: int
     batch: int
     base_steps: int
@@ -50,24 +50,12 @@ class DemoPlan:
     grow_to: dict[str, int]
 
 
-FULL = DemoPlan(docs_per_file=120, val_docs_per_file=4, seq_len=128, batch=8, base_steps=450, extra_steps=200,
+FULL = DemoPlan(train_docs=480, seq_len=128, batch=8, base_steps=450, extra_steps=200,
                 eval_batches=24, grow_to={"nexus_m": 256, "nexus_a": 320})
-QUICK = DemoPlan(docs_per_file=6, val_docs_per_file=1, seq_len=64, batch=4, base_steps=40, extra_steps=20,
+QUICK = DemoPlan(train_docs=24, seq_len=64, batch=4, base_steps=40, extra_steps=20,
                  eval_batches=4, grow_to={"nexus_m": 192, "nexus_a": 256})
-RUNS = ("data", "base", "grown", "grown-continued", "control")
-
-
-def locate_shared(explicit: Path | None = None) -> Path:
-    """The shared material: --shared, $GROWLM_SHARED, ./../shared, or the folder beside the source checkout."""
-    candidates = [explicit] if explicit else []
-    if os.environ.get("GROWLM_SHARED"):
-        candidates.append(Path(os.environ["GROWLM_SHARED"]))
-    candidates += [Path.cwd().parent / "shared", Path(__file__).resolve().parents[3] / "shared"]
-    for path in candidates:
-        if path is not None and (path / "corpus" / "train").is_dir():
-            return path
-    raise DataError("cannot find the shared material (corpus/ and tokenizers/); pass --shared DIR or set "
-                    "GROWLM_SHARED")
+RUNS = ("slice", "data", "base", "grown", "grown-continued", "control")
+SLICE_SEED = 0
 
 
 def unigram_entropy(split: TokenSplit) -> float:
@@ -104,14 +92,20 @@ def run_demo(out: Path, shared: Path | None = None, quick: bool = False) -> dict
     started = time.time()
     say = print
 
-    say(f"[1/6] tokenizing a slice of {shared / 'corpus'} with the 32k SentencePiece vocabulary")
+    train_files = sorted((shared / "corpus" / "train").glob("*.jsonl.gz"))
+    val_files = sorted((shared / "corpus" / "val").glob("*.jsonl.gz"))
+    say(f"[1/6] drawing {plan.train_docs} training documents across {len(train_files)} sources in proportion, "
+        "tokenizing them with the 32k SentencePiece vocabulary")
+    train_slice = draw_documents(train_files, plan.train_docs, out / "slice", seed=SLICE_SEED)
+    validation = split_account(val_files)
     data = out / "data"
-    prepare([shared / "corpus" / "train"], str(shared / "tokenizers" / "mistral-v1-32k" / "tokenizer.model"), data,
-            val_inputs=[shared / "corpus" / "val"], max_docs_per_file=plan.docs_per_file)
+    prepare([out / "slice"], str(shared / "tokenizers" / "mistral-v1-32k" / "tokenizer.model"), data,
+            val_inputs=val_files, show_progress=False)
     train_split, val_split = TokenSplit(data, "train"), TokenSplit(data, "val")
     entropy = unigram_entropy(train_split)
-    say(f"      {train_split.num_tokens:,} training tokens, {val_split.num_tokens:,} validation tokens; "
-        f"unigram entropy {entropy:.3f} nats/token")
+    drawn = ", ".join(f"{source} {row['documents']}" for source, row in train_slice.items())
+    say(f"      {train_split.num_tokens:,} training tokens ({drawn} documents), "
+        f"{val_split.num_tokens:,} validation tokens; unigram entropy {entropy:.3f} nats/token")
 
     say(f"[2/6] training nexus-tiny for {plan.base_steps} steps")
     base = _train(out / "base", plan, data, plan.base_steps, model="nexus-tiny")
@@ -137,7 +131,8 @@ def run_demo(out: Path, shared: Path | None = None, quick: bool = False) -> dict
     results = {
         "plan": plan.__dict__,
         "data": {"train_tokens": train_split.num_tokens, "val_tokens": val_split.num_tokens,
-                 "unigram_entropy_nats": entropy},
+                 "unigram_entropy_nats": entropy, "slice_seed": SLICE_SEED, "train_slice": train_slice,
+                 "validation": validation},
         "base": {**base, "val_loss_before_growth": base_val},
         "growth": {"changes": growth["changes"], "parameters": growth["parameters"],
                    "max_abs_logit_diff": check["logits"]["max_abs_diff"],
@@ -179,6 +174,35 @@ def _relative(loss: float, entropy: float) -> str:
     return f"{gap:.2f} nats/token below it" if gap >= 0 else f"{-gap:.2f} nats/token above it"
 
 
+def _data_section(data: dict[str, Any], plan: DemoPlan) -> list[str]:
+    """What the training slice and the validation set contain, source by source."""
+    slice_, val = data["train_slice"], data["validation"]
+    slice_chars = sum(v["characters"] for v in slice_.values())
+    val_chars = sum(v["characters"] for v in val.values())
+    corpus_docs = sum(v["documents_in_source"] for v in slice_.values())
+    lines = [
+        "## Data",
+        "",
+        f"Training slice: {plan.train_docs} of the {corpus_docs:,} documents of the shared corpus's training "
+        f"split, drawn at random (seed {data['slice_seed']}) over each source's whole file, each source "
+        "contributing in proportion to its number of documents, as the corpus's validation split was drawn "
+        f"(2% of each source's documents). {data['train_tokens']:,} tokens.",
+        f"Validation set: the whole validation split ({sum(v['documents'] for v in val.values())} documents, "
+        f"{data['val_tokens']:,} tokens); each evaluation scores {plan.eval_batches * plan.batch} windows of "
+        f"{plan.seq_len} tokens spread evenly over it, the same windows every time.",
+        "",
+        "| source | corpus train documents | slice documents | slice share of characters | "
+        "validation documents | validation share of characters |",
+        "|---|---|---|---|---|---|",
+    ]
+    for source, row in slice_.items():
+        v = val.get(source, {"documents": 0, "characters": 0})
+        lines.append(f"| {source} | {row['documents_in_source']:,} | {row['documents']} | "
+                     f"{100 * row['characters'] / slice_chars:.1f}% | {v['documents']} | "
+                     f"{100 * v['characters'] / val_chars:.1f}% |")
+    return [*lines, ""]
+
+
 def _report(r: dict[str, Any], plan: DemoPlan) -> str:
     g = r["growth"]
     base_cost = r["growth"]["parameters"]
@@ -191,9 +215,10 @@ def _report(r: dict[str, Any], plan: DemoPlan) -> str:
         "# growlm demo: train, grow, continue",
         "",
         f"nexus-tiny, {plan.seq_len}-token windows, batches of {plan.batch}, "
-        f"{r['data']['train_tokens']:,} training tokens (a slice of the shared corpus), "
+        f"{r['data']['train_tokens']:,} training tokens (a slice of the shared corpus, below), "
         f"32k SentencePiece vocabulary. Total time {r['seconds']:.0f} s.",
         "",
+        *_data_section(r["data"], plan),
         "| stage | steps | parameters | val loss (nats/token) | val perplexity |",
         "|---|---|---|---|---|",
         f"| base, trained from scratch | {plan.base_steps} | {base_cost['old']:,} | "

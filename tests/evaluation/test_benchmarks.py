@@ -68,6 +68,9 @@ def test_series_over_checkpoints_and_tables(tiny_data, shared, tmp_path):
     assert (series / "series.png").stat().st_size > 5000
     text = build_tables([series / "step-00000010", series / "step-00000020"], ["early", "late"])
     assert "| early |" in text and "| late |" in text and "PPL / GFLOPs" in text
+    # arc_easy fell back to the shared folder's validation split: marked, and the mark explained
+    early = next(line for line in text.splitlines() if line.startswith("| early |"))
+    assert early.split(" | ")[5].endswith("†") and "† scored on another split" in text
     with pytest.raises(EvalError, match="2 name"):
         build_tables([series / "step-00000010"], ["a", "b"])
 

@@ -141,3 +141,17 @@ def test_arc_easy_test_split_equals_lm_eval_arc_easy(trained, shared, tmp_path, 
         assert sample["doc"]["id"] == test_rows[sample["doc_id"]]["id"]
         mine = samples[sample["doc_id"]]
         assert (sample["acc"], sample["acc_norm"]) == (mine["acc"], mine["acc_norm"])
+
+
+def test_harness_loader_reads_the_standard_split_or_the_one_asked(shared, tmp_path):
+    from growlm.evaluation.harness_tasks import utils
+
+    bench = tmp_path / "bench"
+    test_rows = _arc_easy_folder(shared, bench)
+    loaded = utils.load_arc_easy(data_dir=str(bench))
+    assert list(loaded) == ["test"] and loaded["test"][0]["id"] == test_rows[0]["id"]  # the YAML's test_split
+    asked = utils.load_arc_easy(data_dir=str(bench), split="validation")
+    assert asked["test"][0]["id"] != test_rows[0]["id"] and len(asked["test"]) == 570
+    with pytest.warns(UserWarning, match="standard test split is not in"):
+        fallback = utils.load_openbookqa(data_dir=str(shared / "benchmarks"))
+    assert list(fallback) == ["test"] and len(fallback["test"]) == 500

@@ -37,16 +37,23 @@ def benchmark_table(results: Sequence[dict[str, Any]], names: Sequence[str], met
     tasks = GROUPS["paper5"]
     header = "| Model | Size | " + " | ".join(TASKS[t].title for t in tasks) + " | Avg. |"
     lines = [header, "|" + "---|" * (len(tasks) + 3)]
+    other_split = False
     for name, result in zip(names, results, strict=True):
         cells, scores = [], []
         for task in tasks:
             chosen = PAPER_METRIC[task] if metric == "paper" else metric
-            value = result["results"].get(task, {}).get(chosen)
-            cells.append("—" if value is None else f"{100 * value:.2f}")
+            entry = result["results"].get(task, {})
+            value = entry.get(chosen)
+            mark = "†" if value is not None and entry.get("standard_split") is False else ""
+            other_split = other_split or bool(mark)
+            cells.append("—" if value is None else f"{100 * value:.2f}{mark}")
             if value is not None:
                 scores.append(100 * value)
         average = f"{sum(scores) / len(scores):.2f}" if len(scores) == len(tasks) else "—"
         lines.append(f"| {name} | {_size(result['model']['parameters'])} | " + " | ".join(cells) + f" | {average} |")
+    if other_split:
+        lines += ["", "† scored on another split than lm-eval's standard one (its results.json says which and why): "
+                  "not comparable with published tables."]
     return "\n".join(lines)
 
 

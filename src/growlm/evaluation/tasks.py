@@ -9,6 +9,12 @@ or by the log-likelihood of its first gold answer (``squad_ll``: greedy match an
 Data comes from local files in the Hugging Face schemas (``--data-dir``, default
 ``$GROWLM_BENCHMARKS`` or ``../shared/benchmarks``): ``TASK/SPLIT.jsonl.gz``. When no local
 copy exists the task is loaded from the hub with ``datasets`` (online only).
+
+Each task is scored on the split lm-eval scores (its YAML's ``test_split``, else its
+``validation_split``): test for ARC, OpenBookQA and LAMBADA, validation for PIQA,
+HellaSwag and SQuAD, as published tables are. Another split is scored only when asked
+(``--split``) or when the standard split's local file is absent, and then a note says so
+(:class:`TaskDocs`), which ``growlm eval`` prints and stores in results.json.
 """
 
 from __future__ import annotations
