@@ -97,19 +97,22 @@ def shard_digest(folder: Path) -> str:
 
 
 def run_prepare(inputs: Path, tokenizer: Path, out: Path, workers: int, piece_chars: int | None,
-                threads: bool) -> dict:
+                threads: bool, batch_bytes: int) -> dict:
     """One `growlm data prepare` in a fresh process; ``threads``: the tokenizers library's own thread pool."""
     command = [sys.executable, "-m", "growlm.cli.main", "data", "prepare", str(inputs), "--tokenizer",
                str(tokenizer), "--out", str(out), "--val-fraction", "0", "--workers", str(workers), "--overwrite"]
     if piece_chars is not None:
         command += ["--piece-chars", str(piece_chars)]
+    command += ["--batch-bytes", str(batch_bytes)]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "true" if threads else "false"}
     started = time.time()
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     meta = json.loads((out / "meta.json").read_text())
-    return {"workers": meta["workers"], "piece_chars": meta["piece_chars"], "tokenizer_threads": threads,
+    if meta["workers"] != workers:
+        raise SystemExit(f"asked for {workers} workers, data prepare used {meta['workers']}: make --mb larger")
+    return {"workers": meta["workers"], "batch_bytes": batch_bytes, "piece_chars": meta["piece_chars"], "tokenizer_threads": threads,
             "seconds": meta["seconds"], "process_seconds": round(time.time() - started, 2),
             "mb_per_s": meta["text_mb_per_s"], "tokens_per_s": meta["tokens_per_s"],
             "tokens": meta["splits"]["train"]["tokens"], "sha256": shard_digest(out)}
@@ -132,6 +135,8 @@ def main() -> None:
     work = Path(args.work or Path(args.out).with_suffix(".work"))
     corpora = build_corpora(shared, work / "corpora", args.mb)
     runs, summary = [], {}
+    # 1 MiB work items, or smaller so that every worker gets at least 8 of them (small --mb runs)
+    batch_bytes = int(min(1 << 20, args.mb * 1e6 / (8 * max(counts))))
     for name in corpora:
         # (workers, piece_chars, tokenizer threads, kind): one worker is one core; the baseline is the old way
         configs = [(w, None, False, "workers") for w in counts]
@@ -142,7 +147,8 @@ def main() -> None:
                      f"{name}, baseline (1 process, tokenizer threads, whole documents)")
             print(f"{label} ...", file=sys.stderr, flush=True)
             result = {"corpus": name, "kind": kind, **run_prepare(work / "corpora" / name, tokenizer, work / "out",
-                                                                  workers, piece_chars, threads)}
+                                                                  workers, piece_chars, threads,
+                                                                  batch_bytes)}
             print(f"  {result['mb_per_s']:.2f} MB/s, {result['tokens_per_s']:,.0f} tokens/s "
                   f"({result['seconds']:.1f} s)", file=sys.stderr, flush=True)
             runs.append(result)

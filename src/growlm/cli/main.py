@@ -126,7 +126,8 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
                    val_fraction=args.val_fraction, text_field=args.text_field,
                    max_docs_per_file=args.max_docs_per_file, max_tokens=args.max_tokens,
                    shard_tokens=args.shard_tokens, seed=args.seed, overwrite=args.overwrite,
-                   workers=args.workers, piece_chars=args.piece_chars)
+                   workers=args.workers, piece_chars=args.piece_chars,
+                   **({"batch_bytes": args.batch_bytes} if args.batch_bytes else {}))
     print(f"wrote {args.out} ({meta['tokenizer']['class']}, vocab {meta['tokenizer']['vocab_size']}, "
           f"{meta['dtype']}) in {meta['seconds']:.1f} s with {meta['workers']} worker(s): "
           f"{meta['text_mb_per_s']:.2f} MB/s, {meta['tokens_per_s']:,.0f} tokens/s")
@@ -423,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--piece-chars", type=int,
                    help="tokenize documents longer than this (default 16384) in exact pieces of about this size "
                    "(0: whole)")
+    p.add_argument("--batch-bytes", type=int, help="input bytes per work item handed to a worker (default 1048576)")
     p.set_defaults(func=cmd_data_prepare)
 
     p = sub.add_parser("train", help="train from a config or a growth plan, or --resume a run")
