@@ -6,10 +6,10 @@ logits. The composite is a transformers model of its own, so ``from_pretrained``
 ``generate()``, ``growlm eval`` and ``growlm generate`` work on it like on any growlm
 checkpoint:
 
-    logits(t) = sum_e w_e(t) * logits_e(t),   w(t) = softmax(b + G [h_1(t); ...; h_N(t)])
+    logits(t) = sum_e w_e(t) * logits_e(t),   w(t) = softmax(b + G [h_1(t); ...; h_N(t)] / sqrt(H))
 
 where ``logits_e`` and ``h_e`` are expert ``e``'s output logits and final (normed)
-hidden state. ``mixing`` chooses what is learnt:
+hidden state, and ``H`` the experts' total hidden size. ``mixing`` chooses what is learnt:
 
 * ``mean`` (the paper's mean-logits mixture, the default): no parameters, ``w_e = 1/N``;
 * ``weights``: one learnt weight per expert (``b``; ``G`` absent);
@@ -121,7 +121,12 @@ class CompositeConfig(GrowLMConfig):
 
 
 class LogitMixer(nn.Module):
-    """Softmax weights over the experts: ``softmax(bias + gate([h_1; ...; h_N]))``, both zero at init."""
+    """Softmax weights over the experts: ``softmax(bias + gate([h_1; ...; h_N]) / sqrt(width))``, zero at init.
+
+    The gate reads the experts' normed final hidden states, whose entries are of order one; dividing
+    by ``sqrt(width)`` (as attention divides by ``sqrt(head_dim)``) keeps a score of order
+    ``|gate row|`` whatever the experts' widths, so one optimizer step moves the weights by about
+    the same amount for narrow and wide experts (Adam's steps are ~lr per parameter)."""
 
     def __init__(self, hidden_sizes: list[int], conditioned: bool) -> None:
         super().__init__()
@@ -138,7 +143,7 @@ class LogitMixer(nn.Module):
     def forward(self, hiddens: list[torch.Tensor]) -> torch.Tensor:
         scores = self.bias.float()
         if self.gate is not None:
-            scores = scores + self.gate(torch.cat(hiddens, dim=-1)).float()
+            scores = scores + self.gate(torch.cat(hiddens, dim=-1)).float() * self.gate.in_features**-0.5
         else:
             scores = scores.expand(*hiddens[0].shape[:-1], -1)
         return torch.softmax(scores, dim=-1)
