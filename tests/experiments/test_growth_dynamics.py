@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from growlm.experiments import run_experiment
 from growlm.experiments.growth_dynamics import INITS
 
 
+@pytest.mark.slow
 def test_quick_growth_dynamics(tmp_path, shared):
     out = tmp_path / "gd"
     path, report = run_experiment("growth-dynamics", out=out, quick=True, seeds=2, device="cpu", shared=shared,
