@@ -28,5 +28,6 @@ def test_quick_growth_dynamics(tmp_path, shared):
         assert set(analysis["law"]) == set(INITS)
     assert {p.name for p in report.figures} == {"stats.png", "pca.png", "distances.png", "harmonic.png", "law.png"}
     assert report.data["zero_new_blocks_frozen"] is True  # all-zero growth: new blocks never get gradient
+    assert report.data["zero_same_at_every_scale"] is True  # ... so every scale trains the base model
     for law in report.data["laws"]:
         assert law["r2"].n == 2 and math.isfinite(law["a"].half_width)

@@ -231,6 +231,8 @@ def _report(ctx: Context, sizes: dict[str, Any], results: list[dict[str, Any]]) 
             count += int(0 < peak < len(d) - 1 and d[-1] < 0.5 * d[peak])
         returns[init] = f"{count}/{len(per_seed)}"
     final_ppl = {init: _interval([seed[_label(middle, init)][-1].get("ppl") for seed in per_seed]) for init in INITS}
+    zero_ppl = [per_seed[0][_label(s, "zero")][-1].get("ppl") for s in scales]
+    zero_same = None not in zero_ppl and max(zero_ppl) - min(zero_ppl) <= 1e-3 * max(zero_ppl)
     final_r = {init: _interval([seed[_label(middle, init)][-1].get("R") for seed in per_seed]) for init in INITS}
 
     figures = []
@@ -270,7 +272,9 @@ def _report(ctx: Context, sizes: dict[str, Any], results: list[dict[str, Any]]) 
         "\n".join([
             f"- `zero`: the new blocks {'never moved (NOC = 0 at every snapshot: the new values stay a point mass at 0)' if zero_frozen else 'moved (NOC > 0 somewhere), contrary to the no-gradient argument'}"
             " — with GELU(0) = 0 every new block of the all-zero growth gets exactly zero gradient (NOTES.md §1), "
-            "so `zero` trains only the old weights; its θ and ρ come from the old blocks alone.",
+            "so `zero` trains only the old weights; its θ and ρ come from the old blocks alone. Its final validation "
+            f"perplexity at the three scales (seed 0): {', '.join(f'{p:.3f}' for p in zero_ppl if p is not None)}"
+            + (" — the same at every scale: the grown model stays the base model." if zero_same else "."),
             "- Diverge-then-converge of the Grassmann distance at the middle scale (peak inside the series and the "
             "last point below half the peak), seeds: " + ", ".join(f"{k} {v}" for k, v in returns.items()) + ".",
             f"- Final validation perplexity at the middle scale: {ppl_line}.",
@@ -290,6 +294,6 @@ def _report(ctx: Context, sizes: dict[str, Any], results: list[dict[str, Any]]) 
              "(-0.493, -0.113, 0.863), PC1+PC2 92.49% of variance. Appendix D: harmonic regression on R (zero, 380M) "
              "R² = 0.685, significant F(3, 7); Fisher's g not significant. §5.3: ln PPL = -0.0991·|ln R| + 2.4804 "
              "with a high R² across scales.")
-    data = {"sizes": {k: v for k, v in sizes.items()}, "zero_new_blocks_frozen": zero_frozen,
+    data = {"sizes": dict(sizes), "zero_new_blocks_frozen": zero_frozen, "zero_same_at_every_scale": zero_same,
             "grassmann_returns": returns, "laws": laws, "periodicity": periodic}
     return Report("Growth dynamics (Nexusformer §5, appendices C, D, F)", body, figures, data, paper)
