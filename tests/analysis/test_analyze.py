@@ -136,3 +136,8 @@ def test_clear_errors(grown_runs, tmp_path):
     report = analyse([grown_runs["short"]], tmp_path / "e", AnalysisSettings(
         tasks=[], ppl_batches=1, max_values=2000, device="cpu", skip=["harmonic", "fisher"]))
     assert len(report["snapshots"]) == 3 and report["law"] is None
+    # the weight statistics in worker processes give the same numbers
+    again = analyse([grown_runs["short"]], tmp_path / "f", AnalysisSettings(
+        tasks=[], ppl_batches=1, max_values=2000, device="cpu", skip=["harmonic", "fisher"], workers=2))
+    keys = ("noc", "z", "theta", "rho", "R")
+    assert [[r[k] for k in keys] for r in again["snapshots"]] == [[r[k] for k in keys] for r in report["snapshots"]]

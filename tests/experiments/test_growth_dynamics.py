@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from growlm.experiments import run_experiment
 from growlm.experiments.growth_dynamics import INITS
 
 
+@pytest.mark.slow
 def test_quick_growth_dynamics(tmp_path, shared):
     out = tmp_path / "gd"
     path, report = run_experiment("growth-dynamics", out=out, quick=True, seeds=2, device="cpu", shared=shared,
@@ -25,5 +28,6 @@ def test_quick_growth_dynamics(tmp_path, shared):
         assert set(analysis["law"]) == set(INITS)
     assert {p.name for p in report.figures} == {"stats.png", "pca.png", "distances.png", "harmonic.png", "law.png"}
     assert report.data["zero_new_blocks_frozen"] is True  # all-zero growth: new blocks never get gradient
+    assert report.data["zero_same_at_every_scale"] is True  # ... so every scale trains the base model
     for law in report.data["laws"]:
         assert law["r2"].n == 2 and math.isfinite(law["a"].half_width)

@@ -335,7 +335,7 @@ def cmd_analyze(args: argparse.Namespace) -> None:
     settings = AnalysisSettings(tasks=tasks, limit=args.limit, ppl_data=args.ppl_data, ppl_batches=args.ppl_batches,
                                 batch_size=args.batch_size, device=args.device, benchmarks=args.benchmarks,
                                 max_values=args.max_values, state=args.state.split(","), skip=args.skip or [],
-                                seq_len=args.seq_len, benchmark_points=args.benchmark_points)
+                                seq_len=args.seq_len, benchmark_points=args.benchmark_points, workers=args.workers)
     report = analyse(args.runs, args.out, settings, names=args.names, say=_warn)
     print(f"wrote {Path(args.out) / 'dynamics.json'}, dynamics.csv, {Path(report['tables']).name} and "
           f"{len(report['figures'])} figures to {args.out}")
@@ -562,6 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--benchmarks", help="benchmark files (default: $GROWLM_BENCHMARKS or ../shared/benchmarks)")
     p.add_argument("--max-values", type=int, default=20000, help="NOC: at most this many values per set")
+    p.add_argument("--workers", type=int, default=1, help="processes for the weight statistics (default 1)")
     p.add_argument("--state", default="rho,noc,perf",
                    help="features of the state vector for PCA (of theta, rho, noc, z, perf; default rho,noc,perf)")
     p.add_argument("--skip", nargs="+", choices=["pca", "harmonic", "fisher", "law"], help="statistics to leave out")
