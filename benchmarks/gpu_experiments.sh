@@ -4,7 +4,9 @@
 # seconds. Finished units are kept (OUT/units/*.json), so running this again with the
 # same runs/experiments folder redoes only what did not finish.
 #
-#   GROWLM_SHARED=/path/to/shared bash benchmarks/gpu_experiments.sh [NAME ...]
+#   GROWLM_SHARED=/path/to/shared bash benchmarks/gpu_experiments.sh ["NAME [--set KEY=VALUE ...]" ...]
+#
+# Each argument is one experiment, optionally with its sizing options (one quoted word).
 #
 # Writes $OUT/experiments.tgz (reports, units, figures, logs; no weights) and a summary.
 set -u
@@ -21,10 +23,13 @@ mkdir -p "$OUT" "$ROOT/logs"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$ROOT/logs/gpu.txt"
 (while true; do nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader >> "$ROOT/logs/gpu-util.csv"; sleep 10; done) &
 sampler=$!
-for name in "${names[@]}"; do
-  start=$(date +%s)
-  ( timeout -s INT -k 20 "$LIMIT" python -m growlm.cli.main experiment "$name" --device cuda --out "$ROOT/$name" \
-      > "$ROOT/logs/$name.log" 2>&1; echo "$name rc=$? seconds=$(( $(date +%s) - start ))" >> "$ROOT/logs/status.txt" ) &
+start=$(date +%s)
+for spec in "${names[@]}"; do
+  read -r -a words <<< "$spec"
+  name=${words[0]}
+  ( timeout -s INT -k 20 "$LIMIT" python -m growlm.cli.main experiment "$name" "${words[@]:1}" --device cuda \
+      --out "$ROOT/$name" > "$ROOT/logs/$name.log" 2>&1
+    echo "$spec rc=$? seconds=$(( $(date +%s) - start ))" >> "$ROOT/logs/status.txt" ) &
 done
 wait $(jobs -p | grep -v "^$sampler$") 2>/dev/null
 kill $sampler 2>/dev/null
