@@ -17,6 +17,11 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GROWLM_SHARED", REPO.parent / "shared"))
 SP_MODEL = SHARED / "tokenizers" / "mistral-v1-32k" / "tokenizer.model"
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest -n N runs N worker processes side by side: one intra-op thread each keeps them
+    # from oversubscribing the cores (the suite is many small models, not one large one).
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def shared() -> Path:
