@@ -7,10 +7,12 @@
 # Usage (GPU machine, repository root):
 #   OUT=<results dir> [DATA=<prepared data folder>] [SECTIONS="..."] [BUDGET_S=470] bash benchmarks/gpu_speed.sh
 # SECTIONS (default: all, in this order of priority):
-#   nexus     nexus-240m fused (+ profile) and unfused, seq 4096 x 8, compiled bf16
-#   qwen3     qwen3-240m with transformers' Qwen3ForCausalLM as the same-run reference
+#   nexus     nexus-240m fused (+ profile), seq 4096 x 8, compiled bf16
+#   unfused   nexus-240m unfused (three D->M->A->D chains, + profile)
+#   rotary    nexus-240m fused with the rotary tables inline (--rotary-inline), the state before the opaque op
+#   qwen3     qwen3-240m with transformers' Qwen3ForCausalLM as the same-run reference (both profiled)
 #   linears   qwen3-240m with Q/K/V and gate/up as separate products (--unfused-linears), vs qwen3's fused
-#   token     tokenformer-240m
+#   token     tokenformer-240m (+ profile)
 #   plan      tiny 2-stage plan: time to first step, compile cold vs warm cache, whole vs regional (needs DATA)
 #   large     nexus-640m and qwen3-640m at seq 2048 x 8
 #   pads      Nexus-Rank QKV micro-benchmark: unfused vs fused with M, A padded to 1 / 8 / 64
@@ -22,7 +24,7 @@ export PYTHONPATH=src PYTHONUNBUFFERED=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segm
 export GROWLM_COMMIT=${GROWLM_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 : "${OUT:?set OUT to the results folder}"
 BUDGET_S=${BUDGET_S:-470}
-SECTIONS=${SECTIONS:-"nexus qwen3 linears token plan large pads memory"}
+SECTIONS=${SECTIONS:-"nexus rotary qwen3 token large memory plan unfused linears pads"}
 DATA=${DATA:-.carry/data}
 G="python3 -m growlm.cli.main"
 mkdir -p "$OUT/logs"
@@ -58,18 +60,22 @@ for section in $SECTIONS; do
   case $section in
   nexus)
     fits 120 nexus-240m && run nexus-240m-fused 240 $G bench nexus-240m $BENCH --profile "$OUT/profile" \
-      --out "$OUT/bench-nexus-240m-fused.json"
+      --out "$OUT/bench-nexus-240m-fused.json" ;;
+  unfused)
     fits 80 nexus-240m-unfused && run nexus-240m-unfused 200 $G bench nexus-240m $BENCH --nexus-unfused \
       --profile "$OUT/profile" --profile-steps 2 --out "$OUT/bench-nexus-240m-unfused.json" ;;
+  rotary)
+    fits 80 nexus-240m-rotary-inline && run nexus-240m-rotary-inline 200 $G bench nexus-240m $BENCH --rotary-inline \
+      --out "$OUT/bench-nexus-240m-rotary-inline.json" ;;
   qwen3)
-    fits 130 qwen3-240m && run qwen3-240m 260 $G bench qwen3-240m $BENCH --reference \
-      --out "$OUT/bench-qwen3-240m.json" ;;
+    fits 150 qwen3-240m && run qwen3-240m 280 $G bench qwen3-240m $BENCH --reference \
+      --profile "$OUT/profile" --profile-steps 2 --out "$OUT/bench-qwen3-240m.json" ;;
   linears)
     fits 100 qwen3-240m-unfused-linears && run qwen3-240m-unfused-linears 200 $G bench qwen3-240m $BENCH \
       --unfused-linears --out "$OUT/bench-qwen3-240m-unfused-linears.json" ;;
   token)
     fits 90 tokenformer-240m && run tokenformer-240m 200 $G bench tokenformer-240m $BENCH \
-      --out "$OUT/bench-tokenformer-240m.json" ;;
+      --profile "$OUT/profile" --profile-steps 2 --out "$OUT/bench-tokenformer-240m.json" ;;
   plan)
     if [ ! -e "$DATA/meta.json" ]; then
       echo "skipped plan (no prepared data at DATA=$DATA)" | tee -a "$OUT/skipped.txt"
@@ -110,7 +116,7 @@ EOF
       done
     done ;;
   large)
-    for preset in nexus-640m qwen3-640m; do
+    for preset in ${LARGE:-qwen3-640m nexus-640m}; do
       fits 110 "$preset" && run "$preset-2048" 240 $G bench "$preset" --seq-len 2048 --micro-batch 8 --steps 10 \
         --warmup 4 --out "$OUT/bench-$preset-2048.json"
     done ;;
@@ -127,7 +133,7 @@ EOF
           --out "$OUT/find-batch-$tag.json"
       done
     done ;;
-  *) echo "unknown section $section (choose from nexus qwen3 linears token plan large pads memory)" ;;
+  *) echo "unknown section $section (choose from nexus rotary qwen3 token large memory plan unfused linears pads)" ;;
   esac
 done
 echo "== summary ($SECONDS s)"

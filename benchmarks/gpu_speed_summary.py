@@ -43,6 +43,8 @@ def summarise(out: Path) -> dict[str, Any]:
                 label += " fused" if variant["nexus_fused"] else " unfused"
             if variant.get("fused_linears") is False:
                 label += " unfused-linears"
+            if variant.get("rotary_inline"):
+                label += " rotary-inline"
             bench_rows.append({"preset": row["preset"], "model": label, "seq": row["seq_len"],
                                "micro_batch": row["micro_batch"], "tokens_per_s": row["tokens_per_s"],
                                "mfu_percent": 100 * row["mfu"], "peak_tflops": row["peak_tflops"],
@@ -56,6 +58,9 @@ def summarise(out: Path) -> dict[str, Any]:
             ratios[f"{preset} growlm/transformers"] = by[(preset, seq, "growlm")]["tokens_per_s"] / row["tokens_per_s"]
         if model == "growlm unfused" and (preset, seq, "growlm fused") in by:
             ratios[f"{preset} fused/unfused"] = by[(preset, seq, "growlm fused")]["tokens_per_s"] / row["tokens_per_s"]
+        if model.endswith(" rotary-inline") and (preset, seq, model[:-len(" rotary-inline")]) in by:
+            ratios[f"{preset} rotary op/inline"] = (by[(preset, seq, model[:-len(" rotary-inline")])]["tokens_per_s"]
+                                                    / row["tokens_per_s"])
         if model == "growlm unfused-linears" and (preset, seq, "growlm") in by:
             ratios[f"{preset} fused/unfused linears"] = by[(preset, seq, "growlm")]["tokens_per_s"] / row["tokens_per_s"]
     summary["ratios"] = ratios

@@ -377,6 +377,7 @@ def run_environment(device: torch.device) -> dict[str, Any]:
 def _variant(model: torch.nn.Module, nexus_fused: bool | None, nexus_pad: int | None,
              fuse_linears: bool | None, device: torch.device) -> dict[str, Any]:
     """Apply and record how a growlm model computes: fused sibling linears, fused Nexus-Rank."""
+    from growlm.models import layers
     from growlm.models.base import set_linear_fusion
     from growlm.models.nexus import NexusAttention, set_nexus_fusion
 
@@ -385,6 +386,8 @@ def _variant(model: torch.nn.Module, nexus_fused: bool | None, nexus_pad: int | 
     if fuse_linears is not None:
         set_linear_fusion(model, fuse_linears)
     variant = {"fused_linears": device.type == "cuda" if fuse_linears is None else fuse_linears}
+    if layers.ROTARY_OPAQUE is False:
+        variant["rotary_inline"] = True
     if not any(isinstance(m, NexusAttention) for m in model.modules()):
         return variant
     if nexus_fused is not None or nexus_pad is not None:
@@ -400,8 +403,12 @@ def bench(preset: str, seq_len: int = 4096, micro_batch: int = 8, steps: int = 2
           activation_checkpointing: bool = False, nexus_fused: bool | None = None, nexus_pad: int | None = None,
           profile: str | Path | None = None, profile_steps: int = 3, find: bool = False,
           find_batch_max: int = 1024, find_batch_budget_s: float | None = None,
-          fuse_linears: bool | None = None) -> list[dict[str, Any]]:
+          fuse_linears: bool | None = None, rotary_inline: bool = False) -> list[dict[str, Any]]:
+    from growlm.models.layers import set_rotary_opaque
     from growlm.system import measure_matmul_flops
+
+    if rotary_inline:
+        set_rotary_opaque(False)
 
     run_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                               ("cpu" if device == "auto" else device))

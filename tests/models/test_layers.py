@@ -71,3 +71,36 @@ def test_loss_is_mean_next_token_cross_entropy(arch):
     assert torch.allclose(out.loss, expected, atol=1e-6)
     shifted = model(ids[:, :-1], shift_labels=ids[:, 1:]).loss
     assert torch.allclose(shifted, expected, atol=1e-6)
+
+
+def test_rotary_tables_op_equals_the_formula_and_is_not_inlined_by_the_compiler():
+    """The opaque op gives the inline formula's values bit for bit, and under torch.compile the
+    generated code reads its tables instead of recomputing cos/sin in every consumer."""
+    from torch._inductor.utils import run_and_get_code
+
+    from growlm.models import layers
+
+    pos = torch.arange(37)[None] + 5
+    inline = layers._rotary_cos_sin(pos, 16, 1e4)
+    opaque = layers._rotary_cos_sin_op(pos, 16, 1e4)
+    assert all(torch.equal(a, b) for a, b in zip(inline, opaque, strict=True))
+
+    def rotate(q: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        cos, sin = layers.rotary_tables(positions, 16, 1e4, q.dtype)
+        return layers.apply_rotary(q, cos, sin) * 2
+
+    q = torch.randn(2, 3, 37, 16)
+    saved = layers.ROTARY_OPAQUE
+    codes = {}
+    try:
+        for opaque_tables in (True, False):
+            layers.set_rotary_opaque(opaque_tables)
+            torch._dynamo.reset()
+            out, code = run_and_get_code(torch.compile(rotate), q, pos)
+            torch.testing.assert_close(out, rotate(q, pos))
+            codes[opaque_tables] = "\n".join(code)
+    finally:
+        layers.set_rotary_opaque(saved)
+        torch._dynamo.reset()
+    assert "rotary_cos_sin" in codes[True] and "cos(" not in codes[True]
+    assert "cos(" in codes[False]  # the compiler does inline the formula when it can see it

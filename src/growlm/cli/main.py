@@ -325,7 +325,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
           activation_checkpointing=args.activation_checkpointing,
           nexus_fused=False if args.nexus_unfused else None, nexus_pad=args.nexus_pad, profile=args.profile,
           profile_steps=args.profile_steps, find=args.find_batch, find_batch_max=args.find_batch_max,
-          find_batch_budget_s=args.find_batch_budget_s, fuse_linears=False if args.unfused_linears else None)
+          find_batch_budget_s=args.find_batch_budget_s, fuse_linears=False if args.unfused_linears else None,
+          rotary_inline=args.rotary_inline)
 
 
 def cmd_analyze(args: argparse.Namespace) -> None:
@@ -532,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Nexusformer: run the Q/K/V Nexus-Rank maps one by one (default: fused on CUDA)")
     p.add_argument("--unfused-linears", action="store_true",
                    help="run Q/K/V and SwiGLU gate/up linears one by one (default: one product each on CUDA)")
+    p.add_argument("--rotary-inline", action="store_true",
+                   help="compute rotary tables where the compiler can see (and inline, i.e. recompute) them "
+                        "(default: behind an opaque op, computed once per forward; growlm.models.layers)")
     p.add_argument("--nexus-pad", type=int, help="Nexusformer: pad M and A to this multiple in the fused path "
                                                  "(default $GROWLM_NEXUS_PAD or 8; 1 = none)")
     p.add_argument("--profile", metavar="DIR", help="profile --profile-steps more steps with torch.profiler; "

@@ -49,6 +49,29 @@ class RMSNorm(nn.Module):
         return f"{self.weight.shape[0]}, eps={self.eps}"
 
 
+def _rotary_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    inv_freq = 1.0 / (
+        theta ** (torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float) / head_dim)
+    )
+    freqs = position_ids[..., None].float() * inv_freq
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+@torch.library.custom_op("growlm::rotary_cos_sin", mutates_args=())
+def _rotary_cos_sin_op(position_ids: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    return _rotary_cos_sin(position_ids, head_dim, theta)
+
+
+@_rotary_cos_sin_op.register_fake
+def _(position_ids: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    shape = (*position_ids.shape, head_dim)
+    return position_ids.new_empty(shape, dtype=torch.float), position_ids.new_empty(shape, dtype=torch.float)
+
+
+ROTARY_OPAQUE: bool | None = None  # None: from GROWLM_ROTARY_OPAQUE, read once at import (end of module)
+
+
 def rotary_tables(
     position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,13 +80,26 @@ def rotary_tables(
     The inverse frequencies are recomputed on every call instead of being stored as
     a buffer: they cost head_dim/2 operations, and a buffer would have to be
     re-materialised whenever transformers builds the model on the meta device.
+
+    The tables are computed by an opaque custom op (``growlm::rotary_cos_sin``): left
+    visible, ``torch.compile``'s Inductor inlines the cheap-looking ``cos``/``sin`` into
+    every consumer and so recomputes them -- in float32, with large arguments, for every
+    element of Q and K in every layer, forward and backward. On an H200 (nexus-240m,
+    sequence 4096) those recomputations took ~10 ms of a 105 ms step
+    (docs/benchmarks.md). Behind the op they are computed once per forward and only read
+    afterwards. The values are the same as the inline formula's in eager mode, bit for
+    bit. ``GROWLM_ROTARY_OPAQUE=0`` (or ``set_rotary_opaque(False)``) computes them inline.
     """
-    inv_freq = 1.0 / (
-        theta ** (torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float) / head_dim)
-    )
-    freqs = position_ids[..., None].float() * inv_freq
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos().to(dtype), emb.sin().to(dtype)
+    opaque = ROTARY_OPAQUE if ROTARY_OPAQUE is not None else True
+    cos, sin = (_rotary_cos_sin_op if opaque else _rotary_cos_sin)(position_ids, head_dim, float(theta))
+    return cos.to(dtype), sin.to(dtype)
+
+
+def set_rotary_opaque(opaque: bool | None) -> None:
+    """Compute rotary tables behind the opaque op (True, default) or inline (False); see
+    ``rotary_tables``. Takes effect for code compiled afterwards."""
+    global ROTARY_OPAQUE
+    ROTARY_OPAQUE = opaque
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -192,3 +228,6 @@ def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: t
             _cross_entropy_sum, hidden[start: start + chunk], weight, targets[start: start + chunk],
             use_reentrant=False)
     return total / (targets != -100).sum().clamp(min=1)
+
+
+ROTARY_OPAQUE = fusion_setting("GROWLM_ROTARY_OPAQUE")
