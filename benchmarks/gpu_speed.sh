@@ -109,7 +109,7 @@ EOF
       cache=/tmp/inductor-cache-$mode
       rm -rf "$cache"
       for temperature in cold warm; do
-        fits 60 "plan-$mode-$temperature" || continue
+        fits 50 "plan-$mode-$temperature" || continue
         rm -rf /tmp/speed-plan
         TORCHINDUCTOR_CACHE_DIR=$cache run "plan-$mode-$temperature" 200 $G train "$OUT/plan-$mode.yaml"
         [ -f /tmp/speed-plan/ledger.json ] && cp /tmp/speed-plan/ledger.json "$OUT/plan-$mode-$temperature.json"
@@ -128,8 +128,8 @@ EOF
     for preset in nexus-240m qwen3-240m tokenformer-240m; do
       for ac in "" "--activation-checkpointing"; do
         tag=$preset${ac:+-ac}
-        fits 75 "find-batch $tag" && run "find-batch-$tag" 120 $G bench "$preset" --seq-len 4096 --micro-batch 8 \
-          --find-batch --find-batch-max 256 --find-batch-budget-s 60 --compile regional $ac \
+        fits 55 "find-batch $tag" && run "find-batch-$tag" 100 $G bench "$preset" --seq-len 4096 --micro-batch 8 \
+          --find-batch --find-batch-max 256 --find-batch-budget-s ${FIND_BATCH_S:-40} --compile regional $ac \
           --out "$OUT/find-batch-$tag.json"
       done
     done ;;

@@ -45,6 +45,10 @@ def summarise(out: Path) -> dict[str, Any]:
                 label += " unfused-linears"
             if variant.get("rotary_inline"):
                 label += " rotary-inline"
+            if variant.get("pattention_kernel") is False:
+                label += " no-norm-kernel"
+            if variant.get("coordinate_descent_tuning"):
+                label += " +CDT"
             bench_rows.append({"preset": row["preset"], "model": label, "seq": row["seq_len"],
                                "micro_batch": row["micro_batch"], "tokens_per_s": row["tokens_per_s"],
                                "mfu_percent": 100 * row["mfu"], "peak_tflops": row["peak_tflops"],

@@ -380,6 +380,8 @@ def _variant(model: torch.nn.Module, nexus_fused: bool | None, nexus_pad: int | 
     from growlm.models import layers
     from growlm.models.base import set_linear_fusion
     from growlm.models.nexus import NexusAttention, set_nexus_fusion
+    from growlm.models.pattention_norm import kernel_applies
+    from growlm.models.tokenformer import Pattention
 
     if not type(model).__module__.startswith("growlm."):
         return {}
@@ -388,6 +390,12 @@ def _variant(model: torch.nn.Module, nexus_fused: bool | None, nexus_pad: int | 
     variant = {"fused_linears": device.type == "cuda" if fuse_linears is None else fuse_linears}
     if layers.ROTARY_OPAQUE is False:
         variant["rotary_inline"] = True
+    if os.environ.get("TORCHINDUCTOR_COORDINATE_DESCENT_TUNING") == "1":
+        variant["coordinate_descent_tuning"] = True
+    norms = [m for m in model.modules() if isinstance(m, Pattention) and m.norm == "l2_norm_gelu"]
+    if norms:
+        scores = torch.empty(0, norms[0].key_tokens.shape[0], device=device)
+        variant["pattention_kernel"] = kernel_applies(scores)
     if not any(isinstance(m, NexusAttention) for m in model.modules()):
         return variant
     if nexus_fused is not None or nexus_pad is not None:

@@ -15,6 +15,9 @@ with the normalisations of the released code (``pattention_norm``):
 * ``gelu_l2_norm``: ``GELU(S) / ||GELU(S)||_2 * scale``
 * ``softmax``: ``exp(S) / ||exp(S)||_1 * scale**2`` (the released code's n-scaled softmax)
 
+On CUDA the default normalisation runs as one Triton row kernel per direction
+(``pattention_norm.py``: the compiler's own kernels for it took 31% of a training step).
+
 ``scale`` is sqrt(n) in the released code, recomputed from the current n. growlm
 stores it per layer kind (``qkv_scale``, ``proj_scale``, ``ffn_scale``): unset means
 "sqrt(n), following n" as released; a number fixes it. Lossless parameter-token
@@ -39,6 +42,7 @@ from transformers import initialization as init
 
 from growlm.errors import ConfigError
 from growlm.models.base import DecoderLayer, GrowLMConfig, GrowLMForCausalLM, SelfAttention
+from growlm.models.pattention_norm import l2_norm_gelu
 
 PATTENTION_NORMS = ("l2_norm_gelu", "gelu_l2_norm", "softmax")
 
@@ -99,7 +103,7 @@ class Pattention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scores = x @ self.key_tokens.t()
         if self.norm == "l2_norm_gelu":
-            weights = F.gelu(F.normalize(scores, dim=-1) * self.scale)
+            weights = l2_norm_gelu(scores, self.scale)  # one Triton row kernel on CUDA (pattention_norm.py)
         elif self.norm == "gelu_l2_norm":
             weights = F.normalize(F.gelu(scores), dim=-1) * self.scale
         else:  # softmax, n-scaled as released; computed stably
