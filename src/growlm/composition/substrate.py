@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from growlm.errors import GrowlmError
+from growlm.substrate.build import substrate_fingerprint
 
 
 class CompositionError(GrowlmError):
@@ -65,25 +66,6 @@ class Fingerprint:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def embedding_fields(config: Any) -> dict[str, Any]:
-    """The substrate settings of a config: every ``embedding*`` field (``embedding`` absent = learned).
-
-    A ``learned`` table's options mean nothing (its bytes decide), so they are left out: a
-    checkpoint from before the field existed and one with ``embedding: learned`` and default
-    options describe the same kind of substrate."""
-    values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    found = {k: v for k, v in values.items() if k.startswith("embedding")}
-    if found.get("embedding", "learned") == "learned":
-        return {"embedding": "learned"}
-    return dict(sorted(found.items()))
-
-
-def tensor_sha256(tensor: torch.Tensor) -> str:
-    """SHA-256 of a tensor's bytes as stored (any dtype, bf16 included)."""
-    data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
-    return hashlib.sha256(data.tobytes()).hexdigest()
 
 
 def tokenizer_files_sha256(folder: Path | None) -> str | None:
@@ -118,11 +100,8 @@ def fingerprint(model: Any, name: str, folder: Path | None = None) -> Fingerprin
     """The substrate of ``model`` (its tokenizer files read from ``folder``)."""
     if getattr(model.config, "architecture", None) == "composite":
         raise CompositionError(f"{name} is itself a composite; compose its experts' folders instead")
-    table = model.get_input_embeddings().weight
-    return Fingerprint(name=name, vocab_size=int(model.config.vocab_size), embedding_fields=embedding_fields(
-        model.config), table_shape=list(table.shape), table_dtype=str(table.dtype).replace("torch.", ""),
-        table_sha256=tensor_sha256(table), tokenizer_files_sha256=tokenizer_files_sha256(folder),
-        folder=None if folder is None else str(folder))
+    return Fingerprint(name=name, **substrate_fingerprint(model), tokenizer_files_sha256=tokenizer_files_sha256(folder),
+                       folder=None if folder is None else str(folder))
 
 
 def _first_token_difference(a: Any, b: Any) -> str:

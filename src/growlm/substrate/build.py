@@ -181,15 +181,31 @@ def check_substrate(model: torch.nn.Module, tokenizer: Any, font: str | Path | N
     return diff
 
 
+def embedding_fields(config: Any) -> dict[str, Any]:
+    """The substrate settings of a config: every ``embedding*`` field (``embedding`` absent = learned).
+
+    A ``learned`` table's options mean nothing (its bytes decide), so they are left out: a
+    checkpoint from before the field existed and one with ``embedding: learned`` and default
+    options describe the same kind of substrate."""
+    values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    found = {k: v for k, v in values.items() if k.startswith("embedding")}
+    if found.get("embedding", "learned") == "learned":
+        return {"embedding": "learned"}
+    return dict(sorted(found.items()))
+
+
+def tensor_sha256(tensor: torch.Tensor) -> str:
+    """SHA-256 of a tensor's bytes as stored (any dtype, bf16 included)."""
+    data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
+    return hashlib.sha256(data.tobytes()).hexdigest()
+
+
 def substrate_fingerprint(model: torch.nn.Module) -> dict[str, Any]:
-    """What a model's input embedding is, for comparing models (e.g. before composing them): the kind,
-    its options and a SHA-256 of the table's bytes (float32). Needs no tokenizer and no font."""
-    config = model.config
-    weight = model.get_input_embeddings().weight.detach().float().cpu().contiguous()
-    options: dict[str, Any] = {"embedding": config.embedding, "vocab_size": config.vocab_size,
-                               "hidden_size": config.hidden_size}
-    if config.frozen_embedding:
-        options.update(SubstrateSpec.from_config(config).options(), embedding_scale=config.embedding_scale)
-        options.pop("kind")
-    options["table_sha256"] = hashlib.sha256(weight.numpy().tobytes()).hexdigest()
-    return options
+    """What a model's input substrate is, for telling models apart without a tokenizer or a font:
+    ``vocab_size``, its ``embedding*`` settings (``embedding_fields``), and the table's shape,
+    dtype and SHA-256 of its bytes as stored. ``growlm compose`` builds its per-expert
+    fingerprint from this (plus the tokenizer files; ``composition/substrate.py``)."""
+    table = model.get_input_embeddings().weight
+    return {"vocab_size": int(model.config.vocab_size), "embedding_fields": embedding_fields(model.config),
+            "table_shape": list(table.shape), "table_dtype": str(table.dtype).replace("torch.", ""),
+            "table_sha256": tensor_sha256(table)}
