@@ -103,6 +103,15 @@ def test_bench_on_cpu_writes_results_profile_and_variant(tmp_path):
     assert (tmp_path / "prof" / (next((tmp_path / "prof").glob("profile-*.json")).stem + ".txt")).exists()
 
 
+def test_bench_records_inline_rotary_tables_and_the_pattention_kernel_and_restores_the_default():
+    from growlm.models import layers
+
+    row = bench("tokenformer-tiny", seq_len=16, micro_batch=1, steps=1, warmup=1, device="cpu", rotary_inline=True,
+                say=lambda _: None)[0]
+    assert row["variant"] == {"fused_linears": False, "rotary_inline": True, "pattention_kernel": False}
+    assert layers.ROTARY_OPAQUE is not False  # the inline tables were for that run only
+
+
 def test_activation_checkpointing_does_not_change_the_loss():
     kwargs = dict(seq_len=16, micro_batch=2, steps=2, warmup=1, device="cpu", say=lambda _: None)
     plain = bench("qwen3-tiny", **kwargs)[0]

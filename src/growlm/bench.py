@@ -412,12 +412,19 @@ def bench(preset: str, seq_len: int = 4096, micro_batch: int = 8, steps: int = 2
           profile: str | Path | None = None, profile_steps: int = 3, find: bool = False,
           find_batch_max: int = 1024, find_batch_budget_s: float | None = None,
           fuse_linears: bool | None = None, rotary_inline: bool = False) -> list[dict[str, Any]]:
-    from growlm.models.layers import set_rotary_opaque
     from growlm.system import measure_matmul_flops
 
     if rotary_inline:
-        set_rotary_opaque(False)
+        from growlm.models.layers import rotary_tables_inline
 
+        with rotary_tables_inline():
+            return bench(preset, seq_len=seq_len, micro_batch=micro_batch, steps=steps, warmup=warmup,
+                         compile_model=compile_model, reference=reference, device=device,
+                         loss_chunk_tokens=loss_chunk_tokens, out=out, say=say,
+                         activation_checkpointing=activation_checkpointing, nexus_fused=nexus_fused,
+                         nexus_pad=nexus_pad, profile=profile, profile_steps=profile_steps, find=find,
+                         find_batch_max=find_batch_max, find_batch_budget_s=find_batch_budget_s,
+                         fuse_linears=fuse_linears)
     run_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                               ("cpu" if device == "auto" else device))
     compile_model = run_device.type == "cuda" if compile_model is None else compile_model

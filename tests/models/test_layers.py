@@ -1,5 +1,7 @@
 """Attention masking, padding and the key/value cache, for every architecture."""
 
+import contextlib
+
 import pytest
 import torch
 
@@ -90,17 +92,13 @@ def test_rotary_tables_op_equals_the_formula_and_is_not_inlined_by_the_compiler(
         return layers.apply_rotary(q, cos, sin) * 2
 
     q = torch.randn(2, 3, 37, 16)
-    saved = layers.ROTARY_OPAQUE
     codes = {}
-    try:
-        for opaque_tables in (True, False):
-            layers.set_rotary_opaque(opaque_tables)
-            torch._dynamo.reset()
+    for opaque_tables, context in ((True, contextlib.nullcontext()), (False, layers.rotary_tables_inline())):
+        torch._dynamo.reset()
+        with context:
             out, code = run_and_get_code(torch.compile(rotate), q, pos)
             torch.testing.assert_close(out, rotate(q, pos))
-            codes[opaque_tables] = "\n".join(code)
-    finally:
-        layers.set_rotary_opaque(saved)
-        torch._dynamo.reset()
+        codes[opaque_tables] = "\n".join(code)
+    torch._dynamo.reset()
     assert "rotary_cos_sin" in codes[True] and "cos(" not in codes[True]
     assert "cos(" in codes[False]  # the compiler does inline the formula when it can see it

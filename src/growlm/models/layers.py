@@ -21,7 +21,9 @@ converted checkpoint gives the same logits as the reference implementation.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -69,9 +71,6 @@ def _(position_ids: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Te
     return position_ids.new_empty(shape, dtype=torch.float), position_ids.new_empty(shape, dtype=torch.float)
 
 
-ROTARY_OPAQUE: bool | None = None  # None: from GROWLM_ROTARY_OPAQUE, read once at import (end of module)
-
-
 def rotary_tables(
     position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,18 +87,23 @@ def rotary_tables(
     sequence 4096) those recomputations took ~10 ms of a 105 ms step
     (docs/benchmarks.md). Behind the op they are computed once per forward and only read
     afterwards. The values are the same as the inline formula's in eager mode, bit for
-    bit. ``GROWLM_ROTARY_OPAQUE=0`` (or ``set_rotary_opaque(False)``) computes them inline.
+    bit. ``GROWLM_ROTARY_OPAQUE=0`` (or ``with rotary_tables_inline():``) computes them inline.
     """
-    opaque = ROTARY_OPAQUE if ROTARY_OPAQUE is not None else True
-    cos, sin = (_rotary_cos_sin_op if opaque else _rotary_cos_sin)(position_ids, head_dim, float(theta))
+    compute = _rotary_cos_sin if ROTARY_OPAQUE is False else _rotary_cos_sin_op
+    cos, sin = compute(position_ids, head_dim, float(theta))
     return cos.to(dtype), sin.to(dtype)
 
 
-def set_rotary_opaque(opaque: bool | None) -> None:
-    """Compute rotary tables behind the opaque op (True, default) or inline (False); see
-    ``rotary_tables``. Takes effect for code compiled afterwards."""
+@contextlib.contextmanager
+def rotary_tables_inline() -> Iterator[None]:
+    """Inside: rotary tables computed where the compiler sees (and inlines) them, the state before
+    the opaque op (``growlm bench --rotary-inline``); code compiled inside keeps that choice."""
     global ROTARY_OPAQUE
-    ROTARY_OPAQUE = opaque
+    saved, ROTARY_OPAQUE = ROTARY_OPAQUE, False
+    try:
+        yield
+    finally:
+        ROTARY_OPAQUE = saved
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -230,4 +234,5 @@ def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: t
     return total / (targets != -100).sum().clamp(min=1)
 
 
+# rotary_tables reads this at call time: False (GROWLM_ROTARY_OPAQUE=0) computes the tables inline
 ROTARY_OPAQUE = fusion_setting("GROWLM_ROTARY_OPAQUE")
