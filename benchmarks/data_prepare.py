@@ -4,7 +4,10 @@
     python benchmarks/data_prepare.py --out x.json --mb 4 --workers 1,2        # a quick check
 
 Both corpora are cut from the shared corpus's training text (``$GROWLM_SHARED`` or
-``../shared``), never repeated, written as plain ``.jsonl``:
+``../shared``), written as plain ``.jsonl``; the shared corpus holds about 55 MB of text, so
+larger ``--mb`` needs ``--repeat`` (the documents again, in the same order: the same work
+per byte, which is all a throughput figure needs; 16 workers need a few hundred MB before
+process start-up stops mattering):
 
 * ``small``: many small documents (paragraphs grouped to about 1 kB), in 4 files;
 * ``huge``: a few huge documents (4 documents of MB/4 each), in 1 file.
@@ -47,12 +50,15 @@ def corpus_texts(shared: Path) -> list[str]:
     return [docs[i] for i in range(max(map(len, sources))) for docs in sources if i < len(docs)]
 
 
-def build_corpora(shared: Path, folder: Path, megabytes: float) -> dict[str, dict]:
+def build_corpora(shared: Path, folder: Path, megabytes: float, repeat: bool = False) -> dict[str, dict]:
     texts = corpus_texts(shared)
     budget = int(megabytes * 1e6)
     available = sum(len(t.encode()) for t in texts)
     if budget > available:
-        raise SystemExit(f"--mb {megabytes}: the shared corpus holds only {available / 1e6:.1f} MB of text")
+        if not repeat:
+            raise SystemExit(f"--mb {megabytes}: the shared corpus holds only {available / 1e6:.1f} MB of text "
+                             "(add --repeat to cycle through it)")
+        texts = texts * -(-budget // available)
     info = {}
 
     small, current, size = [], [], 0
@@ -86,6 +92,8 @@ def build_corpora(shared: Path, folder: Path, megabytes: float) -> dict[str, dic
     with open(folder / "huge" / "docs.jsonl", "w") as out:
         out.writelines(json.dumps({"text": t}) + "\n" for t in huge)
     info["huge"] = {"documents": 4, "mb": round(sum(len(t.encode()) for t in huge) / 1e6, 2), "files": 1}
+    for corpus in info.values():
+        corpus["shared_text_repeated"] = budget > available
     return info
 
 
@@ -123,6 +131,8 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="JSON file to write")
     parser.add_argument("--mb", type=float, default=32.0, help="text per corpus, in MB (default 32)")
     parser.add_argument("--workers", default=None, help="comma-separated worker counts (default: 1,ALL_CORES)")
+    parser.add_argument("--repeat", action="store_true",
+                        help="cycle through the shared corpus when --mb exceeds it (module doc)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the whole-document one-process run")
     parser.add_argument("--work", default=None, help="scratch folder (default: beside --out)")
     parser.add_argument("--shared", default=None)
@@ -133,7 +143,7 @@ def main() -> None:
     cores = default_workers()
     counts = [int(w) for w in args.workers.split(",")] if args.workers else sorted({1, cores})
     work = Path(args.work or Path(args.out).with_suffix(".work"))
-    corpora = build_corpora(shared, work / "corpora", args.mb)
+    corpora = build_corpora(shared, work / "corpora", args.mb, args.repeat)
     runs, summary = [], {}
     # 1 MiB work items, or smaller so that every worker gets at least 8 of them (small --mb runs)
     batch_bytes = int(min(1 << 20, args.mb * 1e6 / (8 * max(counts))))
