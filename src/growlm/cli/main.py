@@ -210,7 +210,8 @@ def cmd_grow(args: argparse.Namespace) -> None:
 
     options = {"layers_at": args.layers_at} if args.layers_at else {}
     report = grow_checkpoint(args.checkpoint, args.out, parse_assignments(args.set), parse_init(args.init),
-                             seed=args.seed, verify=not args.no_verify, say=_warn, options=options)
+                             seed=args.seed, verify=not args.no_verify, say=_warn, options=options,
+                             moments=args.moments)
     changes = ", ".join(f"{k} {v['old']} -> {v['new']}" for k, v in report["changes"].items())
     print(f"grew {report['architecture']} ({changes}) with --init {report['init']}: "
           f"{report['parameters']['old']:,} -> {report['parameters']['new']:,} parameters")
@@ -228,6 +229,9 @@ def cmd_grow(args: argparse.Namespace) -> None:
               f"all received gradient within {grads['steps']} steps: {grads['every_block_got_gradient']}, "
               f"none moved: {grads['no_block_moved']}; expectation ({v['expectation']}) "
               f"{'met' if v['passed'] else 'NOT MET'}")
+        loss = v["loss"]
+        print(f"loss on the verification batch: {loss['before']:.4f} -> {loss['after']:.4f} "
+              f"(jump {loss['jump']:+.4g})")
     print(f"wrote {args.out} (details in {Path(args.out) / 'growth.json'})")
     if v is not None and not v["passed"]:
         raise GrowlmError("the grown model failed its verification; see growth.json")
@@ -449,7 +453,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a model/checkpoint folder or a run folder (its newest checkpoint)")
     p.add_argument("--out", required=True)
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help=set_help)
-    p.add_argument("--init", default="preserve", help="preserve (default) | zero | noise:FRACTION | random")
+    from growlm.growth.base import INIT_SCHEMES
+
+    p.add_argument("--init", default="preserve",
+                   help=f"{' | '.join(INIT_SCHEMES)} (default preserve; docs/growth.md: stack is depth-only "
+                        "and not lossless, clone is width-only)")
+    p.add_argument("--moments", choices=("carry", "fresh"), default="carry",
+                   help="optimizer moments of a training checkpoint: carry them over (default) or start fresh "
+                        "(zero moments, step count 0)")
     p.add_argument("--layers-at", help="where new blocks go when num_hidden_layers grows: end (default), start, "
                                        "interleave, or positions in the grown model such as 0,4,8")
     p.add_argument("--seed", type=int, default=0)

@@ -11,7 +11,8 @@ stages:
     tokens: 100_000_000   # token budget (or max_steps)
   - name: to-380m
     grow: {hidden_size: 800, nexus_m: 1340, nexus_a: 1530}
-    init: preserve        # growth scheme (default preserve)
+    init: preserve        # growth scheme (default preserve; stack, clone, ...: docs/growth.md)
+    moments: carry        # optimizer moments across growth: carry (default) or fresh
     grow_options: {layers_at: end}
     tokens: 30_000_000
     lr: 1.0e-3            # any training config key overrides the defaults for this stage
@@ -47,7 +48,7 @@ import yaml
 
 from growlm.errors import ConfigError, GrowlmError, GrowthError, unknown_key_message
 from growlm.growth import grow_checkpoint, parse_init
-from growlm.growth.grow import check_init, check_request, growth_options
+from growlm.growth.grow import check_init, check_moments, check_request, growth_options
 from growlm.models import GrowLMConfig, storage
 from growlm.models.accounting import model_cost
 from growlm.models.presets import build_config
@@ -61,7 +62,8 @@ from growlm.training.trainer import _say, read_metrics, resume_run, start_run
 PLAN_FILE = "plan.yaml"
 LEDGER_FILE = "ledger.json"
 STAGE_FILE = "stage.json"
-STAGE_KEYS = {"name": str, "grow": dict, "init": str, "grow_options": dict, "grow_seed": int, "tokens": int}
+STAGE_KEYS = {"name": str, "grow": dict, "init": str, "grow_options": dict, "grow_seed": int, "tokens": int,
+              "moments": str}
 PLAN_KEYS = ("out_dir", "defaults", "stages", "layerwise", "description")
 
 
@@ -75,6 +77,7 @@ class Stage:
     grow_options: dict[str, Any] = field(default_factory=dict)
     grow_seed: int = 0
     tokens: int | None = None
+    moments: str = "carry"  # optimizer moments across this stage's growth: carry | fresh
 
     @property
     def folder_name(self) -> str:
@@ -135,6 +138,11 @@ def parse_plan(values: dict[str, Any], overrides: dict[str, Any] | None = None) 
             raise ConfigError(f"{label}: give tokens or max_steps, not both")
         stage = Stage(i, name, {**train, **overrides}, dict(extra.get("grow") or {}), str(extra.get("init", "preserve")),
                       dict(extra.get("grow_options") or {}), int(extra.get("grow_seed", 0)), extra.get("tokens"))
+        stage.moments = str(extra.get("moments", "carry"))
+        try:
+            check_moments(stage.moments)
+        except GrowthError as exc:
+            raise ConfigError(f"{label}: {exc}") from exc
         scheme = parse_init(stage.init)
         if stage.grow:
             check_init(scheme, stage.grow)
@@ -275,7 +283,7 @@ def run_plan(plan: Plan, resume: bool = False) -> dict[str, Any]:
             if main and not (grown / "growth.json").exists():
                 shutil.rmtree(grown, ignore_errors=True)
                 grow_checkpoint(previous, grown, stage.grow, parse_init(stage.init), seed=stage.grow_seed,
-                                say=_say, options=stage.grow_options)
+                                say=_say, options=stage.grow_options, moments=stage.moments)
             barrier()
             growth = json.loads((grown / "growth.json").read_text())
             if growth["verification"] is not None and not growth["verification"]["passed"]:
