@@ -117,7 +117,7 @@ def test_noise_breaks_symmetry_by_an_amount_that_grows_with_f(arch):
 
 def test_clone_refusals():
     model = _model("llama")
-    with pytest.raises(GrowthError, match="width fields only; num_hidden_layers takes .*stack"):
+    with pytest.raises(GrowthError, match=r"width fields only; num_hidden_layers takes .*stack"):
         grow_model(model, {"num_hidden_layers": 4, "hidden_size": 96}, parse_init("clone"))
     with pytest.raises(GrowthError, match="fewer than the current"):
         grow_model(model, {"num_key_value_heads": 4}, parse_init("clone"))
@@ -129,7 +129,7 @@ def test_clone_refusals():
         grow_model(tf, {"qkv_slots": 30}, parse_init("clone"))
     with pytest.raises(GrowthError, match="positive fraction"):
         parse_init("clone:-1")
-    with pytest.raises(GrowthError, match="valid: .*stack, clone, clone:FRACTION"):
+    with pytest.raises(GrowthError, match=r"valid: .*stack, clone, clone:FRACTION"):
         parse_init("bogus")
 
 
