@@ -173,7 +173,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_plan_show(args: argparse.Namespace) -> None:
     from growlm.overrides import parse_assignments
-    from growlm.training.plan import load_plan, plan_shapes
+    from growlm.training.plan import load_plan, plan_lr_curve, plan_shapes, sparkline
 
     plan = load_plan(args.plan, parse_assignments(args.set))
     rows = plan_shapes(plan)
@@ -190,18 +190,29 @@ def cmd_plan_show(args: argparse.Namespace) -> None:
               f"{r['train_flops_per_token'] / 1e9:7.3f} GFLOP/token  {r['tokens']:>15,} tokens  "
               f"{r['train_flops_upper_bound']:.3e} FLOPs  [{changes}{'; init ' + r['init'] if r['init'] else ''}]")
     print(f"  total training FLOPs (everything trainable): {total:.3e}")
+    curve = plan_lr_curve(plan)
+    print("learning rate: " + (plan.schedule.describe(rows[0]["lr"]) if plan.schedule
+                               else "each stage runs its own schedule from its own step 0"))
+    start = 0
+    for r in rows:
+        factor = f" (lr_factor {r['lr_factor']:g})" if r["lr_factor"] != 1.0 else ""
+        print(f"  {r['stage']:<16} {r['schedule']:<8} plan steps {start:>9,} - {start + r['steps'] - 1:<9,} "
+              f"lr {r['lr_first']:.3e} -> {r['lr_last']:.3e}{factor}")
+        start += r["steps"]
+    print(f"  {sparkline(curve)}  (lr over {len(curve):,} steps)")
 
 
 def cmd_plan_report(args: argparse.Namespace) -> None:
-    from growlm.training.plan import LEDGER_FILE, ledger_lines, plot_plan
+    from growlm.training.plan import LEDGER_FILE, ledger_lines, plot_plan, plot_plan_lr
 
     out = Path(args.run)
     if not (out / LEDGER_FILE).exists():
         raise GrowlmError(f"{out} holds no {LEDGER_FILE}: not a plan run, or no stage has finished yet")
-    picture = plot_plan(out)
+    pictures = [plot_plan(out), plot_plan_lr(out)]
     print("\n".join(ledger_lines(json.loads((out / LEDGER_FILE).read_text()))))
-    if picture:
-        print(f"wrote {picture}")
+    for picture in pictures:
+        if picture:
+            print(f"wrote {picture}")
 
 
 def cmd_grow(args: argparse.Namespace) -> None:
@@ -445,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key in every stage")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plan_show)
-    p = plan.add_parser("report", help="loss across stages (PNG) and the FLOPs ledger of a plan run")
+    p = plan.add_parser("report", help="loss and lr across stages (PNGs) and the FLOPs ledger of a plan run")
     p.add_argument("run")
     p.set_defaults(func=cmd_plan_report)
 
