@@ -74,6 +74,7 @@ class NexusConfig(GrowLMConfig):
         "nexus_norm": str,
         "nexus_scale_m": float,
         "nexus_scale_a": float,
+        "qk_norm": bool,
     }
     arch_optional: ClassVar[frozenset[str]] = frozenset({"nexus_scale_m", "nexus_scale_a"})
 
@@ -82,6 +83,11 @@ class NexusConfig(GrowLMConfig):
     nexus_norm: str = "none"
     nexus_scale_m: float | None = None
     nexus_scale_a: float | None = None
+    # Per-head RMSNorm on queries and keys before the rotary embedding, as in Qwen3. Off by
+    # default (the paper's formula; checkpoints saved without the field load unchanged). On, it
+    # bounds the attention logits, which plain Nexus-Rank lets grow until attention collapses at
+    # learning rates a linear projection trains at (docs/models.md, "Stability").
+    qk_norm: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:
         if self.nexus_norm == "l2":
@@ -247,4 +253,5 @@ class NexusForCausalLM(GrowLMForCausalLM):
                 return nn.Linear(in_features, out_features, bias=False)
             return NexusRank(in_features, out_features, config)
 
-        return DecoderLayer(config, NexusAttention(config, layer_idx, projection), self.swiglu(config))
+        attention = NexusAttention(config, layer_idx, projection, qk_norm=bool(config.qk_norm))
+        return DecoderLayer(config, attention, self.swiglu(config))
