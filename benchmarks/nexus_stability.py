@@ -22,7 +22,7 @@ order for every arm), validation on fixed windows of the validation split.
     PYTHONPATH=src python benchmarks/nexus_stability.py --device cpu --layers 4 --hidden 192 --heads 3 \
         --ffn 512 --m 512 --a 640 --seq-len 128 --batch 8 --steps 150 --warmup 15 --lrs 2e-3 \
         --out benchmarks/results/nexus-stability-cpu
-    # GPU, the issue's shape: 8 x 384 tied, M/A 1024/1280, lr 2e-3 WSD, ~3.3M tokens per arm (defaults)
+    # GPU, the issue's shape: 8 x 384 tied, M/A 1024/1280, lr 2e-3 WSD, ~4.9M tokens per arm (defaults)
     PYTHONPATH=src python benchmarks/nexus_stability.py --device cuda --out benchmarks/results/nexus-stability-gpu
 """
 
@@ -49,6 +49,9 @@ ARMS = {
     "llama": ("llama", {}),
     "nexus": ("nexus", {}),
     "nexus+qk_norm": ("nexus", {"qk_norm": True}),
+    # diagnostic only: W_D rescaled at init so that each map's output std equals a linear
+    # projection's (initializer_range * sqrt(D)); tests whether the small initial Q/K/V are the cause
+    "nexus+init_scale": ("nexus", {}),
     "qwen3": ("qwen3", {}),  # linear Q/K/V with QK-norm: isolates what QK-norm alone does
 }
 
@@ -192,7 +195,24 @@ def build_model(arm: str, args: argparse.Namespace) -> torch.nn.Module:
         fields.update(vocab_size=args.vocab)
     config = build_config(f"{architecture}-tiny", fields)
     torch.manual_seed(args.seed)
-    return model_class_for(config)(config)
+    model = model_class_for(config)(config)
+    if arm == "nexus+init_scale":
+        rescale_nexus_outputs(model)
+    return model
+
+
+@torch.no_grad()
+def rescale_nexus_outputs(model: torch.nn.Module) -> None:
+    """Multiply every Nexus-Rank W_D so the map's output std on unit-RMS Gaussian input equals a
+    linear projection's at the same init, ``initializer_range * sqrt(D)``."""
+    from growlm.models.nexus import NexusRank
+
+    d = model.config.hidden_size
+    target = model.config.initializer_range * math.sqrt(d)
+    x = torch.randn(4096, d, generator=torch.Generator().manual_seed(0))
+    for module in model.modules():
+        if isinstance(module, NexusRank):
+            module.d_proj.weight.mul_(target / float(module(x).std()))
 
 
 def train_arm(arm: str, lr: float, args: argparse.Namespace, train: np.ndarray, val: torch.Tensor,
@@ -259,7 +279,7 @@ def plot(runs: list[dict[str, Any]], path: Path, title: str) -> None:
     try:
         import matplotlib
     except ImportError:
-        print(f"matplotlib is not installed: no {path}; draw it elsewhere with --replot {path.parent}")
+        print(f"matplotlib is not installed: no {path}; draw it elsewhere with --replot {path.with_suffix('.json')}")
         return
 
     matplotlib.use("Agg")
@@ -296,7 +316,7 @@ def plot(runs: list[dict[str, Any]], path: Path, title: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--arms", default="llama,nexus,nexus+qk_norm", help=f"comma-separated, of {', '.join(ARMS)}")
+    ap.add_argument("--arms", default="llama,nexus,nexus+qk_norm", help=f"comma-separated, of {', '.join(ARMS)} (none: only tokenize, with --save-tokens)")
     ap.add_argument("--lrs", default="2e-3", help="comma-separated peak learning rates")
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--hidden", type=int, default=384)
@@ -307,14 +327,14 @@ def main() -> None:
     ap.add_argument("--a", type=int, default=1280)
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=400)
-    ap.add_argument("--warmup", type=int, default=40)
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--warmup", type=int, default=60)
     ap.add_argument("--decay-fraction", type=float, default=0.2)
     ap.add_argument("--min-lr-ratio", type=float, default=0.1)
     ap.add_argument("--weight-decay", type=float, default=0.1)
     ap.add_argument("--grad-clip", type=float, default=1.0)
-    ap.add_argument("--probe-every", type=int, default=10)
-    ap.add_argument("--eval-every", type=int, default=50)
+    ap.add_argument("--probe-every", type=int, default=20)
+    ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--eval-windows", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -325,14 +345,14 @@ def main() -> None:
                     "without the shared corpus) and go on")
     ap.add_argument("--vocab", type=int, default=0,
                     help="shrink the vocabulary to the N most frequent tokens (CPU runs; 0: the tokenizer's 32000)")
-    ap.add_argument("--replot", default=None, help="only redraw DIR/stability.png from DIR/stability.json")
+    ap.add_argument("--replot", default=None, help="only redraw FILE.png from FILE.json (a run's stability.json)")
     ap.add_argument("--out", default="benchmarks/results/nexus-stability")
     args = ap.parse_args()
     if args.replot:
-        saved = json.loads((Path(args.replot) / "stability.json").read_text())
-        plot(saved["runs"], Path(args.replot) / "stability.png", saved["title"])
+        saved = json.loads(Path(args.replot).read_text())
+        plot(saved["runs"], Path(args.replot).with_suffix(".png"), saved["title"])
         return
-    for arm in args.arms.split(","):
+    for arm in args.arms.split(",") if args.arms != "none" else []:
         if arm not in ARMS:
             raise SystemExit(f"unknown arm {arm!r}; valid: {', '.join(ARMS)}")
     if args.threads:
@@ -358,6 +378,8 @@ def main() -> None:
     if args.save_tokens:
         Path(args.save_tokens).parent.mkdir(parents=True, exist_ok=True)
         np.savez(args.save_tokens, train=train.astype(np.uint16), val=val_tokens.astype(np.uint16))
+        if args.arms == "none":
+            return
     print(f"tokenized {len(train):,} train / {len(val_tokens):,} val tokens in {time.perf_counter() - tic:.0f}s")
     if args.vocab:
         train, val_tokens = remap_vocab(train, val_tokens, args.vocab)
