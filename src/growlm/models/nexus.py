@@ -21,6 +21,14 @@ before its GELU. The scales are stored in the config and kept when M and A grow,
 which is what lets growth stay lossless for this variant
 (``growlm/growth/nexus_rank.py``).
 
+Option ``qk_norm=True`` (off by default, not in the paper) applies Qwen3's per-head RMSNorm
+to the queries and keys the maps produce, before the rotary embedding. Without it the
+attention logits grow multiplicatively under Adam -- the logit is a product of six weight
+matrices, each moved by about lr per entry per step -- and at lr 2e-3 and above a wide
+model's attention collapses to one-hot and it stops learning; with it the logits stay
+bounded (docs/models.md, "Stability"; ``benchmarks/nexus_stability.py``). The norm acts on
+the maps' outputs, so the fused path below and every growth operator are unaffected.
+
 Fused computation (``fused_nexus_qkv``). Run one by one, the three maps of a layer are
 nine narrow matrix products (M=780, A=960 in nexus-240m: widths that are not even a
 multiple of 8, so bf16 tensor-core kernels lose their 16-byte alignment) and six
