@@ -18,10 +18,10 @@ default ``$GROWLM_SHARED`` or ``../shared``) tokenized here with its Mistral 32k
 tokenizer, just enough documents for the run, training windows drawn at random (same
 order for every arm), validation on fixed windows of the validation split.
 
-    # CPU, reduced scale (docs/models.md, "Stability"; about 25 minutes on 2 busy cores)
-    PYTHONPATH=src python benchmarks/nexus_stability.py --device cpu --layers 4 --hidden 192 --heads 3 \
-        --ffn 512 --m 512 --a 640 --seq-len 128 --batch 8 --steps 150 --warmup 15 --lrs 2e-3 \
-        --out benchmarks/results/nexus-stability-cpu
+    # CPU, reduced scale (docs/models.md, "Stability"; about 10 minutes on 2 busy cores)
+    PYTHONPATH=src python benchmarks/nexus_stability.py --device cpu --threads 1 --vocab 2048 --layers 4 \
+        --hidden 192 --heads 3 --ffn 512 --m 512 --a 640 --seq-len 128 --batch 4 --steps 200 --warmup 20 \
+        --probe-every 10 --eval-every 50 --eval-windows 16 --lrs 2e-3 --out benchmarks/results/nexus-stability-cpu
     # GPU, the issue's shape: 8 x 384 tied, M/A 1024/1280, lr 2e-3 WSD, ~4.9M tokens per arm (defaults)
     PYTHONPATH=src python benchmarks/nexus_stability.py --device cuda --out benchmarks/results/nexus-stability-gpu
 """
