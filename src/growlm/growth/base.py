@@ -42,6 +42,7 @@ from typing import Any
 import torch
 
 from growlm.errors import GrowthError
+from growlm.growth.schemes import scheme_names
 
 Index = tuple[torch.Tensor, ...]  # per axis: the positions (LongTensor) an index set covers
 
@@ -60,7 +61,7 @@ class InitScheme:
 
 
 def parse_init(text: str) -> InitScheme:
-    if text in ("preserve", "zero", "random", "fresh"):
+    if text in scheme_names() and ":" not in text:
         return InitScheme(text)
     kind, _, value = text.partition(":")
     if kind == "noise":
@@ -71,7 +72,7 @@ def parse_init(text: str) -> InitScheme:
         if fraction <= 0:
             raise GrowthError(f"--init noise:F needs a positive fraction F (e.g. noise:0.1), got {text!r}")
         return InitScheme("noise", fraction)
-    raise GrowthError(f"unknown --init {text!r}; valid: preserve, zero, noise:FRACTION, random, fresh")
+    raise GrowthError(f"unknown --init {text!r}; valid: {', '.join(scheme_names())}")
 
 
 def arange(n: int, start: int = 0) -> torch.Tensor:
