@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -52,19 +53,56 @@ def _print_json(data: Any) -> None:
 
 
 # -- models / init / convert ------------------------------------------------------------------
-def cmd_models(args: argparse.Namespace) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def _preset_cache_file(seq_len: int | None) -> Path:
+    """Where ``growlm models`` keeps its rows, under a key of everything they depend on.
 
+    The counts are exact because they are counted on built models, which needs torch and
+    transformers' model classes (seconds to import). The rows depend only on growlm's
+    model code and presets (``growlm/models/``), transformers' version and the context
+    length, so they are kept under a hash of those: any change there is a new key, never a
+    stale table."""
+    import hashlib
+    from importlib.metadata import version
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    digest = hashlib.sha256(f"{version('transformers')}|{seq_len}".encode())
+    for source in sorted(models.glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    root = Path(os.environ.get("GROWLM_CACHE") or Path.home() / ".cache" / "growlm")
+    return root / "models" / f"presets-{digest.hexdigest()[:24]}.json"
+
+
+def preset_rows(seq_len: int | None) -> list[dict[str, Any]]:
+    """Every preset with its config fields, parameter counts and FLOPs per token at ``seq_len``."""
+    cache = _preset_cache_file(seq_len)
+    try:
+        return json.loads(cache.read_text())
+    except (OSError, ValueError):
+        pass  # not computed yet under this key (or unreadable): count
     from growlm.models.accounting import model_cost
     from growlm.models.presets import PRESETS, build_config
 
     rows = []
     for name in PRESETS:
         config = build_config(name)
-        cost = model_cost(config, args.seq_len)
+        cost = model_cost(config, seq_len)
         rows.append({"preset": name, "architecture": config.architecture, **config.field_values(),
                      **cost.as_dict()})
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps(rows))
+        partial.replace(cache)  # whole or not at all, also with two commands at once
+    except OSError:
+        pass  # a read-only home: count again next time
+    return rows
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = preset_rows(args.seq_len)
     if args.json:
         _print_json(rows)
         return

@@ -1,0 +1,73 @@
+"""Start-up time of the ``growlm`` command: how long a command takes before it does any work.
+
+    python benchmarks/startup.py --out startup.json            # median of 5 runs of each command
+    python benchmarks/startup.py --out x.json --runs 3 --src /path/to/other/checkout/src
+
+Each command runs in a fresh process (``python -m growlm.cli.main ...``, the same module as
+the ``growlm`` script) and the wall time from start to exit is taken; the figure is the
+median over ``--runs`` runs, after one untimed run that warms the file cache. ``--src``
+times another checkout (its ``src`` folder goes first on ``PYTHONPATH``), so a before/after
+pair is measured on the same machine in the same minutes.
+
+Commands: ``--help`` (nothing but the parser), ``grow --help`` (a subcommand's help),
+``--version`` and ``models`` (every preset's exact parameter count and FLOPs: this one has to
+import torch and build each model on the meta device).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+COMMANDS = {
+    "--help": ["--help"],
+    "grow --help": ["grow", "--help"],
+    "--version": ["--version"],
+    "models": ["models"],
+}
+
+
+def time_command(args: list[str], env: dict[str, str], runs: int) -> dict[str, object]:
+    command = [sys.executable, "-m", "growlm.cli.main", *args]
+    subprocess.run(command, env=env, capture_output=True)  # warm the file cache
+    seconds = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        done = subprocess.run(command, env=env, capture_output=True)
+        seconds.append(time.perf_counter() - start)
+    # an older growlm may lack a command (--version): its time is then that of the error
+    return {"median_s": round(statistics.median(seconds), 3), "min_s": round(min(seconds), 3),
+            "max_s": round(max(seconds), 3), "runs": runs, "returncode": done.returncode}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="JSON file for the results")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--src", help="the src/ folder of the growlm to time (default: the one importable here)")
+    parser.add_argument("--commands", nargs="+", choices=list(COMMANDS), default=list(COMMANDS))
+    args = parser.parse_args()
+    env = dict(os.environ)
+    if args.src:
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(args.src).resolve()), env.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep)
+    results = {}
+    for name in args.commands:
+        results[name] = time_command(COMMANDS[name], env, args.runs)
+        print(f"growlm {name:<14} median {results[name]['median_s']:.2f} s  "
+              f"(min {results[name]['min_s']:.2f}, max {results[name]['max_s']:.2f}, {args.runs} runs)")
+    record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "python": platform.python_version(),
+              "machine": platform.machine(), "cpus": os.cpu_count(), "src": args.src, "commands": results}
+    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
