@@ -478,11 +478,14 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each option's default, except where there is none (required options, None)."""
+class _DefaultsFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default, except where there is none to show (required
+    options, None, on/off flags) or the help already says it in words."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.required or action.default is None:
+        text = action.help or ""
+        if (action.required or action.default in (None, False, argparse.SUPPRESS) or action.nargs == 0
+                or "default" in text.lower()):
             return action.help
         return super()._get_help_string(action)
 
@@ -491,6 +494,10 @@ class _Parser(argparse.ArgumentParser):
     """argparse with errors that help: an unknown flag is reported by the subcommand it was given
     to (its usage, not the top level's) with the closest flag it has; a mistyped choice (a
     command name) gets the closest valid one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        super().__init__(*args, **kwargs)
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
         parsed, extras = super().parse_known_args(args, namespace)
@@ -529,7 +536,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="growlm", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="growlm", description=DESCRIPTION)
     parser.add_argument("--version", action=_VersionAction,
                         help="print growlm's version (and its git commit when run from a checkout) and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -555,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help=set_help)
     p.add_argument("--tokenizer", help="tokenizer to save with the model (sets its special token ids)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("substrate", help="build a frozen substrate embedding for a tokenizer and show it")
@@ -622,7 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how new entries start: " + "; ".join(f"{name}: {text}" for name, text in INIT_SCHEMES.items()))
     p.add_argument("--layers-at", help="where new blocks go when num_hidden_layers grows: end (default), start, "
                                        "interleave, or positions in the grown model such as 0,4,8")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the new entries drawn at random and of the verification batch")
     p.add_argument("--no-verify", action="store_true", help="skip the logits and gradient checks")
     p.set_defaults(func=cmd_grow)
 
@@ -660,8 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs=argparse.REMAINDER, help="lm-eval arguments, e.g. --model growlm --tasks ...")
     p.set_defaults(func=cmd_harness)
 
-    p = sub.add_parser("generate", help="continue a prompt with a checkpoint",
-                       formatter_class=_DefaultsFormatter)
+    p = sub.add_parser("generate", help="continue a prompt with a checkpoint")
     p.add_argument("checkpoint", help=model_help)
     p.add_argument("--prompt", required=True, help="the text to continue")
     p.add_argument("--max-new-tokens", type=int, default=50, help="tokens to generate")
@@ -687,16 +693,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compose)
 
     p = sub.add_parser("bench", help="training tokens/s, MFU and memory of a preset (vs transformers with --reference)")
-    p.add_argument("preset")
-    p.add_argument("--seq-len", type=int, default=4096)
-    p.add_argument("--micro-batch", type=int, default=8)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("preset", help="a preset name (growlm models lists them)")
+    p.add_argument("--seq-len", type=int, default=4096, help="tokens per sequence")
+    p.add_argument("--micro-batch", type=int, default=8, help="sequences per step")
+    p.add_argument("--steps", type=int, default=20, help="timed steps")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation, allocator)")
     p.add_argument("--compile", choices=("auto", "on", "off", "regional"), default="auto",
                    help="auto: on for CUDA; regional: each decoder layer compiled (faster to compile)")
     p.add_argument("--reference", action="store_true", help="also time transformers' own model (qwen3, llama)")
-    p.add_argument("--loss-chunk-tokens", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--loss-chunk-tokens", type=int, default=0, help="compute the loss in chunks of this many "
+                                                                    "tokens (0: at once)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.add_argument("--out", help="write the results as JSON")
     p.add_argument("--activation-checkpointing", action="store_true",
                    help="recompute each decoder layer in backward (less memory, ~1/3 more compute)")
@@ -711,7 +718,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "(default $GROWLM_NEXUS_PAD or 8; 1 = none)")
     p.add_argument("--profile", metavar="DIR", help="profile --profile-steps more steps with torch.profiler; "
                                                     "write DIR/profile-*.json and .txt (top kernels by GPU time)")
-    p.add_argument("--profile-steps", type=int, default=3)
+    p.add_argument("--profile-steps", type=int, default=3, help="steps profiled with --profile")
     p.add_argument("--find-batch", action="store_true",
                    help="find the largest micro-batch that trains at --seq-len (doubling from --micro-batch, "
                         "then bisection) instead of timing")
@@ -763,7 +770,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("demo", help="train, grow, verify, continue, compare: the whole story on a CPU")
-    p.add_argument("--out", default="growlm-demo")
+    p.add_argument("--out", default="growlm-demo", help="output folder (report.md, curves.png, the runs)")
     p.add_argument("--shared", help="the shared material folder (default: ../shared or $GROWLM_SHARED)")
     p.add_argument("--quick", action="store_true", help="a much shorter run (used by the tests)")
     p.set_defaults(func=cmd_demo)
