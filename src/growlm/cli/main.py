@@ -484,8 +484,8 @@ class _DefaultsFormatter(argparse.RawDescriptionHelpFormatter, argparse.Argument
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if (action.required or action.default in (None, False, argparse.SUPPRESS) or action.nargs == 0
-                or "default" in text.lower()):
+        if (action.required or any(action.default is v for v in (None, False, argparse.SUPPRESS))
+                or action.nargs == 0 or "default" in text.lower()):  # identity: 0 == False
             return action.help
         return super()._get_help_string(action)
 
