@@ -5,7 +5,8 @@
 
 Each command runs in a fresh process (``python -m growlm.cli.main ...``, the same module as
 the ``growlm`` script) and the wall time from start to exit is taken; the figure is the
-median over ``--runs`` runs, after one untimed run that warms the file cache. ``--src``
+median over ``--runs`` runs, after one untimed run that warms the file cache, in wall
+seconds and in CPU seconds (user + system; on a busy machine the figure to compare). ``--src``
 times another checkout (its ``src`` folder goes first on ``PYTHONPATH``), so a before/after
 pair is measured on the same machine in the same minutes.
 
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -42,16 +44,22 @@ COMMANDS = {
 def time_command(args: list[str], env: dict[str, str], runs: int, first_run: bool) -> dict[str, object]:
     command = [sys.executable, "-m", "growlm.cli.main", *args]
     subprocess.run(command, env=env, capture_output=True)  # warm the file cache (and keep the rows)
-    seconds = []
+    seconds, cpu = [], []
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as empty:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             done = subprocess.run(command, env={**env, "GROWLM_CACHE": empty} if first_run else env,
                                   capture_output=True)
             seconds.append(time.perf_counter() - start)
-    # an older growlm may lack a command (--version): its time is then that of the error
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    # an older growlm may lack a command (--version): its time is then that of the error.
+    # CPU seconds (user + system) are the figure to compare on a busy machine: wall time
+    # there measures the other processes too.
     return {"median_s": round(statistics.median(seconds), 3), "min_s": round(min(seconds), 3),
-            "max_s": round(max(seconds), 3), "runs": runs, "returncode": done.returncode}
+            "max_s": round(max(seconds), 3), "median_cpu_s": round(statistics.median(cpu), 3), "runs": runs,
+            "returncode": done.returncode}
 
 
 def main() -> None:
@@ -68,10 +76,12 @@ def main() -> None:
     results = {}
     for name in args.commands:
         results[name] = time_command(COMMANDS[name], env, args.runs, first_run="first run" in name)
-        print(f"growlm {name:<20} median {results[name]['median_s']:.2f} s  "
-              f"(min {results[name]['min_s']:.2f}, max {results[name]['max_s']:.2f}, {args.runs} runs)")
+        r = results[name]
+        print(f"growlm {name:<20} median {r['median_s']:.2f} s wall (min {r['min_s']:.2f}, max {r['max_s']:.2f}), "
+              f"{r['median_cpu_s']:.2f} s CPU, {args.runs} runs")
     record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "python": platform.python_version(),
-              "machine": platform.machine(), "cpus": os.cpu_count(), "src": args.src, "commands": results}
+              "machine": platform.machine(), "cpus": os.cpu_count(), "load_average": os.getloadavg(),
+              "src": args.src, "commands": results}
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out}")
 

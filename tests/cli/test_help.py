@@ -53,6 +53,7 @@ def test_eval_lists_every_task_and_group(capsys):
 def test_generate_shows_its_defaults(capsys):
     text = _help(capsys, "generate")
     assert "tokens to generate (default: 50)" in text and "(default: 0.0)" in text
+    assert "sampling seed (default: 0)" in text  # a default of 0 is shown too
     assert "(default: None)" not in text  # required --prompt has none to show
 
 
