@@ -4,7 +4,6 @@ wherever a model is expected (eval, generate, grow)."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
@@ -66,8 +65,9 @@ def test_a_plan_run_folder_stands_for_its_last_completed_stage(run, tmp_path, ca
     with pytest.raises(CheckpointError, match="has no completed stage yet"):
         storage.resolve_model_dir(plan)
     assert "no stage has completed yet" in "\n".join(info_lines(describe(plan)))
-    for name in ("stage-01-base", "stage-02-wider"):
-        shutil.copytree(run, plan / name / storage.PLAN_STAGE_RUN)
+    for name in ("stage-01-base", "stage-02-wider"):  # each stage's run: the same run, linked (no copying)
+        (plan / name).mkdir()
+        (plan / name / storage.PLAN_STAGE_RUN).symlink_to(run, target_is_directory=True)
     (plan / "stage-01-base" / storage.STAGE_FILE).write_text(json.dumps({"stage": "base", "grew": {}, "steps": 10}))
     # stage 2 has a newer checkpoint but is not complete: stage 1 is the plan's model
     newest_1 = storage.list_checkpoints(plan / "stage-01-base" / "train")[-1]
