@@ -110,7 +110,8 @@ def model_info(folder: Path) -> dict[str, Any]:
             # as last trained (the run's trainable/frozen/LoRA settings); a plain model folder
             # has no such settings, so: what a run with none would train
             "trainable": state.get("trainable_params", default_trainable),
-            "trainable_from": "the checkpoint's training run" if "trainable_params" in state else "the model alone",
+            "trainable_from": "its training run's settings" if "trainable_params" in state
+            else "the model; no run settings recorded",
         },
         "embedding": {"kind": config.embedding, "frozen": config.frozen_embedding,
                       **({"dim": config.embedding_dim} if config.frozen_embedding else {})},
