@@ -38,7 +38,7 @@ def _bad_inputs(tmp: Path, small_model: Path):
         (["init", "nexus-huge", "--out", tmp / "x"], "unknown preset 'nexus-huge'"),
         (["init", "nexus-tiny", "--out", tmp / "y", "--set", "nexus_m=999"], "nexus_m=999 exceeds nexus_a=192"),
         (["grow", small_model, "--out", tmp / "g1", "--set", "nexus_m=100"], "would shrink nexus_m from 160"),
-        (["grow", small_model, "--out", tmp / "g2", "--set", "depth=3"], "unknown nexus field 'depth'"),
+        (["grow", small_model, "--out", tmp / "g2", "--set", "depth=3"], "unknown nexus growth field 'depth'"),
         (["grow", small_model, "--out", tmp / "g3", "--set", "nexus_m=170", "--init", "ones"], "unknown --init"),
         (["grow", small_model, "--out", tmp / "g6", "--set", "num_hidden_layers=6", "--layers-at", "0"],
          "layers_at lists 1 position(s) but num_hidden_layers grows by 2"),

@@ -8,19 +8,40 @@ that everything the CLI does can also be done from Python. Input problems raise
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import os
+import re
 import sys
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, NoReturn
 
 from growlm.errors import ConfigError, GrowlmError
 
+# Start-up: this module imports no torch, transformers or numpy, and neither does building the
+# parser, so ``growlm --help`` answers at once; each handler imports what it needs
+# (benchmarks/startup.py measures it, tests/cli/test_startup.py keeps it so).
 
-def _quiet_libraries() -> None:
-    import transformers
+DESCRIPTION = """\
+Train transformer language models and grow them (width, depth, Nexus-Rank, parameter
+tokens) without losing what they learned.
 
+Start with 'growlm models' (the presets), 'growlm demo' (the whole story on a CPU) or
+'growlm COMMAND --help'. Wherever a model is expected, a model or checkpoint folder, a run
+folder (its newest good checkpoint) or a plan run folder (its last completed stage) will do."""
+
+
+def _quiet_transformers(transformers: ModuleType) -> None:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+
+
+def _quiet_libraries() -> None:
+    """Quiet transformers once a command imports it (importing it here would cost seconds)."""
+    from wrapt import register_post_import_hook
+
+    register_post_import_hook(_quiet_transformers, "transformers")
 
 
 def _warn(message: str) -> None:
@@ -32,19 +53,56 @@ def _print_json(data: Any) -> None:
 
 
 # -- models / init / convert ------------------------------------------------------------------
-def cmd_models(args: argparse.Namespace) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def _preset_cache_file(seq_len: int | None) -> Path:
+    """Where ``growlm models`` keeps its rows, under a key of everything they depend on.
 
+    The counts are exact because they are counted on built models, which needs torch and
+    transformers' model classes (seconds to import). The rows depend only on growlm's
+    model code and presets (``growlm/models/``), transformers' version and the context
+    length, so they are kept under a hash of those: any change there is a new key, never a
+    stale table."""
+    import hashlib
+    from importlib.metadata import version
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    digest = hashlib.sha256(f"{version('transformers')}|{seq_len}".encode())
+    for source in sorted(models.glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    root = Path(os.environ.get("GROWLM_CACHE") or Path.home() / ".cache" / "growlm")
+    return root / "models" / f"presets-{digest.hexdigest()[:24]}.json"
+
+
+def preset_rows(seq_len: int | None) -> list[dict[str, Any]]:
+    """Every preset with its config fields, parameter counts and FLOPs per token at ``seq_len``."""
+    cache = _preset_cache_file(seq_len)
+    try:
+        return json.loads(cache.read_text())
+    except (OSError, ValueError):
+        pass  # not computed yet under this key (or unreadable): count
     from growlm.models.accounting import model_cost
     from growlm.models.presets import PRESETS, build_config
 
     rows = []
     for name in PRESETS:
         config = build_config(name)
-        cost = model_cost(config, args.seq_len)
+        cost = model_cost(config, seq_len)
         rows.append({"preset": name, "architecture": config.architecture, **config.field_values(),
                      **cost.as_dict()})
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps(rows))
+        partial.replace(cache)  # whole or not at all, also with two commands at once
+    except OSError:
+        pass  # a read-only home: count again next time
+    return rows
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = preset_rows(args.seq_len)
     if args.json:
         _print_json(rows)
         return
@@ -63,6 +121,16 @@ def cmd_models(args: argparse.Namespace) -> None:
                       str(r["seq_len"]), f"{r['train_flops_per_token'] / 1e9:.3f}")
     Console(width=None if sys.stdout.isatty() else 160).print(table)
     print("Parameter counts are exact (counted on the built model); the paper's size labels are names, not counts.")
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from growlm.info import describe, info_lines
+
+    info = describe(args.path)
+    if args.json:
+        _print_json(info)
+    else:
+        print("\n".join(info_lines(info)))
 
 
 def cmd_init(args: argparse.Namespace) -> None:
@@ -386,22 +454,130 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 # -- parser ---------------------------------------------------------------------------------------
+def checkout_commit() -> str | None:
+    """The git commit of growlm's own checkout when growlm runs from one (``src/`` layout), else None.
+
+    An installed growlm has no checkout above it; a checkout is recognised by its
+    ``pyproject.toml`` naming growlm, so an unrelated repository around a virtualenv is not
+    mistaken for growlm's."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[3]
+    try:
+        if not (root / ".git").exists() or 'name = "growlm"' not in (root / "pyproject.toml").read_text():
+            return None
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+                                "src"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("-dirty" if dirty else "") if head else None
+
+
+def version_text() -> str:
+    import growlm
+
+    commit = checkout_commit()
+    return f"growlm {growlm.__version__}" + (f" (commit {commit})" if commit else "")
+
+
+class _VersionAction(argparse.Action):
+    """``--version``, computed when asked (git is not run for every command)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> NoReturn:
+        print(version_text())
+        parser.exit()
+
+
+class _DefaultsFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default, except where there is none to show (required
+    options, None, on/off flags) or the help already says it in words."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (action.required or any(action.default is v for v in (None, False, argparse.SUPPRESS))
+                or action.nargs == 0 or "default" in text.lower()):  # identity: 0 == False
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with errors that help: an unknown flag is reported by the subcommand it was given
+    to (its usage, not the top level's) with the closest flag it has; a mistyped choice (a
+    command name) gets the closest valid one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        # subcommands parse first and their namespace is copied into the parent's: the innermost
+        # parser that left arguments unparsed is the one to report them
+        if extras and not hasattr(parsed, "_growlm_parser"):
+            parsed._growlm_parser = self
+        return parsed, extras
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
+        parsed, extras = self.parse_known_args(args, namespace)
+        owner = getattr(parsed, "_growlm_parser", self)
+        if extras:
+            owner.error(f"unrecognized arguments: {' '.join(extras)}{owner._suggestion(extras)}")
+        if hasattr(parsed, "_growlm_parser"):
+            del parsed._growlm_parser
+        return parsed
+
+    def _suggestion(self, extras: list[str]) -> str:
+        flags = [f for a in self._actions for f in a.option_strings if f.startswith("--")]
+        for arg in extras:
+            if arg.startswith("-"):
+                close = difflib.get_close_matches(arg.split("=", 1)[0], flags, n=1, cutoff=0.6)
+                if close:
+                    return f" (did you mean {close[0]}?)"
+        return ""
+
+    def error(self, message: str) -> NoReturn:
+        bad = re.match(r"argument .*: invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if bad:
+            choices = [c.strip().strip("'") for c in bad.group(2).split(",")]
+            close = difflib.get_close_matches(bad.group(1), choices, n=1)
+            if close:
+                message += f"; did you mean '{close[0]}'?"
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="growlm", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(prog="growlm", description=DESCRIPTION)
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print growlm's version (and its git commit when run from a checkout) and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     set_help = "set a config field (repeatable), e.g. --set nexus_m=1088"
+    model_help = ("a model or checkpoint folder, a run folder (its newest good checkpoint) or a plan run folder "
+                  "(the newest good checkpoint of its last completed stage)")
+    from growlm.evaluation.tasks import GROUPS, TASKS  # the task registry (no torch)
+    from growlm.growth.schemes import INIT_SCHEMES  # the growth init schemes (no torch)
 
     p = sub.add_parser("models", help="list model presets with parameter counts and FLOPs per token")
     p.add_argument("--seq-len", type=int, default=None, help="context length for FLOPs (default: each preset's)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_models)
 
+    p = sub.add_parser("info", help="what a model, checkpoint, run or plan run folder holds: architecture, "
+                                    "parameters, step, tokens, growth history, frozen parts, data position")
+    p.add_argument("path", help="a model, checkpoint, run or plan run folder")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=cmd_info)
+
     p = sub.add_parser("init", help="write a freshly initialised model folder")
     p.add_argument("preset")
     p.add_argument("--out", required=True)
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help=set_help)
     p.add_argument("--tokenizer", help="tokenizer to save with the model (sets its special token ids)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("substrate", help="build a frozen substrate embedding for a tokenizer and show it")
@@ -461,28 +637,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plan_report)
 
     p = sub.add_parser("grow", help="grow a checkpoint without changing what it computes")
-    p.add_argument("checkpoint", help="a model/checkpoint folder or a run folder (its newest checkpoint)")
+    p.add_argument("checkpoint", help=model_help)
     p.add_argument("--out", required=True)
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help=set_help)
-    from growlm.growth.base import INIT_SCHEMES
-
-    p.add_argument("--init", default="preserve",
-                   help=f"{' | '.join(INIT_SCHEMES)} (default preserve; docs/growth.md: stack is depth-only "
-                        "and not lossless, clone is width-only)")
+    p.add_argument("--init", default="preserve", metavar="SCHEME",
+                   help="how new entries start: " + "; ".join(f"{name}: {text}" for name, text in INIT_SCHEMES.items()))
     p.add_argument("--moments", choices=("carry", "fresh"), default="carry",
-                   help="optimizer moments of a training checkpoint: carry them over (default) or start fresh "
+                   help="optimizer moments of a training checkpoint: carry them over or start fresh "
                         "(zero moments, step count 0)")
     p.add_argument("--layers-at", help="where new blocks go when num_hidden_layers grows: end (default), start, "
                                        "interleave, or positions in the grown model such as 0,4,8")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the new entries drawn at random and of the verification batch")
     p.add_argument("--no-verify", action="store_true", help="skip the logits and gradient checks")
     p.set_defaults(func=cmd_grow)
 
     p = sub.add_parser("eval", help="benchmarks (lm-eval-compatible) and perplexity of a checkpoint or a run")
-    p.add_argument("checkpoint", help="a checkpoint/model folder, or a run folder (its newest checkpoint)")
-    p.add_argument("--tasks", nargs="+", help="piqa, openbookqa, hellaswag, arc_easy, arc_challenge, "
-                                              "lambada_openai, squad, ppl, or the group paper5; space- or "
-                                              "comma-separated (arc_easy,piqa)")
+    p.add_argument("checkpoint", help=model_help)
+    p.add_argument("--tasks", nargs="+", help=f"{', '.join(TASKS)}, or the group(s) {', '.join(GROUPS)}; "
+                                              "space- or comma-separated (arc_easy,piqa)")
     p.add_argument("--split", nargs="+", help="score another split than lm-eval's standard one (test for ARC, "
                                               "OpenBookQA, LAMBADA; validation for PIQA, HellaSwag, SQuAD): SPLIT "
                                               "for every task or TASK=SPLIT, e.g. --split arc_easy=validation")
@@ -491,7 +663,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "../shared/benchmarks; else the hub)")
     p.add_argument("--limit", type=int, help="first N documents of each task")
     p.add_argument("--batch-size", type=int, default=16, help="questions (or windows) per batch")
-    p.add_argument("--seq-len", type=int, help="ppl window length (default: min(1024, context length))")
+    p.add_argument("--seq-len", type=int, help="ppl window length (default: the seq_len the checkpoint was trained "
+                                               "at, from its trainer_state.json; else min(1024, context length))")
     p.add_argument("--max-batches", type=int, help="ppl: at most this many batches")
     p.add_argument("--all-checkpoints", action="store_true",
                    help="evaluate every checkpoint of a run; writes series.csv and series.png")
@@ -513,13 +686,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_harness)
 
     p = sub.add_parser("generate", help="continue a prompt with a checkpoint")
-    p.add_argument("checkpoint")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--max-new-tokens", type=int, default=50)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=50)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("checkpoint", help=model_help)
+    p.add_argument("--prompt", required=True, help="the text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=50, help="tokens to generate")
+    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature; 0 = greedy")
+    p.add_argument("--top-k", type=int, default=50, help="sample from the k most likely tokens (with --temperature)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("compose", help="merge models trained on one substrate into one (mean of their logits)")
@@ -538,16 +711,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compose)
 
     p = sub.add_parser("bench", help="training tokens/s, MFU and memory of a preset (vs transformers with --reference)")
-    p.add_argument("preset")
-    p.add_argument("--seq-len", type=int, default=4096)
-    p.add_argument("--micro-batch", type=int, default=8)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("preset", help="a preset name (growlm models lists them)")
+    p.add_argument("--seq-len", type=int, default=4096, help="tokens per sequence")
+    p.add_argument("--micro-batch", type=int, default=8, help="sequences per step")
+    p.add_argument("--steps", type=int, default=20, help="timed steps")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation, allocator)")
     p.add_argument("--compile", choices=("auto", "on", "off", "regional"), default="auto",
                    help="auto: on for CUDA; regional: each decoder layer compiled (faster to compile)")
     p.add_argument("--reference", action="store_true", help="also time transformers' own model (qwen3, llama)")
-    p.add_argument("--loss-chunk-tokens", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--loss-chunk-tokens", type=int, default=0, help="compute the loss in chunks of this many "
+                                                                    "tokens (0: at once)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.add_argument("--out", help="write the results as JSON")
     p.add_argument("--activation-checkpointing", action="store_true",
                    help="recompute each decoder layer in backward (less memory, ~1/3 more compute)")
@@ -562,7 +736,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "(default $GROWLM_NEXUS_PAD or 8; 1 = none)")
     p.add_argument("--profile", metavar="DIR", help="profile --profile-steps more steps with torch.profiler; "
                                                     "write DIR/profile-*.json and .txt (top kernels by GPU time)")
-    p.add_argument("--profile-steps", type=int, default=3)
+    p.add_argument("--profile-steps", type=int, default=3, help="steps profiled with --profile")
     p.add_argument("--find-batch", action="store_true",
                    help="find the largest micro-batch that trains at --seq-len (doubling from --micro-batch, "
                         "then bisection) instead of timing")
@@ -614,7 +788,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("demo", help="train, grow, verify, continue, compare: the whole story on a CPU")
-    p.add_argument("--out", default="growlm-demo")
+    p.add_argument("--out", default="growlm-demo", help="output folder (report.md, curves.png, the runs)")
     p.add_argument("--shared", help="the shared material folder (default: ../shared or $GROWLM_SHARED)")
     p.add_argument("--quick", action="store_true", help="a much shorter run (used by the tests)")
     p.set_defaults(func=cmd_demo)

@@ -48,6 +48,7 @@ from typing import Any
 import torch
 
 from growlm.errors import GrowthError
+from growlm.growth.schemes import scheme_names
 
 Index = tuple[torch.Tensor, ...]  # per axis: the positions (LongTensor) an index set covers
 
@@ -65,15 +66,15 @@ class InitScheme:
         return f"{self.kind}:{self.noise:g}" if self.kind in ("noise", "clone") and self.noise else self.kind
 
 
-# every --init value, as the CLI help and the error messages list them
-INIT_SCHEMES = ("preserve", "zero", "noise:FRACTION", "random", "fresh", "stack", "clone", "clone:FRACTION")
+# every --init value, as the CLI help and the error messages list them (growth/schemes.py, no torch)
+INIT_SCHEMES = tuple(scheme_names())
 # the schemes that only some operators define
 DEPTH_ONLY_SCHEMES = ("fresh", "stack")
 WIDTH_ONLY_SCHEMES = ("clone",)
 
 
 def parse_init(text: str) -> InitScheme:
-    if text in ("preserve", "zero", "random", "fresh", "stack", "clone"):
+    if text in scheme_names() and ":" not in text:
         return InitScheme(text)
     kind, _, value = text.partition(":")
     if kind in ("noise", "clone"):
@@ -84,7 +85,7 @@ def parse_init(text: str) -> InitScheme:
         if fraction < 0 or (kind == "noise" and fraction == 0):
             raise GrowthError(f"--init {kind}:F needs a positive fraction F (e.g. {kind}:0.1), got {text!r}")
         return InitScheme(kind, fraction)
-    raise GrowthError(f"unknown --init {text!r}; valid: {', '.join(INIT_SCHEMES)}")
+    raise GrowthError(f"unknown --init {text!r}; valid: {', '.join(scheme_names())}")
 
 
 def arange(n: int, start: int = 0) -> torch.Tensor:

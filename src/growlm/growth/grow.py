@@ -130,8 +130,8 @@ def check_request(config: GrowLMConfig, request: dict[str, Any]) -> dict[str, tu
     growable = growable_fields(config.architecture)
     changes = {}
     for name, value in request.items():
-        if name not in types:
-            raise GrowthError(unknown_key_message(f"{config.architecture} field", name, types))
+        if name not in types:  # the fields that can grow are the valid choices, not every config field
+            raise GrowthError(unknown_key_message(f"{config.architecture} growth field", name, growable))
         if name not in growable:
             raise GrowthError(
                 f"field '{name}' cannot be grown for architecture '{config.architecture}'; "
@@ -268,21 +268,24 @@ def grow_model(
     placements = {name: cumulative.get(name, Placement(None)) for name, _ in grown.named_parameters()}
     warnings = []
     if init.kind == "zero" and "nexus_rank" in applied:
-        warnings.append("--init zero sets every new block to zero: with GELU(0) = 0 no new Nexus-Rank block ever "
+        warnings.append("init zero sets every new block to zero: with GELU(0) = 0 no new Nexus-Rank block ever "
                         "receives gradient, so training cannot move the grown model away from the original "
-                        "(NOTES.md §1). Use --init preserve for growth that is lossless and trains.")
+                        "(NOTES.md §1). Use init preserve for growth that is lossless and trains.")
     elif init.kind == "zero":
-        warnings.append("--init zero sets every new block to zero; blocks that only non-zero paths reach still "
-                        "train, the others never do (see the verification). --init preserve trains them all.")
+        warnings.append("init zero sets every new block to zero; blocks that only non-zero paths reach still "
+                        "train, the others never do (see the verification). init preserve trains them all.")
     if "hidden_size" in applied and old_config.frozen_embedding:
         warnings.append(f"frozen {old_config.embedding} substrate: its new columns stay zero and embedding_scale "
                         f"becomes {current.embedding_scale:g}; the first block's new attention input weights read "
                         "only those zeros, never train, and are left out of the gradient check")
+    # Named "init X", not "--init X": plans choose the scheme too (a layerwise plan's stages default
+    # to fresh), and a plan's user never typed the flag. fresh is not lossless by design (a new
+    # block as from scratch, the layerwise recipe), so it is not warned about.
     if init.kind == "stack":
-        warnings.append("--init stack copies trained blocks: they are not identities, so the grown model does not "
+        warnings.append("init stack copies trained blocks: they are not identities, so the grown model does not "
                         "compute the same function; the verification reports the loss jump.")
-    elif not init.lossless:
-        warnings.append(f"--init {init} perturbs the new blocks: the grown model does not compute the same "
+    elif not init.lossless and init.kind != "fresh":
+        warnings.append(f"init {init} perturbs the new blocks: the grown model does not compute the same "
                         "function; the verification reports the deviation.")
     return GrowthResult(grown, old_config, current, changes, applied, placements, blocks, init, options, warnings,
                         regrow if init.kind == "clone" else None)

@@ -59,6 +59,7 @@ from growlm.growth.grow import check_init, check_moments, check_request, growth_
 from growlm.models import GrowLMConfig, storage
 from growlm.models.accounting import model_cost
 from growlm.models.presets import build_config
+from growlm.models.storage import PLAN_FILE, STAGE_FILE
 from growlm.overrides import coerce, read_yaml
 from growlm.plotting import plot_loss_curves
 from growlm.training.config import SCHEDULES, TrainConfig, build_train_config, field_types
@@ -67,9 +68,7 @@ from growlm.training.layerwise import expand_layerwise
 from growlm.training.optim import lr_factor
 from growlm.training.trainer import _say, read_metrics, resume_run, start_run
 
-PLAN_FILE = "plan.yaml"
 LEDGER_FILE = "ledger.json"
-STAGE_FILE = "stage.json"
 STAGE_KEYS = {"name": str, "grow": dict, "init": str, "grow_options": dict, "grow_seed": int, "tokens": int,
               "moments": str}
 PLAN_KEYS = ("out_dir", "defaults", "stages", "layerwise", "description", "schedule")
