@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--shrink", type=int, default=4)
     parser.add_argument("--std", type=float, default=0.02)
     parser.add_argument("--max-values", type=int, default=20_000)
+    parser.add_argument("--poolings", nargs="+", default=list(POOLINGS))
     args = parser.parse_args()
     k = args.shrink
     dims = {"d": 768 // k, "ffn": 2048 // k, "vocab": 32000 // k, "layers": 12}
@@ -55,10 +56,10 @@ def main() -> None:
     print(f"base: {sum(v.size for v in base.values()) * k * k / 1e6:.0f}M entries (x{k}^2)")
     print("| pooling | init | " + " | ".join(SCALES) + " | paper |")
     print("|---|---|---|---|---|---|")
-    for pooling in POOLINGS:
+    for pooling in args.poolings:
         for init in ("zero", "noise:0.1", "noise:0.2"):
             cells = []
-            for label, (m, a) in SCALES.items():
+            for m, a in SCALES.values():
                 grown_shapes = shapes(m=round(m / k), a=round(a / k), **dims)
                 state, placements = {}, {}
                 for name, shape in grown_shapes.items():

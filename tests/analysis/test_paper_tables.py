@@ -6,7 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from growlm.analysis.statistics import align_signs, harmonic_regression, pca_states, radial_energy, relative_change
+from growlm.analysis.statistics import (
+    align_signs,
+    harmonic_regression,
+    pca_states,
+    radial_energy,
+    relative_change,
+)
 from tests.analysis.paper_tables import (
     APPENDIX_D_R2,
     TABLE3,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -90,7 +91,7 @@ def test_radius_bands_mean_performance_falls_with_r():
     bands = radius_bands(np.hypot(theta, rho), perf, bands=4)
     assert len(bands) == 4 and sum(b["n"] for b in bands) == 400
     means = [b["mean_perf"] for b in bands]
-    assert all(x > y for x, y in zip(means, means[1:], strict=False))  # stepwise decrease
+    assert all(x > y for x, y in itertools.pairwise(means))  # stepwise decrease
     fixed = radius_bands(np.hypot(theta, rho), perf, edges=[0, 0.5, 1.0, 2.0])
     assert [b["high"] for b in fixed] == [0.5, 1.0, 2.0]
 
