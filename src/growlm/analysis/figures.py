@@ -95,7 +95,7 @@ def harmonic_figure(report: dict[str, Any], path: Path) -> Path:
             trend = np.polynomial.polynomial.polyval(dense, fit.get("trend_coefficients", [fit["beta0"], fit["beta1"]]))
             curve = trend + fit["amplitude"] * np.sin(fit["omega"] * dense + fit["phase"])
             ax.plot(dense, curve, "-", color=colour, linewidth=1,
-                    label=f"fit R²={fit['r2']:.2f}, p={fit['f_pvalue']:.2g}")
+                    label=f"fit R²={fit['r2']:.2f}, p(perm.)={fit['permutation_pvalue']:.2g}")
     ax.set_xlabel("continued-training tokens")
     ax.set_ylabel("R")
     ax.set_title("radial energy R and harmonic regression y = β0 + β1 t + A sin(ωt + φ)")
