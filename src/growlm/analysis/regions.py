@@ -1,6 +1,12 @@
-"""Which entries of a grown model are old and which are new, read from ``growth.json``, and the
-weight-space measures between a snapshot and the growth point: theta (direction shift) and rho
-(orthogonal perturbation strength).
+"""What a grown model's snapshot is compared with, read from ``growth.json``.
+
+The paper's definitions (``growlm analyze`` default): the base model read back from the growth
+point (:func:`base_state`) against the grown model, pooled per layer / model / grown tensors /
+tensor (:func:`base_vs_grown`, ``POOLINGS``); see docs/analysis.md for the pooling study.
+
+growlm's earlier definitions (``--definitions growlm``): which entries of a grown model are old
+and which are new, and the weight-space measures between a snapshot and the growth point: theta
+(direction shift) and rho (orthogonal perturbation strength).
 
 ``growth.json`` (written by ``growlm grow`` and by plan stages) lists every new block
 (parameter, region per axis as ``[start, stop]`` runs, init) and, for every grown parameter,
@@ -9,7 +15,7 @@ where its old values sit in the grown tensor (``placements``). The analysis look
 the old entries are the placement's positions and the new entries the union of its new
 blocks; norm gains (1-D) are left out.
 
-Definitions (fixed; the paper lost its formulas, see docs/analysis.md for the reasons):
+growlm's definitions (the paper lost its formulas, see docs/analysis.md for the reasons):
 
 * theta_t = arccos(<w_t, w_0> / (|w_t| |w_0|)), w = all grown matrices (old and new entries),
   flattened and concatenated, at snapshot t and at the growth point 0: how far the grown

@@ -4,8 +4,9 @@ Per seed: train one base (nexus-tiny, or a smaller one in the quick form), grow 
 Nexus-Rank scales (the paper's 240M -> 300M / 380M / 440M ratios of M and A) with each of the
 init schemes ``zero``, ``preserve``, ``noise:0.1`` and ``noise:0.2``, continue each grown model
 with weights-only snapshots at a fixed token interval (the paper: 11 over the phase), and run
-``growlm analyze`` on the seed's twelve runs together (one normalisation of θ and ρ, one law per
-init scheme across the three scales). Across seeds: the paper's Tables 3, 4 and 5, the
+``growlm analyze`` on the seed's twelve runs together with the paper's definitions (NOC and Z
+base vs grown model, θ, ρ relative to each run's growth point; one law per init scheme across
+the three scales). The continued runs use the base's lr x ``LR_AFTER_GROWTH``. Across seeds: the paper's Tables 3, 4 and 5, the
 periodicity tests, the law, and Fig. 4-6 analogues (seed 0's figures).
 
 Sizing knobs (``ctx.options``): ``base_tokens``, ``tokens`` (continued training per run),
