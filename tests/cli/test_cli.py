@@ -36,7 +36,7 @@ def _bad_inputs(tmp: Path, small_model: Path):
         (["train", tmp / "cfg.yaml"], "unknown training config key 'learning_rate'"),
         (["train", tmp / "cfg.yaml", "--set", "max_steps=-1", "--set", "learning_rate=1"], "learning_rate"),
         (["init", "nexus-huge", "--out", tmp / "x"], "unknown preset 'nexus-huge'"),
-        (["init", "nexus-tiny", "--out", tmp / "y", "--set", "nexus_m=999"], "nexus_m=999 exceeds nexus_a=192"),
+        (["init", "nexus-tiny", "--out", tmp / "y", "--set", "nexus_m=0"], "nexus_m must be a positive integer"),
         (["grow", small_model, "--out", tmp / "g1", "--set", "nexus_m=100"], "would shrink nexus_m from 160"),
         (["grow", small_model, "--out", tmp / "g2", "--set", "depth=3"], "unknown nexus growth field 'depth'"),
         (["grow", small_model, "--out", tmp / "g3", "--set", "nexus_m=170", "--init", "ones"], "unknown --init"),

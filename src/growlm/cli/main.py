@@ -418,8 +418,9 @@ def cmd_analyze(args: argparse.Namespace) -> None:
     tasks = [] if args.tasks == ["none"] else args.tasks
     settings = AnalysisSettings(tasks=tasks, limit=args.limit, ppl_data=args.ppl_data, ppl_batches=args.ppl_batches,
                                 batch_size=args.batch_size, device=args.device, benchmarks=args.benchmarks,
-                                max_values=args.max_values, state=args.state.split(","), skip=args.skip or [],
-                                seq_len=args.seq_len, benchmark_points=args.benchmark_points, workers=args.workers)
+                                max_values=args.max_values, state=args.state.split(",") if args.state else None,
+                                skip=args.skip or [], seq_len=args.seq_len, benchmark_points=args.benchmark_points,
+                                workers=args.workers, definitions=args.definitions, pooling=args.pooling)
     report = analyse(args.runs, args.out, settings, names=args.names, say=_warn)
     print(f"wrote {Path(args.out) / 'dynamics.json'}, dynamics.csv, {Path(report['tables']).name} and "
           f"{len(report['figures'])} figures to {args.out}")
@@ -763,8 +764,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmarks", help="benchmark files (default: $GROWLM_BENCHMARKS or ../shared/benchmarks)")
     p.add_argument("--max-values", type=int, default=20000, help="NOC: at most this many values per set")
     p.add_argument("--workers", type=int, default=1, help="processes for the weight statistics (default 1)")
-    p.add_argument("--state", default="rho,noc,perf",
-                   help="features of the state vector for PCA (of theta, rho, noc, z, perf; default rho,noc,perf)")
+    p.add_argument("--state", help="features of the state vector for PCA (of theta, rho, noc, z, perf; default "
+                   "theta,rho,perf with --definitions paper, rho,noc,perf with growlm)")
+    p.add_argument("--definitions", choices=["paper", "growlm"], default="paper",
+                   help="paper (default): NOC and Z base vs grown model, θ = ΔZ/Z₀, ρ = ΔNOC/NOC₀, R = |(θ, ρ)|; "
+                   "growlm: new vs old entries, θ and ρ in weight space, R max-normalised (docs/analysis.md)")
+    p.add_argument("--pooling", choices=["model", "grown", "layer", "tensor"], default="layer",
+                   help="paper definitions: which base and grown weights NOC and Z compare (default layer)")
     p.add_argument("--skip", nargs="+", choices=["pca", "harmonic", "fisher", "law"], help="statistics to leave out")
     p.set_defaults(func=cmd_analyze)
 
