@@ -22,6 +22,7 @@ EXPERIMENTS: dict[str, str] = {
     "frozen-substrate": "growlm.experiments.frozen_substrate",
     "architectures": "growlm.experiments.architectures",
     "growth-vs-scratch": "growlm.experiments.growth_vs_scratch",
+    "growth-recipes": "growlm.experiments.growth_recipes",
     "init-schemes": "growlm.experiments.init_schemes",
     "growth-dynamics": "growlm.experiments.growth_dynamics",
     "composition": "growlm.experiments.composition",
