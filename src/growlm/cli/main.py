@@ -173,7 +173,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_plan_show(args: argparse.Namespace) -> None:
     from growlm.overrides import parse_assignments
-    from growlm.training.plan import load_plan, plan_shapes
+    from growlm.training.plan import load_plan, plan_lr_curve, plan_shapes, sparkline
 
     plan = load_plan(args.plan, parse_assignments(args.set))
     rows = plan_shapes(plan)
@@ -190,6 +190,16 @@ def cmd_plan_show(args: argparse.Namespace) -> None:
               f"{r['train_flops_per_token'] / 1e9:7.3f} GFLOP/token  {r['tokens']:>15,} tokens  "
               f"{r['train_flops_upper_bound']:.3e} FLOPs  [{changes}{'; init ' + r['init'] if r['init'] else ''}]")
     print(f"  total training FLOPs (everything trainable): {total:.3e}")
+    curve = plan_lr_curve(plan)
+    print("learning rate: " + (plan.schedule.describe(rows[0]["lr"]) if plan.schedule
+                               else "each stage runs its own schedule from its own step 0"))
+    start = 0
+    for r in rows:
+        factor = f" (lr_factor {r['lr_factor']:g})" if r["lr_factor"] != 1.0 else ""
+        print(f"  {r['stage']:<16} {r['schedule']:<8} plan steps {start:>9,} - {start + r['steps'] - 1:<9,} "
+              f"lr {r['lr_first']:.3e} -> {r['lr_last']:.3e}{factor}")
+        start += r["steps"]
+    print(f"  {sparkline(curve)}  (lr over {len(curve):,} steps)")
 
 
 def cmd_plan_report(args: argparse.Namespace) -> None:
@@ -210,7 +220,8 @@ def cmd_grow(args: argparse.Namespace) -> None:
 
     options = {"layers_at": args.layers_at} if args.layers_at else {}
     report = grow_checkpoint(args.checkpoint, args.out, parse_assignments(args.set), parse_init(args.init),
-                             seed=args.seed, verify=not args.no_verify, say=_warn, options=options)
+                             seed=args.seed, verify=not args.no_verify, say=_warn, options=options,
+                             moments=args.moments)
     changes = ", ".join(f"{k} {v['old']} -> {v['new']}" for k, v in report["changes"].items())
     print(f"grew {report['architecture']} ({changes}) with --init {report['init']}: "
           f"{report['parameters']['old']:,} -> {report['parameters']['new']:,} parameters")
@@ -228,6 +239,9 @@ def cmd_grow(args: argparse.Namespace) -> None:
               f"all received gradient within {grads['steps']} steps: {grads['every_block_got_gradient']}, "
               f"none moved: {grads['no_block_moved']}; expectation ({v['expectation']}) "
               f"{'met' if v['passed'] else 'NOT MET'}")
+        loss = v["loss"]
+        print(f"loss on the verification batch: {loss['before']:.4f} -> {loss['after']:.4f} "
+              f"(jump {loss['jump']:+.4g})")
     print(f"wrote {args.out} (details in {Path(args.out) / 'growth.json'})")
     if v is not None and not v["passed"]:
         raise GrowlmError("the grown model failed its verification; see growth.json")
@@ -449,7 +463,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a model/checkpoint folder or a run folder (its newest checkpoint)")
     p.add_argument("--out", required=True)
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help=set_help)
-    p.add_argument("--init", default="preserve", help="preserve (default) | zero | noise:FRACTION | random")
+    from growlm.growth.base import INIT_SCHEMES
+
+    p.add_argument("--init", default="preserve",
+                   help=f"{' | '.join(INIT_SCHEMES)} (default preserve; docs/growth.md: stack is depth-only "
+                        "and not lossless, clone is width-only)")
+    p.add_argument("--moments", choices=("carry", "fresh"), default="carry",
+                   help="optimizer moments of a training checkpoint: carry them over (default) or start fresh "
+                        "(zero moments, step count 0)")
     p.add_argument("--layers-at", help="where new blocks go when num_hidden_layers grows: end (default), start, "
                                        "interleave, or positions in the grown model such as 0,4,8")
     p.add_argument("--seed", type=int, default=0)

@@ -35,20 +35,32 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Multiplier of the peak learning rate at optimizer step ``step`` (0-based)."""
+    """Multiplier of the peak learning rate at optimizer step ``step`` (0-based) of this run.
+
+    The schedule runs over ``schedule_total_steps`` (0: this run's ``max_steps``) and this run
+    covers its steps from ``schedule_start_step`` on, so the stages of a plan with one
+    ``schedule:`` each evaluate the same function at their global step; ``lr_factor`` scales
+    the result (``x * 1.0 == x`` exactly, so an unscaled stage logs the same floats as one run).
+    """
+    return cfg.lr_factor * schedule_value(cfg.schedule_start_step + step, cfg)
+
+
+def schedule_value(step: int, cfg: TrainConfig) -> float:
+    """The schedule's multiplier at its own step ``step`` (0-based), ``lr_factor`` not applied."""
+    total = cfg.schedule_total_steps or cfg.max_steps
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":
         return 1.0
     floor = cfg.min_lr_ratio
-    # The last update (step max_steps - 1) is taken at exactly the floor.
+    # The last update (step total - 1) is taken at exactly the floor; steps past the end stay there.
     if cfg.schedule == "cosine":
-        span = max(1, cfg.max_steps - 1 - cfg.warmup_steps)
+        span = max(1, total - 1 - cfg.warmup_steps)
         progress = min(1.0, (step - cfg.warmup_steps) / span)
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
     # warmup-stable-decay: flat, then linear decay over the last decay_fraction of the steps
-    decay_steps = max(1, round(cfg.decay_fraction * cfg.max_steps))
-    decay_start = cfg.max_steps - decay_steps
+    decay_steps = max(1, round(cfg.decay_fraction * total))
+    decay_start = total - decay_steps
     if step < decay_start:
         return 1.0
     return floor + (1 - floor) * max(0.0, 1 - (step - decay_start + 1) / decay_steps)
