@@ -376,8 +376,8 @@ def _worker_setup(threads: int) -> None:
     torch.set_num_threads(max(1, threads))
 
 
-def _run_job(fields: dict[str, Any], function: str, args: dict[str, Any]) -> float:
-    """A job in a worker: rebuild the context, call the function; returns its wall seconds."""
+def _run_job(fields: dict[str, Any], function: str, args: dict[str, Any]) -> tuple[float, int]:
+    """A job in a worker: rebuild the context, call the function; returns its wall seconds and process id."""
     import importlib
     import time
 
@@ -391,7 +391,7 @@ def _run_job(fields: dict[str, Any], function: str, args: dict[str, Any]) -> flo
     getattr(importlib.import_module(module), name)(ctx, **args)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # the next job of this worker, and the memory check, see the freed memory
-    return time.time() - start
+    return time.time() - start, os.getpid()
 
 
 def free_gpu_gb(device: str) -> float | None:
@@ -431,14 +431,15 @@ def run_jobs(ctx: Context, jobs: Sequence[Job], parallel: int = 1, min_free_gb: 
     if probe and parallel > 1 and len(pending) > 1:
         first = pending.pop(0)
         ctx.say(f"{phase}: {first.key} alone (throughput probe)")
-        seconds = _run_job(fields, first.function, first.args)
+        seconds, _ = _run_job(fields, first.function, first.args)
         record["alone"] = {"key": first.key, "tokens": first.tokens, "seconds": round(seconds, 2),
                            "tokens_per_s": round(first.tokens / seconds, 1) if seconds else None}
     start = time.time()
+    pids: set[int] = set()
     if parallel <= 1:
         for job in pending:
             ctx.say(f"{phase}: {job.key}")
-            _run_job(fields, job.function, job.args)
+            pids.add(_run_job(fields, job.function, job.args)[1])
     else:
         threads = max(1, torch.get_num_threads() // parallel) if ctx.device == "cpu" or \
             not torch.cuda.is_available() else max(1, (os.cpu_count() or 1) // parallel)
@@ -458,10 +459,11 @@ def run_jobs(ctx: Context, jobs: Sequence[Job], parallel: int = 1, min_free_gb: 
                 done, _ = futures.wait(list(running), timeout=5.0, return_when=futures.FIRST_COMPLETED)
                 for future in done:
                     running.pop(future)
-                    future.result()  # a failed job stops the experiment with its own error
+                    pids.add(future.result()[1])  # a failed job stops the experiment with its own error
     seconds = time.time() - start
     tokens = sum(j.tokens for j in pending)
-    record.update({"side_by_side": {"jobs": len(pending), "tokens": tokens, "seconds": round(seconds, 2),
+    record.update({"processes": sorted(pids),
+                   "side_by_side": {"jobs": len(pending), "tokens": tokens, "seconds": round(seconds, 2),
                                     "tokens_per_s": round(tokens / seconds, 1) if seconds else None}})
     log = ctx.out / "runner.json"
     history = json.loads(log.read_text()) if log.exists() else []

@@ -268,6 +268,7 @@ def grown_plan(arm: Arm, shapes: dict[str, dict[str, Any]], steps: int, size: Se
             stage2["init_optimizer"] = False  # fresh moments: AdamW starts over (step 0, zero moments)
     plan: dict[str, Any] = {"description": name, "defaults": _defaults(size, data, seed, lr)}
     if have["schedule"]:
+        plan["defaults"].pop("min_lr_ratio")  # the plan's schedule owns it
         plan["schedule"] = {"kind": "wsd", "warmup_steps": size.warmup_steps, "decay_fraction": size.decay_fraction,
                             "min_lr_ratio": size.min_lr_ratio}
         if size.lr_factor != 1.0:
@@ -383,6 +384,8 @@ def run(ctx: Context) -> Report:
     size = settings(ctx)
     have = features()
     shapes = SHAPES["quick" if ctx.quick else "full"]
+    if size.dry_run:
+        return plan_report(ctx, size, shapes, have)
     data = ctx.corpus("corpus", max_docs_per_file=size.docs_per_file or None,
                       val_docs_per_file=size.val_docs_per_file or None)
     arm_names = size.arm_list
@@ -622,6 +625,25 @@ def _report(ctx: Context, size: Settings, shapes: dict[str, Any], arms: list[str
                 "shapes": [{k: v for k, v in r.items() if not k.startswith("_")} for r in shape_rows]}
     return Report("Does growth pay? Growth recipes vs annealed scratch curves (issue 19)", "\n\n".join(body),
                   figures, data_out, paper=paper)
+
+
+def plan_report(ctx: Context, size: Settings, shapes: dict[str, Any], have: dict[str, bool]) -> Report:
+    """``--set dry_run=1``: the shapes and the budget of these settings, nothing trained."""
+    arms = [a for a in size.arm_list if not missing_feature(ARMS[a], have)]
+    paper = len(ctx.seeds[:max(1, size.paper_seeds)])
+    rows, total = budget_table(shapes, size, arms, len(ctx.seeds), paper)
+    shape_rows = shape_table(shapes, size.seq_len)
+    body = "\n\n".join([
+        markdown_table(shape_rows, [("arch", "Architecture"), ("shape", "Shape"), ("params", "Params"),
+                                    ("non_embedding", "Non-embedding"), ("flops", "Train FLOPs/token"),
+                                    ("embedding_share", "Embedding share"),
+                                    ("non_embedding_share", "Non-embedding share")]),
+        f"Budget: {total / 1e15:.2f} PFLOP of training in all ({len(ctx.seeds)} seeds, {paper} for "
+        f"Nexus/TokenFormer; {sum(r['runs'] for r in rows)} runs).",
+        markdown_table(rows, [("unit", "Unit"), ("runs", "Runs"), ("tokens", "Tokens/run"), ("pflops", "PFLOP"),
+                              ("share", "Share")], digits=3)])
+    return Report("growth-recipes: shapes and budget (dry run)", body, [], {"budget_pflop": total / 1e15,
+                                                                              "budget": rows})
 
 
 def _non_embedding(arch: str, overrides: dict[str, Any]) -> int:
