@@ -305,7 +305,7 @@ def carry_moments(old_by_name: dict[str, dict[str, Any]], result: GrowthResult) 
         step = entries[0].get("step")
         return {name: {"step": step.clone() if torch.is_tensor(step) else step,
                        **{m: grown[m][name].to(entries[0][m].dtype) for m in MOMENTS}}
-                for name in params if name in grown["exp_avg"]}
+                for name in params if name in grown["exp_avg"] and name in old_by_name}  # clone keeps names
     carried = {}
     for name, placement in result.placements.items():
         entry = old_by_name.get(placement.source) if placement.source else None
