@@ -203,15 +203,16 @@ def cmd_plan_show(args: argparse.Namespace) -> None:
 
 
 def cmd_plan_report(args: argparse.Namespace) -> None:
-    from growlm.training.plan import LEDGER_FILE, ledger_lines, plot_plan
+    from growlm.training.plan import LEDGER_FILE, ledger_lines, plot_plan, plot_plan_lr
 
     out = Path(args.run)
     if not (out / LEDGER_FILE).exists():
         raise GrowlmError(f"{out} holds no {LEDGER_FILE}: not a plan run, or no stage has finished yet")
-    picture = plot_plan(out)
+    pictures = [plot_plan(out), plot_plan_lr(out)]
     print("\n".join(ledger_lines(json.loads((out / LEDGER_FILE).read_text()))))
-    if picture:
-        print(f"wrote {picture}")
+    for picture in pictures:
+        if picture:
+            print(f"wrote {picture}")
 
 
 def cmd_grow(args: argparse.Namespace) -> None:
@@ -455,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key in every stage")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plan_show)
-    p = plan.add_parser("report", help="loss across stages (PNG) and the FLOPs ledger of a plan run")
+    p = plan.add_parser("report", help="loss and lr across stages (PNGs) and the FLOPs ledger of a plan run")
     p.add_argument("run")
     p.set_defaults(func=cmd_plan_report)
 

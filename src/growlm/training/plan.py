@@ -104,9 +104,9 @@ class PlanSchedule:
     """One learning-rate schedule over all of a plan's stages (the plan's ``schedule:``)."""
 
     kind: str
-    warmup_steps: int = 100
-    decay_fraction: float = 0.2
-    min_lr_ratio: float = 0.1
+    warmup_steps: int = TrainConfig.warmup_steps  # the training config's defaults
+    decay_fraction: float = TrainConfig.decay_fraction
+    min_lr_ratio: float = TrainConfig.min_lr_ratio
     total_steps: int = 0  # the plan's steps, summed over its stages
     starts: list[int] = field(default_factory=list)  # each stage's first step in the schedule
 
