@@ -334,7 +334,13 @@ def run_unit(ctx: Context, key: str, plan: dict[str, Any], data: str, seq_len: i
              batch_size: int) -> None:
     """A job: the plan (``KEY/plan``), then its final two-half evaluation (``KEY/final``); weights are
     deleted afterwards (the ledger, metrics and summaries stay), so hundreds of runs fit the disk."""
+    _drop_stale_run(ctx, key)
     result = ctx.plan(f"{key}/plan", plan)
+    if not (ctx.out / "units" / f"{key}/final.json").exists() and \
+            not Path(result["stages"][-1]["final_checkpoint"]).exists():  # finished elsewhere, weights not carried
+        (ctx.out / "units" / f"{key}/plan.json").unlink()
+        shutil.rmtree(ctx.out / "runs" / key / "plan", ignore_errors=True)
+        result = ctx.plan(f"{key}/plan", plan)
 
     def evaluate(folder: Path) -> dict[str, Any]:
         final = result["stages"][-1]["final_checkpoint"]
@@ -355,6 +361,20 @@ def run_unit(ctx: Context, key: str, plan: dict[str, Any], data: str, seq_len: i
                                                    "wall_tokens_per_s", "init")} for s in result["stages"]]}
 
     ctx.unit(f"{key}/final", evaluate)
+
+
+def _drop_stale_run(ctx: Context, key: str) -> None:
+    """An unfinished plan whose completed stages lost their checkpoints (its folder carried to a fresh
+    machine without weights) cannot resume: start it over. One with its checkpoints resumes as usual."""
+    import json
+
+    if (ctx.out / "units" / f"{key}/plan.json").exists():
+        return
+    run = ctx.out / "runs" / key / "plan" / "plan"
+    for marker in run.glob("stage-*/stage.json"):
+        if not Path(json.loads(marker.read_text())["final_checkpoint"]).exists():
+            shutil.rmtree(run.parent)
+            return
 
 
 def _job(ctx: Context, size: Settings, data: Path, key: str, plan: dict[str, Any]) -> Job:
