@@ -30,6 +30,7 @@ and resumes after an interruption (finished units are kept).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import shutil
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from growlm.stats import mean_interval
 
 DESCRIPTION = "growth recipes (identity, stack, clone, Nexus M/A, TokenFormer slots) vs annealed scratch curves"
 DEFAULT_SEEDS = 8
+QUICK_SEEDS = 2
 ARCHS = ("llama", "nexus", "tokenformer")
 TITLES = {"llama": "Llama (Transformer++)", "nexus": "NexusFormer", "tokenformer": "TokenFormer"}
 PRESETS = {"llama": "llama-tiny", "nexus": "nexus-tiny", "tokenformer": "tokenformer-tiny"}
@@ -366,8 +368,6 @@ def run_unit(ctx: Context, key: str, plan: dict[str, Any], data: str, seq_len: i
 def _drop_stale_run(ctx: Context, key: str) -> None:
     """An unfinished plan whose completed stages lost their checkpoints (its folder carried to a fresh
     machine without weights) cannot resume: start it over. One with its checkpoints resumes as usual."""
-    import json
-
     if (ctx.out / "units" / f"{key}/plan.json").exists():
         return
     run = ctx.out / "runs" / key / "plan" / "plan"
@@ -385,15 +385,11 @@ def _job(ctx: Context, size: Settings, data: Path, key: str, plan: dict[str, Any
 
 
 def _read(ctx: Context, key: str) -> dict[str, Any]:
-    import json
-
     return json.loads((ctx.out / "units" / f"{key}/final.json").read_text())
 
 
 def _curve(ctx: Context, key: str) -> list[dict[str, float]]:
     """Validation points during training against the ledger's cumulative FLOPs (for the figure)."""
-    import json
-
     from growlm.experiments.recipe import plan_curve
 
     return plan_curve(json.loads((ctx.out / "units" / f"{key}/plan.json").read_text()))
@@ -425,7 +421,7 @@ def run(ctx: Context) -> Report:
                 key = f"pilot/{arch}/lr={lr:g}"
                 pilot_jobs.append(_job(ctx, size, data, key, one_run(
                     arch, shapes[arch]["target"], size.steps(size.pilot_budget), size, data, 0, lr, key)))
-    runner = [run_jobs(ctx, pilot_jobs, size.parallel, size.min_free_gb, probe=True, phase="pilot")]
+    run_jobs(ctx, pilot_jobs, size.parallel, size.min_free_gb, probe=True, phase="pilot")
     chosen: dict[str, float] = {}
     pilot_rows = []
     for arch in archs:
@@ -464,8 +460,10 @@ def run(ctx: Context) -> Report:
                 else:
                     plan = grown_plan(arm, shapes[arm.arch], n, size, data, seed, lr, have, key)
                 jobs.append(_job(ctx, size, data, key, plan))
-    runner.append(run_jobs(ctx, jobs, size.parallel, size.min_free_gb, probe=not runner[0].get("alone"),
-                           phase="arms"))
+    log = ctx.out / "runner.json"
+    probed = log.exists() and any(r.get("alone") for r in json.loads(log.read_text()))
+    run_jobs(ctx, jobs, size.parallel, size.min_free_gb, probe=not probed, phase="arms")
+    runner = json.loads(log.read_text()) if log.exists() else []  # every invocation's throughput record
     return _report(ctx, size, shapes, arms, archs, chosen, pilot_rows, skipped, have, runner, paper_seeds)
 
 
@@ -700,7 +698,7 @@ def _throughput_text(runner: list[dict[str, Any]]) -> str:
             s = r["side_by_side"]
             parts.append(f"{r['phase']}: {s['jobs']} units, {r['parallel']} side by side: "
                          f"{s['tokens_per_s']:,.0f} tokens/s aggregate over {s['seconds']:.0f} s")
-    return ("**Throughput** (this invocation; units already finished are not rerun): " + "; ".join(parts) + "."
+    return ("**Throughput** (every invocation of this folder; a later one runs only what was left): " + "; ".join(parts) + "."
             if parts else "**Throughput**: every unit was already finished (read back).")
 
 
