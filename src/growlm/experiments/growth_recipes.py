@@ -82,6 +82,11 @@ SHAPES: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
 }
 
 
+SHORT = {"num_hidden_layers": "layers", "hidden_size": "D", "intermediate_size": "FFN", "num_attention_heads": "heads",
+         "num_key_value_heads": "KV heads", "nexus_m": "M", "nexus_a": "A", "qkv_slots": "qkv slots",
+         "proj_slots": "proj slots", "ffn_slots": "FFN slots"}
+
+
 @dataclass(frozen=True)
 class Arm:
     """A growth or control arm: its architecture, base shape, and (growth) init scheme and moments."""
@@ -95,17 +100,17 @@ class Arm:
 
 
 ARMS: dict[str, Arm] = {
-    "preserve-d2": Arm("llama", "grow", "d2", "preserve", text="identity depth x2 (4→8 layers, appended)"),
-    "preserve-d4": Arm("llama", "grow", "d4", "preserve", text="identity depth x4 (2→8 layers)"),
-    "stack-d2": Arm("llama", "grow", "d2", "stack", text="G_stack depth x2 (4→8, copies of the stack)"),
-    "stack-d4": Arm("llama", "grow", "d4", "stack", text="G_stack depth x4 (2→8)"),
-    "stack-d2-fresh": Arm("llama", "grow", "d2", "stack", "fresh", text="G_stack x2, fresh optimizer moments"),
-    "clone-w4": Arm("llama", "grow", "w4", "clone", text="width cloning x4 (D 256→512, FFN, heads 4→8)"),
-    "control-d2": Arm("llama", "control", "d2", text="no growth: the 4-layer base at stack-d2's compute"),
-    "control-d4": Arm("llama", "control", "d4", text="no growth: the 2-layer base at stack-d4's compute"),
-    "control-w4": Arm("llama", "control", "w4", text="no growth: the 256-wide base at clone-w4's compute"),
-    "nexus-grow": Arm("nexus", "grow", "m2", "preserve", text="Nexus M/A x2 (M 512→1024, A 640→1280), M ≥ D"),
-    "tokenformer-grow": Arm("tokenformer", "grow", "s2", "preserve", text="TokenFormer slots x2"),
+    "preserve-d2": Arm("llama", "grow", "d2", "preserve", text="identity depth (preserve, appended)"),
+    "preserve-d4": Arm("llama", "grow", "d4", "preserve", text="identity depth (preserve, appended)"),
+    "stack-d2": Arm("llama", "grow", "d2", "stack", text="G_stack depth (stack)"),
+    "stack-d4": Arm("llama", "grow", "d4", "stack", text="G_stack depth (stack)"),
+    "stack-d2-fresh": Arm("llama", "grow", "d2", "stack", "fresh", text="G_stack depth (stack), fresh moments"),
+    "clone-w4": Arm("llama", "grow", "w4", "clone", text="width cloning (clone)"),
+    "control-d2": Arm("llama", "control", "d2", text="no growth, the base alone at the grown arm's compute"),
+    "control-d4": Arm("llama", "control", "d4", text="no growth, the base alone at the grown arm's compute"),
+    "control-w4": Arm("llama", "control", "w4", text="no growth, the base alone at the grown arm's compute"),
+    "nexus-grow": Arm("nexus", "grow", "m2", "preserve", text="Nexus M/A (preserve), base M ≥ D"),
+    "tokenformer-grow": Arm("tokenformer", "grow", "s2", "preserve", text="TokenFormer slots (preserve)"),
 }
 DEFAULT_ARMS = ("preserve-d2", "stack-d2", "stack-d4", "clone-w4", "control-d2", "control-d4", "control-w4",
                 "nexus-grow", "tokenformer-grow")
@@ -562,8 +567,11 @@ def _report(ctx: Context, size: Settings, shapes: dict[str, Any], arms: list[str
         vs = [x["vs_control"] for x in records if x["arm"] == name and x["vs_control"] is not None]
         ratio = _non_embedding(arm.arch, shapes[arm.arch]["target"]) / _non_embedding(arm.arch,
                                                                                      shapes[arm.arch][arm.base])
+        target = shapes[arm.arch]["target"]
+        changed = ", ".join((f"{SHORT.get(k, k)} {v}" if arm.kind == "control" else f"{SHORT.get(k, k)} {v}→{target[k]}")
+                            for k, v in shapes[arm.arch][arm.base].items() if target.get(k) != v)
         summary_rows.append({
-            "arm": name, "what": arm.text, "ratio": f"x{ratio:.2f}",
+            "arm": name, "what": f"{arm.text}: {changed}", "ratio": f"x{ratio:.2f}",
             "growth": "—" if arm.kind == "control" else f"{100 * size.growth_at:g}%",
             "saving": _pct(summ.saving), "positive": f"{summ.positive}/{summ.n}",
             "extrapolated": f"{summ.extrapolated}" + (f" (+{summ.undefined} undefined)" if summ.undefined else ""),
