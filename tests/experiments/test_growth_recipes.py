@@ -110,3 +110,15 @@ def test_side_by_side_units_match_one_at_a_time(tmp_path: Path, tiny_data: Path)
         assert results[1][0]["report"] != results[1][1]["report"]  # the seeds differ
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("name, init", [("llama-stack-240m.yaml", "stack"), ("nexus-240m-wsd-growth.yaml", "preserve")])
+def test_recipe_plans_validate(name: str, init: str):
+    """The 240M recipe plans of docs/growth.md: one WSD over the plan, growth early, past the warm-up."""
+    from growlm.training.plan import load_plan, plan_shapes
+
+    plan = load_plan(Path(__file__).resolve().parents[2] / "plans" / name)
+    rows = plan_shapes(plan)
+    assert [r["init"] for r in rows] == [None, init] and plan.source["schedule"]["kind"] == "wsd"
+    base_share = rows[0]["tokens"] / (rows[0]["tokens"] + rows[1]["tokens"])
+    assert 0.05 <= base_share <= 0.15 and rows[0]["steps"] > plan.source["schedule"]["warmup_steps"]
