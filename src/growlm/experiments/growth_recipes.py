@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from growlm.errors import ConfigError, unknown_key_message
+from growlm.errors import ConfigError, GrowlmError, unknown_key_message
 from growlm.experiments.common import Context, Job, Report, markdown_table, run_jobs
 from growlm.experiments.recipe import pyplot, save_figure
 from growlm.experiments.saving import Endpoint, saving, summarise
@@ -342,7 +342,19 @@ def run_unit(ctx: Context, key: str, plan: dict[str, Any], data: str, seq_len: i
     """A job: the plan (``KEY/plan``), then its final two-half evaluation (``KEY/final``); weights are
     deleted afterwards (the ledger, metrics and summaries stay), so hundreds of runs fit the disk."""
     _drop_stale_run(ctx, key)
-    result = ctx.plan(f"{key}/plan", plan)
+    try:
+        result = ctx.plan(f"{key}/plan", plan)
+    except GrowlmError as error:
+        # A run that diverges (non-finite loss) is a result, not a crash of the experiment: it is
+        # recorded with infinite losses and no FLOPs, so its saving is "undefined" and it counts
+        # against its recipe (every seed counts, failures included).
+        message = str(error)
+        ctx.say(f"growth-recipes: {key} failed: {message}")
+        ctx.unit(f"{key}/final", lambda folder: {"tune": math.inf, "report": math.inf, "windows": 0,
+                                                 "flops": math.nan, "tokens": math.nan, "seconds": math.nan,
+                                                 "train_seconds": math.nan, "failed": message,
+                                                 "stages": [{"growth_verified": None}]})
+        return
     if not (ctx.out / "units" / f"{key}/final.json").exists() and \
             not Path(result["stages"][-1]["final_checkpoint"]).exists():  # finished elsewhere, weights not carried
         (ctx.out / "units" / f"{key}/plan.json").unlink()
@@ -397,7 +409,8 @@ def _curve(ctx: Context, key: str) -> list[dict[str, float]]:
     """Validation points during training against the ledger's cumulative FLOPs (for the figure)."""
     from growlm.experiments.recipe import plan_curve
 
-    return plan_curve(json.loads((ctx.out / "units" / f"{key}/plan.json").read_text()))
+    path = ctx.out / "units" / f"{key}/plan.json"
+    return plan_curve(json.loads(path.read_text())) if path.exists() else []  # a failed run has no curve
 
 
 # -- the experiment ------------------------------------------------------------------------------
