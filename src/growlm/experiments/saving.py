@@ -144,8 +144,12 @@ def saving(endpoints: Sequence[Endpoint], flops: float, loss: float, tokens: flo
            seconds: float = math.nan, target_flops_per_token: float | None = None) -> Saving:
     """The pre-registered saving of one grown run (``flops``: its ledger total, base stage included)."""
     points = _sorted(endpoints)
+    if not (math.isfinite(loss) and math.isfinite(flops)):  # a run that failed (diverged): no saving exists
+        return Saving(flops=flops, loss=loss, scratch_flops_at_loss=math.nan, saving=math.nan, where="undefined",
+                      delta_loss=math.nan, delta_where="undefined", token_speedup=math.nan, tokens=tokens,
+                      seconds=seconds)
     reading = log_flops_at_loss(points, loss)
-    c_scratch = math.exp(reading.value) if not math.isnan(reading.value) else math.nan
+    c_scratch = math.exp(reading.value) if math.isfinite(reading.value) else math.nan
     at = loss_at_flops(points, flops)
     if target_flops_per_token is None:  # scratch trains at constant FLOPs per token: read it off an endpoint
         with_tokens = [p for p in points if p.tokens == p.tokens and p.tokens > 0]
