@@ -3,6 +3,7 @@
 import itertools
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -51,6 +52,33 @@ def test_resume_extends_a_finished_run(tiny_data, tmp_path):
     # same schedule only if max_steps was 30 from the start: compare data and step bookkeeping instead
     a = json.loads((storage.list_checkpoints(tmp_path / "a")[-1] / "trainer_state.json").read_text())
     assert a["step"] == 30 and a["data_position"] == 30 * 4
+
+
+def _files(run):
+    return {p.relative_to(run): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def test_resume_of_a_finished_run_leaves_it_untouched(tiny_data, tmp_path, capsys):
+    from growlm.cli.main import main
+
+    run = tmp_path / "run"
+    start_run(_cfg(tiny_data, run, max_steps=10, checkpoint_every=5))
+    before = _files(run)
+    assert json.loads(before[Path("summary.json")])["final_val_loss"] is not None
+    capsys.readouterr()
+    for extra in ([], ["--set", "max_steps=5"], ["--set", "max_steps=10"]):
+        assert main(["train", "--resume", str(run), *extra]) == 0
+        out = capsys.readouterr().out
+        assert out.splitlines() == [f"nothing to do: {run} finished at step 10 "
+                                    "(to train it further: --set max_steps=N with N > 10)"]
+        assert _files(run) == before  # summary.json (and everything else) byte for byte
+    assert resume_run(run) == json.loads(before[Path("summary.json")])  # the library call: same, untouched
+    assert _files(run) == before
+
+    assert main(["train", "--resume", str(run), "--set", "max_steps=15"]) == 0  # extending still works
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 15 and summary["final_val_loss"] is not None
+    assert storage.list_checkpoints(run)[-1].name == "step-00000015"
 
 
 def test_corrupt_newest_checkpoint_falls_back(tiny_data, tmp_path, capsys):

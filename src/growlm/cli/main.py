@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from growlm.overrides import parse_assignments
     from growlm.training.config import load_train_config
     from growlm.training.plan import PLAN_FILE, is_plan, ledger_lines, load_plan, resume_plan, run_plan
-    from growlm.training.trainer import resume_run, start_run
+    from growlm.training.trainer import finished_step, resume_run, start_run
 
     overrides = parse_assignments(args.set)
     if args.resume:
@@ -151,6 +152,12 @@ def cmd_train(args: argparse.Namespace) -> None:
             ledger = resume_plan(args.resume, overrides)
             if ledger:  # rank 0 under torchrun, or the only process
                 print("\n".join(ledger_lines(ledger)))
+            return
+        done = finished_step(args.resume, overrides)
+        if done is not None:  # a finished run is left exactly as it is
+            if os.environ.get("RANK", "0") == "0":
+                print(f"nothing to do: {args.resume} finished at step {done} "
+                      f"(to train it further: --set max_steps=N with N > {done})")
             return
         summary = resume_run(args.resume, overrides)
     else:

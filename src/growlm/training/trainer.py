@@ -638,15 +638,51 @@ def _is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Continue the run in ``run_dir`` from its newest good checkpoint (``--set`` may extend it)."""
-    run_dir = Path(run_dir)
+def _resume_config(run_dir: Path, overrides: dict[str, Any] | None) -> TrainConfig:
     config_path = run_dir / CONFIG_FILE
     if not config_path.exists():
         raise CheckpointError(f"{run_dir} is not a training run (no {CONFIG_FILE})")
     values = yaml.safe_load(config_path.read_text())
     values["out_dir"] = str(run_dir)
-    cfg = build_train_config(values, overrides)
+    return build_train_config(values, overrides)
+
+
+def finished_step(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> int | None:
+    """The step at which the run in ``run_dir`` finished, or None when ``--resume`` has work to do.
+
+    A run is finished when it wrote ``summary.json`` and its newest good checkpoint is at (or
+    past) ``max_steps`` -- the saved one, or the one ``overrides`` set, so ``--set max_steps=N``
+    with a larger N still extends it. A run whose last checkpoint is final but whose summary
+    is missing (killed while finishing) is not: resuming writes its summary."""
+    run_dir = Path(run_dir)
+    cfg = _resume_config(run_dir, overrides)
+    if not (run_dir / "summary.json").exists():
+        return None
+    checkpoints = storage.list_checkpoints(run_dir)
+    if not checkpoints or _checkpoint_step(checkpoints[-1]) < cfg.max_steps:
+        return None  # work to do: no checksums read (they are, once, when training resumes)
+    newest = storage.latest_good_checkpoint(run_dir, _say)
+    step = _checkpoint_step(newest) if newest is not None else -1
+    return step if step >= cfg.max_steps else None
+
+
+def _checkpoint_step(folder: Path) -> int:
+    try:
+        return int(storage.load_trainer_state(folder)["step"])
+    except (CheckpointError, ValueError, KeyError):
+        return -1  # unreadable: not a finished run's checkpoint
+
+
+def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Continue the run in ``run_dir`` from its newest good checkpoint (``--set`` may extend it).
+
+    A finished run (:func:`finished_step`) is left exactly as it is -- no file is rewritten --
+    and its ``summary.json`` is returned."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / CONFIG_FILE
+    cfg = _resume_config(run_dir, overrides)
+    if finished_step(run_dir, overrides) is not None:
+        return json.loads((run_dir / "summary.json").read_text()) if _is_main_process() else {}
     if overrides and _is_main_process():
         config_path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     with contextlib.suppress(FileExistsError):
