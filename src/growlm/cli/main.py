@@ -180,10 +180,13 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_plan_show(args: argparse.Namespace) -> None:
     from growlm.overrides import parse_assignments
-    from growlm.training.plan import load_plan, plan_shapes
+    from growlm.training.plan import PLAN_FILE, load_plan, nothing_trained, plan_shapes
 
     plan = load_plan(args.plan, parse_assignments(args.set))
     rows = plan_shapes(plan)
+    if (plan.out_dir / PLAN_FILE).exists() and not nothing_trained(plan.out_dir):
+        _warn(f"note: out_dir {plan.out_dir} already holds a plan run, so `growlm train` will not start this plan "
+              f"there: continue that run with `growlm train --resume {plan.out_dir}` or set another out_dir")
     if args.json:
         _print_json(rows)
         return
