@@ -81,6 +81,32 @@ def test_resume_of_a_finished_run_leaves_it_untouched(tiny_data, tmp_path, capsy
     assert storage.list_checkpoints(run)[-1].name == "step-00000015"
 
 
+def test_a_long_warm_up_and_a_missing_tensorboard_are_said_once(tiny_data, tmp_path, capsys, monkeypatch):
+    import sys
+
+    import growlm.training.trainer as trainer_module
+    from growlm.training.optim import warmup_warning
+
+    assert warmup_warning(_cfg(tiny_data, tmp_path, max_steps=20, warmup_steps=10)) is None
+    assert warmup_warning(_cfg(tiny_data, tmp_path, max_steps=20, warmup_steps=0)) is None
+    assert "is 60% of max_steps=10" in warmup_warning(_cfg(tiny_data, tmp_path, max_steps=10, warmup_steps=6))
+    long = _cfg(tiny_data, tmp_path / "a", max_steps=4, warmup_steps=10)
+    assert f"ends at 0.40 x its peak lr={long.lr:g}" in warmup_warning(long)
+    assert lr_factor(long.max_steps - 1, long) == pytest.approx(0.4)  # the last update's learning rate
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+    monkeypatch.setattr(trainer_module, "_TENSORBOARD_NOTED", False)
+    capsys.readouterr()
+    start_run(long)
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if "warmup_steps" in line] == [warmup_warning(long)]
+    assert len([line for line in err if "tensorboard is not installed" in line]) == 1
+    assert not (tmp_path / "a" / "tensorboard").exists()
+    start_run(_cfg(tiny_data, tmp_path / "b", max_steps=2, warmup_steps=1))  # a plan's next stage, say
+    err = capsys.readouterr().err
+    assert "tensorboard" not in err and "warmup_steps" not in err
+
+
 def test_corrupt_newest_checkpoint_falls_back(tiny_data, tmp_path, capsys):
     start_run(_cfg(tiny_data, tmp_path / "run", max_steps=20))
     newest = storage.list_checkpoints(tmp_path / "run")[-1]

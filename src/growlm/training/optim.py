@@ -54,6 +54,24 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return floor + (1 - floor) * max(0.0, 1 - (step - decay_start + 1) / decay_steps)
 
 
+def warmup_warning(cfg: TrainConfig) -> str | None:
+    """One line when the warm-up takes more than half of the run, else None.
+
+    The schedule stays as configured (a warning, not a clip): the same ``warmup_steps``
+    give the same learning rates whatever ``max_steps`` is, so a run that is extended
+    later, or compared with a longer one, follows the same curve up to where it stops."""
+    if not cfg.warmup_steps or 2 * cfg.warmup_steps <= cfg.max_steps:
+        return None
+    hint = f"(e.g. --set warmup_steps={max(1, cfg.max_steps // 10)})"
+    if cfg.warmup_steps >= cfg.max_steps:
+        last = lr_factor(cfg.max_steps - 1, cfg)
+        return (f"warning: warmup_steps={cfg.warmup_steps} >= max_steps={cfg.max_steps}: the learning rate only "
+                f"climbs and ends at {last:.2f} x its peak lr={cfg.lr:g}; lower warmup_steps {hint}")
+    return (f"warning: warmup_steps={cfg.warmup_steps} is {cfg.warmup_steps / cfg.max_steps:.0%} of "
+            f"max_steps={cfg.max_steps}: the learning rate peaks at step {cfg.warmup_steps} and its {cfg.schedule} "
+            f"schedule has {cfg.max_steps - cfg.warmup_steps} steps left; consider a shorter warm-up {hint}")
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
 

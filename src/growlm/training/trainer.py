@@ -18,6 +18,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ from growlm.training.distributed import (
     wrap,
 )
 from growlm.training.distributed import setup as setup_runtime
-from growlm.training.optim import build_optimizer, build_scheduler, load_state_by_name
+from growlm.training.optim import build_optimizer, build_scheduler, load_state_by_name, warmup_warning
 from growlm.training.trainable import (
     apply_lora,
     is_lora,
@@ -490,7 +491,10 @@ class Trainer:
         cfg, st, runtime = self.cfg, self.state, self.runtime
         if runtime.main:
             self.out.mkdir(parents=True, exist_ok=True)
-        board = open_tensorboard(self.out) if runtime.main and cfg.tensorboard else None
+        warning = warmup_warning(cfg) if st["step"] < cfg.warmup_steps else None
+        if warning:
+            self.say(warning)
+        board = open_tensorboard(self.out, self.say) if runtime.main and cfg.tensorboard else None
         bar = tqdm(total=cfg.max_steps, initial=st["step"], unit="step", disable=not (cfg.progress and runtime.main),
                    dynamic_ncols=True, desc=self.out.name)
         window_start, window_tokens = time.time(), 0
@@ -613,11 +617,19 @@ def summary_line(summary: dict[str, Any]) -> str:
     return "done: " + ", ".join(parts)
 
 
-def open_tensorboard(out: Path):
-    """A TensorBoard writer when tensorboard is installed (None otherwise)."""
+_TENSORBOARD_NOTED = False  # the missing-tensorboard note is said once per process (a plan has many stages)
+
+
+def open_tensorboard(out: Path, say: Callable[[str], None] = _say) -> Any:
+    """A TensorBoard writer when tensorboard is installed; otherwise None, said once per process."""
+    global _TENSORBOARD_NOTED
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
+        if not _TENSORBOARD_NOTED:
+            _TENSORBOARD_NOTED = True
+            say("note: tensorboard is not installed, so nothing is written to RUN/tensorboard (metrics.jsonl and "
+                "loss.png have everything); `pip install tensorboard` to get it, or set tensorboard: false")
         return None
     return SummaryWriter(str(out / "tensorboard"))
 
