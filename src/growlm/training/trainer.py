@@ -551,6 +551,8 @@ class Trainer:
         bar.close()
         if board is not None:
             board.close()
+        if last_val is None and self.session["steps"] == 0:
+            last_val = self.validate()  # resumed at the final checkpoint (killed before its summary)
         return self.finish(last_val)
 
     def finish(self, last_val: dict[str, float] | None) -> dict[str, Any]:
