@@ -17,7 +17,7 @@ LAYERS = {
     "errors": 0, "overrides": 0, "system": 0, "plotting": 0, "stats": 0,
     "models": 1, "data": 1, "substrate": 1,
     "evaluation": 2, "growth": 2,
-    "training": 3, "convert": 3, "bench": 3, "composition": 3,
+    "training": 3, "convert": 3, "bench": 3, "composition": 3, "info": 3,
     "analysis": 4, "experiments": 5, "demo": 5, "cli": 6,
     "__init__": 6,
 }

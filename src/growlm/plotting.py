@@ -18,6 +18,7 @@ def plot_loss_curves(
     title: str = "loss",
     markers: Sequence[tuple[float, str]] = (),
     x_label: str = "step",
+    y_label: str = "cross-entropy (nats/token)",
 ) -> Path:
     """One line per curve: ``{"label", "x": [...], "y": [...], "style": "-"}``; vertical markers ``(x, text)``."""
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
@@ -30,7 +31,7 @@ def plot_loss_curves(
         ax.annotate(text, (x, 0.03), xycoords=("data", "axes fraction"), xytext=(3, 0),
                     textcoords="offset points", fontsize=8, color="dimgrey", rotation=90, va="bottom")
     ax.set_xlabel(x_label)
-    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_ylabel(y_label)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2 if len(curves) > 4 else 1, loc="upper right", framealpha=0.85)

@@ -46,13 +46,15 @@ def _request(arch, c, op):
 COMMON = ["heads", "heads_and_kv", "hidden_size", "depth", "everything"]
 CASES = ([("nexus", op) for op in ["nexus_rank", "ffn_width", *COMMON]]
          + [(a, op) for a in ("qwen3", "llama") for op in ["ffn_width", *COMMON]]
-         + [("tokenformer", op) for op in ["tokenformer_slots", *COMMON]])
+         + [("tokenformer", op) for op in ["tokenformer_slots", *COMMON]]
+         + [("nexus+qk_norm", "everything")])  # the option's per-operator cases: tests/models/test_nexus_qk_norm.py
 
 
 @pytest.mark.parametrize(("arch", "op"), CASES)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_grown_checkpoint_loads_preserves_and_trains(arch, op, seed, tmp_path):
-    config = small_config(arch, seed, **(SLOTS if arch == "tokenformer" else {}))
+    arch, _, option = arch.partition("+")  # "nexus+qk_norm": the architecture with that boolean option on
+    config = small_config(arch, seed, **(SLOTS if arch == "tokenformer" else {}), **({option: True} if option else {}))
     model = make_model(config, seed, perturb=0.02)
     request, options = _request(arch, config, op)
     result = grow_model(model, request, parse_init("preserve"), seed, options)

@@ -18,7 +18,6 @@ TABLE = [
     ({"model_overrides": {"hidden_size": 0}}, "hidden_size must be a positive integer"),
     ({"model_overrides": {"num_attention_heads": 4, "num_key_value_heads": 3}},
      "num_key_value_heads=3 must divide num_attention_heads=4"),
-    ({"model_overrides": {"nexus_m": 500}}, "nexus_m=500 exceeds nexus_a=192"),
     ({"model_overrides": {"depth": 3}}, "unknown nexus field 'depth'"),
     ({"model": "nexus-huge"}, "unknown preset 'nexus-huge'"),
     ({"data": "/no/such/prepared/folder"}, "data folder '/no/such/prepared/folder' does not exist"),

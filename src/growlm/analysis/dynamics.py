@@ -1,9 +1,18 @@
 """``growlm analyze RUN [RUN ...] --out DIR``: the growth-dynamics statistics of grown runs.
 
-Per run and snapshot: NOC and the Mann-Whitney Z of the new vs the old entries of the grown
-matrices, theta and rho (``regions.py``), the benchmark average and validation perplexity
-through ``growlm eval`` (``growlm.evaluation.runner``), and from them ΔP. Over all runs of one
-call: the normalised features and the radial energy R, the PCA of the states with loadings,
+Two sets of definitions (``AnalysisSettings.definitions``):
+
+* ``paper`` (default): the Nexusformer paper's, recovered from its own tables: NOC and Z (the
+  two-sided Mann-Whitney p-value) between the base model's and the grown model's weights
+  (pooled per layer by default, ``regions.base_vs_grown``), θ = ΔZ/Z₀ and ρ = ΔNOC/NOC₀ against
+  the run's own growth point, R = sqrt(θ² + ρ²) with no normalisation across runs, the state
+  (θ, ρ, ΔAvg/Avg₀);
+* ``growlm``: the earlier ones: NOC and the Mann-Whitney z score of the new vs the old entries of
+  the grown matrices, theta and rho in weight space (``regions.py``), R from max-normalised θ, ρ.
+
+Per run and snapshot also the benchmark average and validation perplexity through ``growlm eval``
+(``growlm.evaluation.runner``), and from them ΔP. Over all runs of one call: R, the PCA of the
+states with loadings,
 each state's Grassmann and Euclidean distance to the growth point, a harmonic regression and
 Fisher's g test of each run's R series, and the law ln PPL = a |ln R| + b across runs with
 leave-one-run-out predictions. Writes ``dynamics.json``, ``dynamics.csv``, ``tables.md`` and
@@ -22,7 +31,15 @@ from typing import Any
 
 import numpy as np
 
-from growlm.analysis.regions import WeightGeometry, grown_matrices, value_sets
+from growlm.analysis.regions import (
+    POOLINGS,
+    WeightGeometry,
+    arrays,
+    base_state,
+    base_vs_grown,
+    grown_matrices,
+    value_sets,
+)
 from growlm.analysis.runs import RunSource, resolve_run
 from growlm.analysis.statistics import (
     NOC_GRID,
@@ -37,13 +54,17 @@ from growlm.analysis.statistics import (
     need,
     overlap_coefficient,
     pca_states,
+    radial_energy,
+    radius_bands,
 )
 from growlm.errors import unknown_key_message
 from growlm.models import storage
 
 STATISTICS = ("pca", "harmonic", "fisher", "law")
 FEATURES = ("theta", "rho", "noc", "z", "perf")
-DEFAULT_STATE = ("rho", "noc", "perf")
+DEFAULT_STATE = ("rho", "noc", "perf")  # growlm definitions
+PAPER_STATE = ("theta", "rho", "perf")  # paper definitions: (ΔZ/Z₀, ΔNOC/NOC₀, ΔAvg/Avg₀), Table 5
+DEFINITIONS = ("paper", "growlm")
 
 
 @dataclass
@@ -60,10 +81,20 @@ class AnalysisSettings:
     benchmarks: str | None = None
     max_values: int = NOC_MAX_VALUES
     grid: int = NOC_GRID
-    state: list[str] = field(default_factory=lambda: list(DEFAULT_STATE))
+    state: list[str] | None = None  # default: PAPER_STATE or DEFAULT_STATE, by definitions
     skip: list[str] = field(default_factory=list)  # statistics of STATISTICS to leave out
+    definitions: str = "paper"  # "paper" or "growlm" (see the module docstring)
+    pooling: str = "layer"  # paper definitions: how base and grown weights are grouped (regions.POOLINGS)
+    trend_degree: int = 2  # the harmonic regression's polynomial trend (lowered to fit short series)
+    seed: int = 0  # the random subsamples of NOC and Z
 
     def check(self) -> None:
+        if self.definitions not in DEFINITIONS:
+            raise AnalysisError(unknown_key_message("definitions", self.definitions, DEFINITIONS))
+        if self.pooling not in POOLINGS:
+            raise AnalysisError(unknown_key_message("pooling", self.pooling, POOLINGS))
+        if self.state is None:
+            self.state = list(PAPER_STATE if self.definitions == "paper" else DEFAULT_STATE)
         for name in self.state:
             if name not in FEATURES:
                 raise AnalysisError(unknown_key_message("state feature", name, FEATURES))
@@ -117,10 +148,20 @@ def _evaluate(run: RunSource, point_folder: Path, out: Path, settings: AnalysisS
 
 
 def weight_statistics(growth: dict[str, Any], growth_folder: str, folders: Sequence[str], max_values: int,
-                      grid: int) -> list[dict[str, Any]]:
-    """NOC, Z, theta and rho of each snapshot folder against the growth point (plain CPU work, so it
-    can run in a worker process)."""
+                      grid: int, definitions: str = "growlm", pooling: str = "layer",
+                      seed: int = 0) -> list[dict[str, Any]]:
+    """NOC and Z of each snapshot folder (plain CPU work, so it can run in a worker process): with
+    the paper's definitions between the base model (read back from the growth point) and the
+    snapshot; with growlm's between the new and old entries of the snapshot's grown matrices,
+    plus theta and rho against the growth point."""
     growth_state = storage.load_state(Path(growth_folder))
+    if definitions == "paper":
+        base = base_state(growth, growth_state)
+        out = []
+        for folder in folders:
+            state = growth_state if folder == growth_folder else storage.load_state(Path(folder))
+            out.append(base_vs_grown(base, arrays(state), growth, pooling, max_values, grid, seed))
+        return out
     matrices = grown_matrices(growth, {k: tuple(v.shape) for k, v in growth_state.items()})
     geometry = WeightGeometry(growth_state, matrices)
     out = []
@@ -141,8 +182,9 @@ def analyse_run(run: RunSource, out: Path, settings: AnalysisSettings, say: Call
     growth_folder = str(run.points[0].folder)
     folders = [str(p.folder) for p in run.points]
     args = (run.growth, growth_folder)
+    options = (settings.max_values, settings.grid, settings.definitions, settings.pooling, settings.seed)
     if pool is not None:
-        futures = [pool.submit(weight_statistics, *args, [f], settings.max_values, settings.grid) for f in folders]
+        futures = [pool.submit(weight_statistics, *args, [f], *options) for f in folders]
     else:
         futures = None
     evaluations = []
@@ -153,35 +195,47 @@ def analyse_run(run: RunSource, out: Path, settings: AnalysisSettings, say: Call
     if futures is not None:
         weights = [f.result()[0] for f in futures]
     else:
-        weights = weight_statistics(*args, folders, settings.max_values, settings.grid)
-    matrices = grown_matrices(run.growth, {k: tuple(v.shape) for k, v in storage.load_state(
-        run.points[0].folder).items()})
+        weights = weight_statistics(*args, folders, *options)
+    if settings.definitions == "growlm":
+        matrices = [m.name for m in grown_matrices(run.growth, {k: tuple(v.shape) for k, v in storage.load_state(
+            run.points[0].folder).items()})]
+    else:
+        matrices = sorted(run.growth.get("placements", {}))
     rows = []
     for point, weight, evaluation in zip(run.points, weights, evaluations, strict=True):
         row = {"run": run.label, "step": point.step, "tokens": point.tokens, "snapshot": str(point.folder),
                **weight, **evaluation}
         rows.append(row)
-        say(f"{run.label} step {point.step}: NOC {row['noc']:.4f}, Z {row['z']:.3f}, theta {row['theta']:.4g}, "
-            f"rho {row['rho']:.4g}" + (f", ppl {row['ppl']:.2f}" if "ppl" in row else ""))
+        say(f"{run.label} step {point.step}: NOC {row['noc']:.4f}, Z {row['z']:.4g}"
+            + (f", ppl {row['ppl']:.2f}" if "ppl" in row else ""))
     base = rows[0]
+    if settings.definitions == "paper":  # θ, ρ, R against the run's own growth point
+        theta, rho, radius = radial_energy([r["z"] for r in rows], [r["noc"] for r in rows])
+        for row, t, r, big_r in zip(rows, theta, rho, radius, strict=True):
+            row.update(theta=t, rho=r, R=big_r)
     for row in rows:
         if row.get("paper5") is not None and base.get("paper5") is not None:
             row["delta_p"] = row["paper5"] - base["paper5"]
+            row["rel_p"] = (row["paper5"] - base["paper5"]) / base["paper5"] if base["paper5"] else None
         if "ppl" in row and "ppl" in base:
             row["delta_lnppl"] = 100 * (math.log(base["ppl"]) - math.log(row["ppl"]))
             row["ln_ppl"] = math.log(row["ppl"])
+            row["rel_ppl"] = (base["ppl"] - row["ppl"]) / base["ppl"]
     info = {"label": run.label, "path": str(run.path), "run_dir": str(run.run_dir),
             "architecture": run.architecture, "init": run.init,
             "changes": run.growth.get("changes"), "parameters": run.growth.get("parameters"),
-            "grown_matrices": [m.name for m in matrices], "notes": run.notes}
+            "grown_matrices": matrices, "notes": run.notes}
     return {"run": info, "rows": rows}
 
 
-def _performance_measure(rows: list[dict[str, Any]]) -> str:
-    if rows and all(r.get("delta_p") is not None for r in rows):
-        return "delta_p"
-    if rows and all(r.get("delta_lnppl") is not None for r in rows):
-        return "delta_lnppl"
+def _performance_measure(rows: list[dict[str, Any]], definitions: str = "growlm") -> str:
+    """The state's performance feature: paper definitions ΔAvg/Avg₀ (``rel_p``) when every snapshot
+    has benchmarks, else the relative perplexity drop (PPL₀ − PPL)/PPL₀ (``rel_ppl``); growlm
+    definitions ΔP in points, else 100·Δln PPL."""
+    names = ("rel_p", "rel_ppl") if definitions == "paper" else ("delta_p", "delta_lnppl")
+    for name in names:
+        if rows and all(r.get(name) is not None for r in rows):
+            return name
     return ""
 
 
@@ -211,8 +265,8 @@ def analyse(paths: Sequence[str | Path], out: str | Path, settings: AnalysisSett
         hint = (f"run {run.label} has {len(run.points)} points (growth point + snapshots); keep more snapshots "
                 "(e.g. `snapshots: 11`) or leave the statistic out with --skip")
         for key, statistic in (("harmonic", "harmonic regression"), ("fisher", "Fisher's g")):
-            if key not in settings.skip:
-                need(statistic, len(run.points), hint=hint)
+            if key not in settings.skip:  # the growth point (R = 0) is left out of these tests
+                need(statistic, len(run.points) - 1, "points after the growth point", hint=hint)
     out.mkdir(parents=True, exist_ok=True)
     if settings.workers > 1:
         import multiprocessing
@@ -225,17 +279,19 @@ def analyse(paths: Sequence[str | Path], out: str | Path, settings: AnalysisSett
         results = [analyse_run(run, out, settings, say) for run in runs]
     rows = [row for r in results for row in r["rows"]]
 
-    # normalised features and the radial energy: max-abs scaling over every state of this call
-    scales = {}
-    for name in ("theta", "rho"):
-        peak = max(abs(r[name]) for r in rows)
-        scales[name] = peak if peak > 0 else 1.0
-    for row in rows:
-        row["theta_n"] = row["theta"] / scales["theta"]
-        row["rho_n"] = row["rho"] / scales["rho"]
-        row["R"] = math.hypot(row["theta_n"], row["rho_n"])
+    scales: dict[str, float] | None = None
+    if settings.definitions == "growlm":
+        # normalised features and the radial energy: max-abs scaling over every state of this call
+        scales = {}
+        for name in ("theta", "rho"):
+            peak = max(abs(r[name]) for r in rows)
+            scales[name] = peak if peak > 0 else 1.0
+        for row in rows:
+            row["theta_n"] = row["theta"] / scales["theta"]
+            row["rho_n"] = row["rho"] / scales["rho"]
+            row["R"] = math.hypot(row["theta_n"], row["rho_n"])
 
-    perf = _performance_measure(rows)
+    perf = _performance_measure(rows, settings.definitions)
     for row in rows:
         row["perf"] = row.get(perf) if perf else None
     notes: list[str] = []
@@ -261,11 +317,17 @@ def analyse(paths: Sequence[str | Path], out: str | Path, settings: AnalysisSett
     periodicity = {}
     for result in results:
         label = result["run"]["label"]
-        tokens = [r["tokens"] for r in result["rows"]]
-        series = [r["R"] for r in result["rows"]]
+        after = result["rows"][1:]  # the growth point has R = 0 by construction: not an observation
+        tokens = [r["tokens"] for r in after]
+        series = [r["R"] for r in after]
         entry: dict[str, Any] = {}
         if "harmonic" not in settings.skip:
-            entry["harmonic"] = harmonic_regression(tokens, series).as_dict()
+            degree = max(0, min(settings.trend_degree, len(series) - 5))
+            if degree < settings.trend_degree:
+                notes.append(f"{label}: harmonic regression with a degree-{degree} trend ({len(series)} points "
+                             f"after the growth point; degree {settings.trend_degree} needs "
+                             f"{settings.trend_degree + 5})")
+            entry["harmonic"] = harmonic_regression(tokens, series, trend_degree=degree).as_dict()
         if "fisher" not in settings.skip:
             entry["fisher"] = fisher_g(series).as_dict()
         periodicity[label] = entry
@@ -288,13 +350,21 @@ def analyse(paths: Sequence[str | Path], out: str | Path, settings: AnalysisSett
                                     [r["run"] for r in points])
             law = law or None
 
+    bands: dict[str, Any] = {}
+    if perf:
+        bands["perf"] = radius_bands([r["R"] for r in rows], [r["perf"] for r in rows])
+    if all(r.get("ppl") is not None for r in rows):
+        bands["ln_ppl"] = radius_bands([r["R"] for r in rows], [math.log(r["ppl"]) for r in rows])
+
     report = {
         "settings": {**asdict(settings), "state": state, "performance_measure": perf or None,
-                     "normalisation": {"theta_max": scales["theta"], "rho_max": scales["rho"]}},
+                     "normalisation": ({"theta_max": scales["theta"], "rho_max": scales["rho"]} if scales
+                                       else None)},
         "runs": [{**r["run"], "periodicity": periodicity.get(r["run"]["label"], {})} for r in results],
         "snapshots": rows,
         "pca": asdict(pca) if pca else None,
         "law": law,
+        "radius_bands": bands,
         "notes": notes,
     }
     (out / "dynamics.json").write_text(json.dumps(report, indent=2, default=_json_default))
@@ -308,8 +378,8 @@ def analyse(paths: Sequence[str | Path], out: str | Path, settings: AnalysisSett
 
 
 CSV_COLUMNS = ("run", "step", "tokens", "noc", "z", "auc", "theta", "rho", "theta_n", "rho_n", "R", "paper5",
-               "delta_p", "val_loss", "ppl", "delta_lnppl", "perf", "pc1", "pc2", "grassmann", "euclidean",
-               "n_new", "n_old", "snapshot")
+               "delta_p", "rel_p", "val_loss", "ppl", "delta_lnppl", "rel_ppl", "perf", "pc1", "pc2", "grassmann", "euclidean",
+               "n_new", "n_old", "n_base", "n_grown", "snapshot")
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -4,7 +4,8 @@
 * ``pca.png``: the PCA plane with each run's trajectory (paper Fig. 6 analogue);
 * ``distances.png``: Grassmann and Euclidean distance to the growth point (paper Fig. 4);
 * ``harmonic.png``: each run's R with its harmonic fit (paper Fig. 5);
-* ``law.png``: ln PPL against |ln R| with the fitted line (paper Fig. 3).
+* ``law.png``: ln PPL against |ln R| with the fitted line (paper Fig. 3);
+* ``radius.png``: the (θ, ρ) plane with R level sets (paper Fig. 6).
 """
 
 from __future__ import annotations
@@ -90,10 +91,11 @@ def harmonic_figure(report: dict[str, Any], path: Path) -> Path:
         ax.plot(t, [r["R"] for r in rows], "o", color=colour, markersize=4, label=label)
         fit = fits.get(label)
         if fit:
-            dense = np.linspace(t.min(), t.max(), 200)
-            curve = fit["beta0"] + fit["beta1"] * dense + fit["amplitude"] * np.sin(fit["omega"] * dense + fit["phase"])
+            dense = np.linspace(t[1:].min(), t.max(), 200)  # fitted after the growth point
+            trend = np.polynomial.polynomial.polyval(dense, fit.get("trend_coefficients", [fit["beta0"], fit["beta1"]]))
+            curve = trend + fit["amplitude"] * np.sin(fit["omega"] * dense + fit["phase"])
             ax.plot(dense, curve, "-", color=colour, linewidth=1,
-                    label=f"fit R²={fit['r2']:.2f}, p={fit['f_pvalue']:.2g}")
+                    label=f"fit R²={fit['r2']:.2f}, p(perm.)={fit['permutation_pvalue']:.2g}")
     ax.set_xlabel("continued-training tokens")
     ax.set_ylabel("R")
     ax.set_title("radial energy R and harmonic regression y = β0 + β1 t + A sin(ωt + φ)")
@@ -125,6 +127,30 @@ def law_figure(report: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
+def radius_figure(report: dict[str, Any], path: Path) -> Path:
+    """Paper Fig. 6: the states in the (θ, ρ) plane coloured by performance, with the level sets of
+    R at the band edges of ``radius_bands`` (circles) and each run's trajectory."""
+    rows = report["snapshots"]
+    fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=110)
+    for run_rows in _by_run(report).values():
+        ax.plot([r["theta"] for r in run_rows], [r["rho"] for r in run_rows], "-", linewidth=0.6, alpha=0.5)
+    perf = [r.get("perf") for r in rows]
+    coloured = all(p is not None for p in perf)
+    points = ax.scatter([r["theta"] for r in rows], [r["rho"] for r in rows], c=perf if coloured else None, s=16,
+                        cmap="viridis", zorder=3)
+    if coloured:
+        fig.colorbar(points, ax=ax, label=f"performance ({report['settings'].get('performance_measure')})")
+    bands = (report.get("radius_bands") or {}).get("perf") or (report.get("radius_bands") or {}).get("ln_ppl") or []
+    angle = np.linspace(0, 2 * math.pi, 200)
+    for edge in sorted({b["high"] for b in bands}):
+        ax.plot(edge * np.cos(angle), edge * np.sin(angle), "k--", linewidth=0.6, alpha=0.6)
+    ax.set_xlabel("θ")
+    ax.set_ylabel("ρ")
+    ax.set_title("states in the (θ, ρ) plane; circles: R band edges")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
 def write_figures(report: dict[str, Any], out: Path) -> list[Path]:
     paths = [stats_figure(report, out / "stats.png")]
     if report.get("pca"):
@@ -133,4 +159,6 @@ def write_figures(report: dict[str, Any], out: Path) -> list[Path]:
         paths.append(harmonic_figure(report, out / "harmonic.png"))
     if report.get("law"):
         paths.append(law_figure(report, out / "law.png"))
+    if report.get("radius_bands"):
+        paths.append(radius_figure(report, out / "radius.png"))
     return paths

@@ -1,6 +1,12 @@
-"""Which entries of a grown model are old and which are new, read from ``growth.json``, and the
-weight-space measures between a snapshot and the growth point: theta (direction shift) and rho
-(orthogonal perturbation strength).
+"""What a grown model's snapshot is compared with, read from ``growth.json``.
+
+The paper's definitions (``growlm analyze`` default): the base model read back from the growth
+point (:func:`base_state`) against the grown model, pooled per layer / model / grown tensors /
+tensor (:func:`base_vs_grown`, ``POOLINGS``); see docs/analysis.md for the pooling study.
+
+growlm's earlier definitions (``--definitions growlm``): which entries of a grown model are old
+and which are new, and the weight-space measures between a snapshot and the growth point: theta
+(direction shift) and rho (orthogonal perturbation strength).
 
 ``growth.json`` (written by ``growlm grow`` and by plan stages) lists every new block
 (parameter, region per axis as ``[start, stop]`` runs, init) and, for every grown parameter,
@@ -9,7 +15,7 @@ where its old values sit in the grown tensor (``placements``). The analysis look
 the old entries are the placement's positions and the new entries the union of its new
 blocks; norm gains (1-D) are left out.
 
-Definitions (fixed; the paper lost its formulas, see docs/analysis.md for the reasons):
+growlm's definitions (the paper lost its formulas, see docs/analysis.md for the reasons):
 
 * theta_t = arccos(<w_t, w_0> / (|w_t| |w_0|)), w = all grown matrices (old and new entries),
   flattened and concatenated, at snapshot t and at the growth point 0: how far the grown
@@ -25,6 +31,7 @@ Definitions (fixed; the paper lost its formulas, see docs/analysis.md for the re
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -127,3 +134,108 @@ class WeightGeometry:
         theta = math.acos(min(1.0, max(-1.0, cosine)))
         rho = max(0.0, outside) / update if update > 0 else 0.0
         return theta, min(rho, 1.0)
+
+
+# -- the paper's definitions: the base model against the grown model ------------------------------------
+POOLINGS = ("model", "grown", "layer", "tensor")
+_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+
+def base_state(growth: Mapping[str, Any], growth_state: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """The base (pre-growth) model's tensors, read back from the growth point: a tensor growth left
+    alone is itself; a grown one's old values sit at its placement's positions, times the
+    placement's scale (``growth.json`` ``placements``); wholly new tensors have no base. Reading
+    them from the growth point keeps a run analysable after its base checkpoint is deleted."""
+    placements = growth.get("placements", {})
+    base: dict[str, np.ndarray] = {}
+    for name in sorted(growth_state):
+        if name not in placements:
+            base[name] = _array(growth_state, name)
+    for name in sorted(placements):
+        placement = placements[name]
+        if placement.get("source") is None or name not in growth_state:
+            continue
+        index = [_axis_positions(runs) for runs in placement["positions"]]
+        values = _array(growth_state, name)[np.ix_(*index)]
+        scale = float(placement.get("scale", 1.0)) or 1.0
+        base.setdefault(placement["source"], values / scale)
+    return base
+
+
+def _layer_key(name: str) -> str:
+    match = _LAYER.search(name)
+    return f"layer {int(match.group(1))}" if match else "other"
+
+
+def pooled_groups(base: Mapping[str, np.ndarray], growth: Mapping[str, Any], grown_names: list[str],
+                  pooling: str) -> list[tuple[str, list[str], list[str]]]:
+    """(group, base tensor names, grown tensor names) for one pooling of ``POOLINGS``:
+
+    * ``model``: every tensor of the base against every tensor of the grown model (one group);
+    * ``grown``: the tensors growth changed (their base tensors against the grown ones);
+    * ``layer``: per transformer layer (``layers.N.``) and the rest (``other``), every tensor;
+    * ``tensor``: per tensor growth changed, its base tensor against it.
+    """
+    placements = growth.get("placements", {})
+    changed = [n for n in grown_names if n in placements and placements[n].get("source") in base]
+    if pooling == "model":
+        return [("model", sorted(base), sorted(grown_names))]
+    if pooling == "grown":
+        if not changed:
+            raise AnalysisError("growth.json records no grown tensor with old values; use --pooling model")
+        return [("grown", sorted({placements[n]["source"] for n in changed}), changed)]
+    if pooling == "tensor":
+        if not changed:
+            raise AnalysisError("growth.json records no grown tensor with old values; use --pooling model")
+        return [(n, [placements[n]["source"]], [n]) for n in changed]
+    if pooling == "layer":
+        keys = sorted({_layer_key(n) for n in grown_names} | {_layer_key(n) for n in base})
+        return [(k, [n for n in sorted(base) if _layer_key(n) == k], [n for n in sorted(grown_names)
+                                                                        if _layer_key(n) == k]) for k in keys]
+    raise AnalysisError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
+
+
+def pooled_sample(arrays: list[np.ndarray], max_values: int, seed: int) -> np.ndarray:
+    """At most ``max_values`` values drawn at random without replacement from the concatenation of
+    ``arrays`` (``numpy.random.default_rng(seed).choice``, then sorted by position), without
+    materialising it; all values when there are no more."""
+    sizes = np.array([a.size for a in arrays], dtype=np.int64)
+    total = int(sizes.sum())
+    if total <= max_values:
+        return np.concatenate([np.asarray(a, np.float64).ravel() for a in arrays]) if arrays else np.zeros(0)
+    picks = np.sort(np.random.default_rng(seed).choice(total, max_values, replace=False))
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    out = []
+    for k, a in enumerate(arrays):
+        lo, hi = np.searchsorted(picks, [starts[k], starts[k + 1]])
+        if hi > lo:
+            out.append(np.asarray(a, np.float64).ravel()[picks[lo:hi] - starts[k]])
+    return np.concatenate(out)
+
+
+def base_vs_grown(base: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray], growth: Mapping[str, Any],
+                  pooling: str, max_values: int, grid: int, seed: int = 0) -> dict[str, Any]:
+    """The paper's NOC and Z of one snapshot: per group of ``pooling`` (:func:`pooled_groups`), a
+    random sample of at most ``max_values`` base values (seed ``seed``) and of grown values (seed
+    ``seed + 1``), NOC = overlap of their KDEs and Z = two-sided Mann-Whitney p-value; the mean
+    over groups (one group for ``model`` and ``grown``)."""
+    from growlm.analysis.statistics import mann_whitney_pvalue, overlap_coefficient
+
+    nocs, zs, n_base, n_grown = [], [], 0, 0
+    for _key, base_names, grown_names in pooled_groups(base, growth, sorted(state), pooling):
+        if not base_names or not grown_names:
+            continue
+        a = pooled_sample([base[n] for n in base_names], max_values, seed)
+        b = pooled_sample([state[n] for n in grown_names], max_values, seed + 1)
+        nocs.append(overlap_coefficient(a, b, max_values, grid))
+        zs.append(mann_whitney_pvalue(a, b))
+        n_base += sum(base[n].size for n in base_names)
+        n_grown += sum(state[n].size for n in grown_names)
+    if not nocs:
+        raise AnalysisError(f"no group of pooling {pooling!r} has both base and grown values")
+    return {"noc": float(np.mean(nocs)), "z": float(np.mean(zs)), "groups": len(nocs),
+            "n_base": n_base, "n_grown": n_grown}
+
+
+def arrays(state: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {name: _array(state, name) for name in state}

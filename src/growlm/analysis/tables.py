@@ -81,8 +81,9 @@ def table5(report: dict[str, Any]) -> str:
 
 
 def periodicity_table(report: dict[str, Any]) -> str:
-    lines = ["| Run | n | ω (rad/token) | period (tokens) | A | β1 (per token) | R² | F (df) | p(F) | "
-             "p (permutation) | Fisher g | p(g) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| Run | n | ω (rad/token) | period (tokens) | A | β1 (per token) | R² | F vs constant (df) | p(F) | "
+             "F given trend | p (F given trend) | p (permutation, given trend) | Fisher g | p(g) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in report["runs"]:
         h, g = run["periodicity"].get("harmonic"), run["periodicity"].get("fisher")
         if not h and not g:
@@ -93,7 +94,8 @@ def periodicity_table(report: dict[str, Any]) -> str:
         lines.append(f"| {run['label']} | {h.get('n', g.get('n', ''))} | {_f(h.get('omega'))} | "
                      f"{tokens_label(h['period_tokens']) if h else '—'} | {_f(h.get('amplitude'))} | "
                      f"{_f(h.get('beta1'))} | {_f(h.get('r2'))} | {_f(h.get('f_statistic'), 3)} {df} | "
-                     f"{_f(h.get('f_pvalue'))} | {_f(h.get('permutation_pvalue'))} | {_f(g.get('g'))} | "
+                     f"{_f(h.get('f_pvalue'))} | {_f(h.get('trend_f'), 3)} | {_f(h.get('trend_f_pvalue'))} | "
+                     f"{_f(h.get('permutation_pvalue'))} | {_f(g.get('g'))} | "
                      f"{_f(g.get('pvalue'))} |")
     return "\n".join(lines)
 
@@ -102,14 +104,34 @@ def law_table(report: dict[str, Any]) -> str:
     laws = report.get("law")
     if not laws:
         return "(law fit left out: " + "; ".join(n for n in report.get("notes", []) if "law" in n) + ")"
-    lines = ["| init | a | b | R² | points | held-out run | RMSE ln PPL | mean abs. error PPL (%) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| init | a | b | R² | points | p (runs permuted) | influential points | held-out run | RMSE ln PPL | "
+             "mean abs. error PPL (%) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for init, law in laws.items():
-        head = f"| {init} | {law['a']:.4f} | {law['b']:.4f} | {law['r2']:.4f} | {law['n']} |"
+        flagged = ", ".join(f"{e['run']}#{e['index']}" for e in law.get("influential", [])) or "none"
+        run_p = law.get("run_permutation_pvalue")
+        head = (f"| {init} | {law['a']:.4f} | {law['b']:.4f} | {law['r2']:.4f} | {law['n']} | "
+                f"{_f(run_p)} ({law.get('run_permutations', 0)} orders) | {flagged} |")
         for entry in law["leave_one_run_out"]:
             lines.append(f"{head} {entry['run']} | {_f(entry['rmse_ln_ppl'])} | {_f(entry['mape_ppl'], 3)} |")
-            head = "| | | | | |"
+            head = "| | | | | | | |"
     return "\n".join(lines)
+
+
+def radius_table(report: dict[str, Any]) -> str:
+    """Paper Fig. 6 / Eq. 36: mean performance and mean ln PPL per band of R."""
+    bands = report.get("radius_bands") or {}
+    if not bands:
+        return "(no performance measure)"
+    parts = []
+    for key, name in (("perf", f"performance ({report['settings'].get('performance_measure')})"),
+                      ("ln_ppl", "ln PPL")):
+        if bands.get(key):
+            lines = [f"| R band | states | mean R | mean {name} | sd |", "|---|---|---|---|---|"]
+            for b in bands[key]:
+                lines.append(f"| [{b['low']:.4g}, {b['high']:.4g}] | {b['n']} | {b['mean_r']:.4g} | "
+                             f"{_f(b['mean_perf'])} | {_f(b['std_perf'])} |")
+            parts.append("\n".join(lines))
+    return "\n\n".join(parts)
 
 
 def write_tables(report: dict[str, Any], path: Path) -> Path:
@@ -118,7 +140,8 @@ def write_tables(report: dict[str, Any], path: Path) -> Path:
              "## Trajectories (paper Table 4 layout)", "", table4(report), "",
              "## PCA loadings (paper Table 5 layout)", "", table5(report), "",
              "## Periodicity of R (appendix D)", "", periodicity_table(report), "",
-             "## ln PPL = a |ln R| + b (§5.3)", "", law_table(report), ""]
+             "## ln PPL = a |ln R| + b (§5.3)", "", law_table(report), "",
+             "## Performance by band of R (Fig. 6, Eq. 36)", "", radius_table(report), ""]
     if report.get("notes"):
         parts += ["## Notes", "", *[f"- {n}" for n in report["notes"]], ""]
     path.write_text("\n".join(parts))

@@ -8,20 +8,40 @@ that everything the CLI does can also be done from Python. Input problems raise
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
+import re
 import sys
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, NoReturn
 
 from growlm.errors import ConfigError, GrowlmError
 
+# Start-up: this module imports no torch, transformers or numpy, and neither does building the
+# parser, so ``growlm --help`` answers at once; each handler imports what it needs
+# (benchmarks/startup.py measures it, tests/cli/test_startup.py keeps it so).
 
-def _quiet_libraries() -> None:
-    import transformers
+DESCRIPTION = """\
+Train transformer language models and grow them (width, depth, Nexus-Rank, parameter
+tokens) without losing what they learned.
 
+Start with 'growlm models' (the presets), 'growlm demo' (the whole story on a CPU) or
+'growlm COMMAND --help'. Wherever a model is expected, a model or checkpoint folder, a run
+folder (its newest good checkpoint) or a plan run folder (its last completed stage) will do."""
+
+
+def _quiet_transformers(transformers: ModuleType) -> None:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+
+
+def _quiet_libraries() -> None:
+    """Quiet transformers once a command imports it (importing it here would cost seconds)."""
+    from wrapt import register_post_import_hook
+
+    register_post_import_hook(_quiet_transformers, "transformers")
 
 
 def _warn(message: str) -> None:
@@ -33,19 +53,56 @@ def _print_json(data: Any) -> None:
 
 
 # -- models / init / convert ------------------------------------------------------------------
-def cmd_models(args: argparse.Namespace) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def _preset_cache_file(seq_len: int | None) -> Path:
+    """Where ``growlm models`` keeps its rows, under a key of everything they depend on.
 
+    The counts are exact because they are counted on built models, which needs torch and
+    transformers' model classes (seconds to import). The rows depend only on growlm's
+    model code and presets (``growlm/models/``), transformers' version and the context
+    length, so they are kept under a hash of those: any change there is a new key, never a
+    stale table."""
+    import hashlib
+    from importlib.metadata import version
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    digest = hashlib.sha256(f"{version('transformers')}|{seq_len}".encode())
+    for source in sorted(models.glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    root = Path(os.environ.get("GROWLM_CACHE") or Path.home() / ".cache" / "growlm")
+    return root / "models" / f"presets-{digest.hexdigest()[:24]}.json"
+
+
+def preset_rows(seq_len: int | None) -> list[dict[str, Any]]:
+    """Every preset with its config fields, parameter counts and FLOPs per token at ``seq_len``."""
+    cache = _preset_cache_file(seq_len)
+    try:
+        return json.loads(cache.read_text())
+    except (OSError, ValueError):
+        pass  # not computed yet under this key (or unreadable): count
     from growlm.models.accounting import model_cost
     from growlm.models.presets import PRESETS, build_config
 
     rows = []
     for name in PRESETS:
         config = build_config(name)
-        cost = model_cost(config, args.seq_len)
+        cost = model_cost(config, seq_len)
         rows.append({"preset": name, "architecture": config.architecture, **config.field_values(),
                      **cost.as_dict()})
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps(rows))
+        partial.replace(cache)  # whole or not at all, also with two commands at once
+    except OSError:
+        pass  # a read-only home: count again next time
+    return rows
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = preset_rows(args.seq_len)
     if args.json:
         _print_json(rows)
         return
@@ -64,6 +121,16 @@ def cmd_models(args: argparse.Namespace) -> None:
                       str(r["seq_len"]), f"{r['train_flops_per_token'] / 1e9:.3f}")
     Console(width=None if sys.stdout.isatty() else 160).print(table)
     print("Parameter counts are exact (counted on the built model); the paper's size labels are names, not counts.")
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from growlm.info import describe, info_lines
+
+    info = describe(args.path)
+    if args.json:
+        _print_json(info)
+    else:
+        print("\n".join(info_lines(info)))
 
 
 def cmd_init(args: argparse.Namespace) -> None:
@@ -180,7 +247,14 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_plan_show(args: argparse.Namespace) -> None:
     from growlm.overrides import parse_assignments
-    from growlm.training.plan import PLAN_FILE, load_plan, nothing_trained, plan_shapes
+    from growlm.training.plan import (
+        PLAN_FILE,
+        load_plan,
+        nothing_trained,
+        plan_lr_curve,
+        plan_shapes,
+        sparkline,
+    )
 
     plan = load_plan(args.plan, parse_assignments(args.set))
     rows = plan_shapes(plan)
@@ -200,18 +274,29 @@ def cmd_plan_show(args: argparse.Namespace) -> None:
               f"{r['train_flops_per_token'] / 1e9:7.3f} GFLOP/token  {r['tokens']:>15,} tokens  "
               f"{r['train_flops_upper_bound']:.3e} FLOPs  [{changes}{'; init ' + r['init'] if r['init'] else ''}]")
     print(f"  total training FLOPs (everything trainable): {total:.3e}")
+    curve = plan_lr_curve(plan)
+    print("learning rate: " + (plan.schedule.describe(rows[0]["lr"]) if plan.schedule
+                               else "each stage runs its own schedule from its own step 0"))
+    start = 0
+    for r in rows:
+        factor = f" (lr_factor {r['lr_factor']:g})" if r["lr_factor"] != 1.0 else ""
+        print(f"  {r['stage']:<16} {r['schedule']:<8} plan steps {start:>9,} - {start + r['steps'] - 1:<9,} "
+              f"lr {r['lr_first']:.3e} -> {r['lr_last']:.3e}{factor}")
+        start += r["steps"]
+    print(f"  {sparkline(curve)}  (lr over {len(curve):,} steps)")
 
 
 def cmd_plan_report(args: argparse.Namespace) -> None:
-    from growlm.training.plan import LEDGER_FILE, ledger_lines, plot_plan
+    from growlm.training.plan import LEDGER_FILE, ledger_lines, plot_plan, plot_plan_lr
 
     out = Path(args.run)
     if not (out / LEDGER_FILE).exists():
         raise GrowlmError(f"{out} holds no {LEDGER_FILE}: not a plan run, or no stage has finished yet")
-    picture = plot_plan(out)
+    pictures = [plot_plan(out), plot_plan_lr(out)]
     print("\n".join(ledger_lines(json.loads((out / LEDGER_FILE).read_text()))))
-    if picture:
-        print(f"wrote {picture}")
+    for picture in pictures:
+        if picture:
+            print(f"wrote {picture}")
 
 
 def cmd_grow(args: argparse.Namespace) -> None:
@@ -220,7 +305,8 @@ def cmd_grow(args: argparse.Namespace) -> None:
 
     options = {"layers_at": args.layers_at} if args.layers_at else {}
     report = grow_checkpoint(args.checkpoint, args.out, parse_assignments(args.set), parse_init(args.init),
-                             seed=args.seed, verify=not args.no_verify, say=_warn, options=options)
+                             seed=args.seed, verify=not args.no_verify, say=_warn, options=options,
+                             moments=args.moments)
     changes = ", ".join(f"{k} {v['old']} -> {v['new']}" for k, v in report["changes"].items())
     print(f"grew {report['architecture']} ({changes}) with --init {report['init']}: "
           f"{report['parameters']['old']:,} -> {report['parameters']['new']:,} parameters")
@@ -238,6 +324,9 @@ def cmd_grow(args: argparse.Namespace) -> None:
               f"all received gradient within {grads['steps']} steps: {grads['every_block_got_gradient']}, "
               f"none moved: {grads['no_block_moved']}; expectation ({v['expectation']}) "
               f"{'met' if v['passed'] else 'NOT MET'}")
+        loss = v["loss"]
+        print(f"loss on the verification batch: {loss['before']:.4f} -> {loss['after']:.4f} "
+              f"(jump {loss['jump']:+.4g})")
     print(f"wrote {args.out} (details in {Path(args.out) / 'growth.json'})")
     if v is not None and not v["passed"]:
         raise GrowlmError("the grown model failed its verification; see growth.json")
@@ -345,8 +434,9 @@ def cmd_analyze(args: argparse.Namespace) -> None:
     tasks = [] if args.tasks == ["none"] else args.tasks
     settings = AnalysisSettings(tasks=tasks, limit=args.limit, ppl_data=args.ppl_data, ppl_batches=args.ppl_batches,
                                 batch_size=args.batch_size, device=args.device, benchmarks=args.benchmarks,
-                                max_values=args.max_values, state=args.state.split(","), skip=args.skip or [],
-                                seq_len=args.seq_len, benchmark_points=args.benchmark_points, workers=args.workers)
+                                max_values=args.max_values, state=args.state.split(",") if args.state else None,
+                                skip=args.skip or [], seq_len=args.seq_len, benchmark_points=args.benchmark_points,
+                                workers=args.workers, definitions=args.definitions, pooling=args.pooling)
     report = analyse(args.runs, args.out, settings, names=args.names, say=_warn)
     print(f"wrote {Path(args.out) / 'dynamics.json'}, dynamics.csv, {Path(report['tables']).name} and "
           f"{len(report['figures'])} figures to {args.out}")
@@ -381,22 +471,130 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 # -- parser ---------------------------------------------------------------------------------------
+def checkout_commit() -> str | None:
+    """The git commit of growlm's own checkout when growlm runs from one (``src/`` layout), else None.
+
+    An installed growlm has no checkout above it; a checkout is recognised by its
+    ``pyproject.toml`` naming growlm, so an unrelated repository around a virtualenv is not
+    mistaken for growlm's."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[3]
+    try:
+        if not (root / ".git").exists() or 'name = "growlm"' not in (root / "pyproject.toml").read_text():
+            return None
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+                                "src"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("-dirty" if dirty else "") if head else None
+
+
+def version_text() -> str:
+    import growlm
+
+    commit = checkout_commit()
+    return f"growlm {growlm.__version__}" + (f" (commit {commit})" if commit else "")
+
+
+class _VersionAction(argparse.Action):
+    """``--version``, computed when asked (git is not run for every command)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> NoReturn:
+        print(version_text())
+        parser.exit()
+
+
+class _DefaultsFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default, except where there is none to show (required
+    options, None, on/off flags) or the help already says it in words."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (action.required or any(action.default is v for v in (None, False, argparse.SUPPRESS))
+                or action.nargs == 0 or "default" in text.lower()):  # identity: 0 == False
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with errors that help: an unknown flag is reported by the subcommand it was given
+    to (its usage, not the top level's) with the closest flag it has; a mistyped choice (a
+    command name) gets the closest valid one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        # subcommands parse first and their namespace is copied into the parent's: the innermost
+        # parser that left arguments unparsed is the one to report them
+        if extras and not hasattr(parsed, "_growlm_parser"):
+            parsed._growlm_parser = self
+        return parsed, extras
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
+        parsed, extras = self.parse_known_args(args, namespace)
+        owner = getattr(parsed, "_growlm_parser", self)
+        if extras:
+            owner.error(f"unrecognized arguments: {' '.join(extras)}{owner._suggestion(extras)}")
+        if hasattr(parsed, "_growlm_parser"):
+            del parsed._growlm_parser
+        return parsed
+
+    def _suggestion(self, extras: list[str]) -> str:
+        flags = [f for a in self._actions for f in a.option_strings if f.startswith("--")]
+        for arg in extras:
+            if arg.startswith("-"):
+                close = difflib.get_close_matches(arg.split("=", 1)[0], flags, n=1, cutoff=0.6)
+                if close:
+                    return f" (did you mean {close[0]}?)"
+        return ""
+
+    def error(self, message: str) -> NoReturn:
+        bad = re.match(r"argument .*: invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if bad:
+            choices = [c.strip().strip("'") for c in bad.group(2).split(",")]
+            close = difflib.get_close_matches(bad.group(1), choices, n=1)
+            if close:
+                message += f"; did you mean '{close[0]}'?"
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="growlm", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(prog="growlm", description=DESCRIPTION)
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print growlm's version (and its git commit when run from a checkout) and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     set_help = "set a config field (repeatable), e.g. --set nexus_m=1088"
+    model_help = ("a model or checkpoint folder, a run folder (its newest good checkpoint) or a plan run folder "
+                  "(the newest good checkpoint of its last completed stage)")
+    from growlm.evaluation.tasks import GROUPS, TASKS  # the task registry (no torch)
+    from growlm.growth.schemes import INIT_SCHEMES  # the growth init schemes (no torch)
 
     p = sub.add_parser("models", help="list model presets with parameter counts and FLOPs per token")
     p.add_argument("--seq-len", type=int, default=None, help="context length for FLOPs (default: each preset's)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_models)
 
+    p = sub.add_parser("info", help="what a model, checkpoint, run or plan run folder holds: architecture, "
+                                    "parameters, step, tokens, growth history, frozen parts, data position")
+    p.add_argument("path", help="a model, checkpoint, run or plan run folder")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=cmd_info)
+
     p = sub.add_parser("init", help="write a freshly initialised model folder")
     p.add_argument("preset")
     p.add_argument("--out", required=True)
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help=set_help)
     p.add_argument("--tokenizer", help="tokenizer to save with the model (sets its special token ids)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("substrate", help="build a frozen substrate embedding for a tokenizer and show it")
@@ -451,26 +649,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key in every stage")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plan_show)
-    p = plan.add_parser("report", help="loss across stages (PNG) and the FLOPs ledger of a plan run")
+    p = plan.add_parser("report", help="loss and lr across stages (PNGs) and the FLOPs ledger of a plan run")
     p.add_argument("run")
     p.set_defaults(func=cmd_plan_report)
 
     p = sub.add_parser("grow", help="grow a checkpoint without changing what it computes")
-    p.add_argument("checkpoint", help="a model/checkpoint folder or a run folder (its newest checkpoint)")
+    p.add_argument("checkpoint", help=model_help)
     p.add_argument("--out", required=True)
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help=set_help)
-    p.add_argument("--init", default="preserve", help="preserve (default) | zero | noise:FRACTION | random")
+    p.add_argument("--init", default="preserve", metavar="SCHEME",
+                   help="how new entries start: " + "; ".join(f"{name}: {text}" for name, text in INIT_SCHEMES.items()))
+    p.add_argument("--moments", choices=("carry", "fresh"), default="carry",
+                   help="optimizer moments of a training checkpoint: carry them over or start fresh "
+                        "(zero moments, step count 0)")
     p.add_argument("--layers-at", help="where new blocks go when num_hidden_layers grows: end (default), start, "
                                        "interleave, or positions in the grown model such as 0,4,8")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the new entries drawn at random and of the verification batch")
     p.add_argument("--no-verify", action="store_true", help="skip the logits and gradient checks")
     p.set_defaults(func=cmd_grow)
 
     p = sub.add_parser("eval", help="benchmarks (lm-eval-compatible) and perplexity of a checkpoint or a run")
-    p.add_argument("checkpoint", help="a checkpoint/model folder, or a run folder (its newest checkpoint)")
-    p.add_argument("--tasks", nargs="+", help="piqa, openbookqa, hellaswag, arc_easy, arc_challenge, "
-                                              "lambada_openai, squad, ppl, or the group paper5; space- or "
-                                              "comma-separated (arc_easy,piqa)")
+    p.add_argument("checkpoint", help=model_help)
+    p.add_argument("--tasks", nargs="+", help=f"{', '.join(TASKS)}, or the group(s) {', '.join(GROUPS)}; "
+                                              "space- or comma-separated (arc_easy,piqa)")
     p.add_argument("--split", nargs="+", help="score another split than lm-eval's standard one (test for ARC, "
                                               "OpenBookQA, LAMBADA; validation for PIQA, HellaSwag, SQuAD): SPLIT "
                                               "for every task or TASK=SPLIT, e.g. --split arc_easy=validation")
@@ -479,7 +680,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "../shared/benchmarks; else the hub)")
     p.add_argument("--limit", type=int, help="first N documents of each task")
     p.add_argument("--batch-size", type=int, default=16, help="questions (or windows) per batch")
-    p.add_argument("--seq-len", type=int, help="ppl window length (default: min(1024, context length))")
+    p.add_argument("--seq-len", type=int, help="ppl window length (default: the seq_len the checkpoint was trained "
+                                               "at, from its trainer_state.json; else min(1024, context length))")
     p.add_argument("--max-batches", type=int, help="ppl: at most this many batches")
     p.add_argument("--all-checkpoints", action="store_true",
                    help="evaluate every checkpoint of a run; writes series.csv and series.png")
@@ -501,13 +703,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_harness)
 
     p = sub.add_parser("generate", help="continue a prompt with a checkpoint")
-    p.add_argument("checkpoint")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--max-new-tokens", type=int, default=50)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=50)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("checkpoint", help=model_help)
+    p.add_argument("--prompt", required=True, help="the text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=50, help="tokens to generate")
+    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature; 0 = greedy")
+    p.add_argument("--top-k", type=int, default=50, help="sample from the k most likely tokens (with --temperature)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("compose", help="merge models trained on one substrate into one (mean of their logits)")
@@ -526,16 +728,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compose)
 
     p = sub.add_parser("bench", help="training tokens/s, MFU and memory of a preset (vs transformers with --reference)")
-    p.add_argument("preset")
-    p.add_argument("--seq-len", type=int, default=4096)
-    p.add_argument("--micro-batch", type=int, default=8)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("preset", help="a preset name (growlm models lists them)")
+    p.add_argument("--seq-len", type=int, default=4096, help="tokens per sequence")
+    p.add_argument("--micro-batch", type=int, default=8, help="sequences per step")
+    p.add_argument("--steps", type=int, default=20, help="timed steps")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation, allocator)")
     p.add_argument("--compile", choices=("auto", "on", "off", "regional"), default="auto",
                    help="auto: on for CUDA; regional: each decoder layer compiled (faster to compile)")
     p.add_argument("--reference", action="store_true", help="also time transformers' own model (qwen3, llama)")
-    p.add_argument("--loss-chunk-tokens", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--loss-chunk-tokens", type=int, default=0, help="compute the loss in chunks of this many "
+                                                                    "tokens (0: at once)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.add_argument("--out", help="write the results as JSON")
     p.add_argument("--activation-checkpointing", action="store_true",
                    help="recompute each decoder layer in backward (less memory, ~1/3 more compute)")
@@ -550,7 +753,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "(default $GROWLM_NEXUS_PAD or 8; 1 = none)")
     p.add_argument("--profile", metavar="DIR", help="profile --profile-steps more steps with torch.profiler; "
                                                     "write DIR/profile-*.json and .txt (top kernels by GPU time)")
-    p.add_argument("--profile-steps", type=int, default=3)
+    p.add_argument("--profile-steps", type=int, default=3, help="steps profiled with --profile")
     p.add_argument("--find-batch", action="store_true",
                    help="find the largest micro-batch that trains at --seq-len (doubling from --micro-batch, "
                         "then bisection) instead of timing")
@@ -577,8 +780,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmarks", help="benchmark files (default: $GROWLM_BENCHMARKS or ../shared/benchmarks)")
     p.add_argument("--max-values", type=int, default=20000, help="NOC: at most this many values per set")
     p.add_argument("--workers", type=int, default=1, help="processes for the weight statistics (default 1)")
-    p.add_argument("--state", default="rho,noc,perf",
-                   help="features of the state vector for PCA (of theta, rho, noc, z, perf; default rho,noc,perf)")
+    p.add_argument("--state", help="features of the state vector for PCA (of theta, rho, noc, z, perf; default "
+                   "theta,rho,perf with --definitions paper, rho,noc,perf with growlm)")
+    p.add_argument("--definitions", choices=["paper", "growlm"], default="paper",
+                   help="paper (default): NOC and Z base vs grown model, θ = ΔZ/Z₀, ρ = ΔNOC/NOC₀, R = |(θ, ρ)|; "
+                   "growlm: new vs old entries, θ and ρ in weight space, R max-normalised (docs/analysis.md)")
+    p.add_argument("--pooling", choices=["model", "grown", "layer", "tensor"], default="layer",
+                   help="paper definitions: which base and grown weights NOC and Z compare (default layer)")
     p.add_argument("--skip", nargs="+", choices=["pca", "harmonic", "fisher", "law"], help="statistics to leave out")
     p.set_defaults(func=cmd_analyze)
 
@@ -602,7 +810,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("demo", help="train, grow, verify, continue, compare: the whole story on a CPU")
-    p.add_argument("--out", default="growlm-demo")
+    p.add_argument("--out", default="growlm-demo", help="output folder (report.md, curves.png, the runs)")
     p.add_argument("--shared", help="the shared material folder (default: ../shared or $GROWLM_SHARED)")
     p.add_argument("--quick", action="store_true", help="a much shorter run (used by the tests)")
     p.set_defaults(func=cmd_demo)

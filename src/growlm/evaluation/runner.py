@@ -130,12 +130,16 @@ class Evaluator:
         return _summary({"exact_match": em, "f1": f1}), samples
 
     def perplexity(self, data: Path, seq_len: int | None, max_batches: int | None) -> tuple[dict, list[dict]]:
-        from growlm.data.dataset import TokenSplit
+        from growlm.data.dataset import TokenSplit, evaluation_windows
         from growlm.evaluation.perplexity import evaluate_loss
 
         split = TokenSplit(data, "val")
         seq_len = seq_len or min(1024, int(self.model.config.max_position_embeddings))  # when not known
-        result = evaluate_loss(self.model, split, seq_len, self.batch_size, max_batches, self.device, self.autocast)
+        windows = len(evaluation_windows(split, seq_len, None if max_batches is None else max_batches * self.batch_size))
+        with tqdm(total=-(-windows // self.batch_size), desc="ppl", unit="batch", disable=not self.progress,
+                  leave=False) as bar:  # a progress bar like the benchmark tasks'
+            result = evaluate_loss(self.model, split, seq_len, self.batch_size, max_batches, self.device,
+                                   self.autocast, progress=bar)
         return {**result, "seq_len": seq_len, "data": str(data)}, []
 
 

@@ -12,10 +12,12 @@ import importlib
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from growlm.errors import ConfigError, unknown_key_message
-from growlm.experiments.common import Context, Report, finish, publish
+
+if TYPE_CHECKING:
+    from growlm.experiments.common import Context, Report
 
 # experiment name -> module (imported only when the experiment runs)
 EXPERIMENTS: dict[str, str] = {
@@ -43,6 +45,8 @@ def run_experiment(name: str, out: str | Path | None = None, quick: bool = False
     ``out`` defaults to ``runs/experiments/NAME[-quick]``; finished units of an earlier
     invocation with the same ``out`` are reused. With ``results_md`` the report is also
     published there (see :func:`growlm.experiments.common.publish`)."""
+    from growlm.experiments.common import Context, finish, publish
+
     module = experiment_module(name)
     count = seeds if seeds is not None else getattr(module, "DEFAULT_SEEDS", 3)
     if count < 1:
@@ -57,6 +61,16 @@ def run_experiment(name: str, out: str | Path | None = None, quick: bool = False
     if results_md:
         publish(out, results_md)
     return path, report
+
+
+def __getattr__(name: str) -> Any:
+    # The names of experiments are needed by ``growlm --help``; what runs them (numpy and
+    # more) is imported only when it is used.
+    if name in ("Context", "Report", "finish", "publish"):
+        from growlm.experiments import common
+
+        return getattr(common, name)
+    raise AttributeError(f"module 'growlm.experiments' has no attribute {name!r}")
 
 
 __all__ = ["EXPERIMENTS", "Context", "Report", "experiment_module", "publish", "run_experiment"]

@@ -4,8 +4,9 @@ Per seed: train one base (nexus-tiny, or a smaller one in the quick form), grow 
 Nexus-Rank scales (the paper's 240M -> 300M / 380M / 440M ratios of M and A) with each of the
 init schemes ``zero``, ``preserve``, ``noise:0.1`` and ``noise:0.2``, continue each grown model
 with weights-only snapshots at a fixed token interval (the paper: 11 over the phase), and run
-``growlm analyze`` on the seed's twelve runs together (one normalisation of θ and ρ, one law per
-init scheme across the three scales). Across seeds: the paper's Tables 3, 4 and 5, the
+``growlm analyze`` on the seed's twelve runs together with the paper's definitions (NOC and Z
+base vs grown model, θ, ρ relative to each run's growth point; one law per init scheme across
+the three scales). The continued runs use the base's lr x ``LR_AFTER_GROWTH``. Across seeds: the paper's Tables 3, 4 and 5, the
 periodicity tests, the law, and Fig. 4-6 analogues (seed 0's figures).
 
 Sizing knobs (``ctx.options``): ``base_tokens``, ``tokens`` (continued training per run),
@@ -31,21 +32,28 @@ DEFAULT_SEEDS = 3
 INITS = ("zero", "preserve", "noise:0.1", "noise:0.2")
 # the paper's M and A ratios 240M -> 300M / 380M / 440M: 1088/780, 1340/780, 1540/780 and 1228/960, 1530/960, 1730/960
 RATIOS = ((1088 / 780, 1228 / 960), (1340 / 780, 1530 / 960), (1540 / 780, 1730 / 960))
-QUICK_BASE = {"num_hidden_layers": 1, "hidden_size": 64, "num_attention_heads": 2, "head_dim": 32, "nexus_m": 48,
-              "nexus_a": 64, "intermediate_size": 128}
+QUICK_BASE = {"num_hidden_layers": 1, "hidden_size": 64, "num_attention_heads": 2, "head_dim": 32, "nexus_m": 64,
+              "nexus_a": 80, "intermediate_size": 128}
+BASE_LR = 3e-3
+# the paper raises the learning rate for continued training (Table 7's text); main has no plan-stage
+# ``lr_factor`` on this branch, so the continued runs set ``lr`` explicitly: the base's peak x 1.5
+LR_AFTER_GROWTH = 1.5
 
 
 def _sizes(ctx: Context) -> dict[str, Any]:
     if ctx.quick:
-        sizes = {"base": QUICK_BASE, "m": 48, "a": 64, "seq_len": 32, "micro_batch_size": 4, "base_tokens": 30 * 128,
-                 "tokens": 10 * 128, "snapshots": 6, "ppl_batches": 1, "max_values": 2000, "tasks": [], "limit": 0,
+        sizes = {"base": QUICK_BASE, "m": 64, "a": 80, "seq_len": 32, "micro_batch_size": 4, "base_tokens": 30 * 128,
+                 "tokens": 14 * 128, "snapshots": 8, "ppl_batches": 1, "max_values": 2000, "tasks": [], "limit": 0,
                  "corpus_docs": 3, "workers": 1, "parallel": len(ctx.seeds), "eval_batches": 1}
     else:
-        sizes = {"base": {}, "m": 160, "a": 192, "seq_len": 256, "micro_batch_size": 32, "base_tokens": 6_000_000,
-                 "tokens": 1_500_000, "snapshots": 11, "ppl_batches": 8, "max_values": 20_000, "tasks": ["paper5"],
+        # the paper's base is not bottlenecked: M 780 >= D 768, A 960 (nexus-tiny: D 128 -> M 130, A 160);
+        # sized from the 2026-12-01 H200 run (3M base + 12 x 1M continued tokens per seed, 3 seeds in parallel)
+        sizes = {"base": {}, "m": 130, "a": 160, "seq_len": 256, "micro_batch_size": 32, "base_tokens": 3_000_000,
+                 "tokens": 1_000_000, "snapshots": 11, "ppl_batches": 8, "max_values": 20_000, "tasks": ["paper5"],
                  "limit": 50, "corpus_docs": 400, "workers": 4, "parallel": len(ctx.seeds), "eval_batches": 8}
     sizes.update({k: v for k, v in ctx.options.items() if k in sizes})
     sizes["scales"] = [(round(sizes["m"] * rm), round(sizes["a"] * ra)) for rm, ra in RATIOS]
+    sizes.setdefault("lr_after_growth", LR_AFTER_GROWTH * BASE_LR)
     return sizes
 
 
@@ -60,7 +68,7 @@ def _label(scale: tuple[int, int], init: str) -> str:
 def _train_values(sizes: dict[str, Any], data: Path, seed: int) -> dict[str, Any]:
     tokens_per_step = sizes["seq_len"] * sizes["micro_batch_size"]
     return {"data": str(data), "seq_len": sizes["seq_len"], "micro_batch_size": sizes["micro_batch_size"],
-            "lr": 3e-3, "warmup_steps": 5 if sizes["base_tokens"] < 1e6 else 50, "min_lr_ratio": 0.1,
+            "lr": BASE_LR, "warmup_steps": 5 if sizes["base_tokens"] < 1e6 else 50, "min_lr_ratio": 0.1,
             "log_every": 10, "eval_every": 10_000, "eval_batches": sizes["eval_batches"], "checkpoint_every": 10_000,
             "compile": False, "seed": seed, "_tokens_per_step": tokens_per_step,
             "mfu_peak_tflops": 989.0}  # nominal H100/H200 bf16 peak: skips the per-run matmul measurement
@@ -91,6 +99,7 @@ def _seed(ctx: Context, seed: int, sizes: dict[str, Any], data: Path) -> dict[st
                 else:
                     summary = start_run(build_train_config({
                         **values, "init_from": str(grown), "max_steps": max(1, sizes["tokens"] // tps),
+                        "lr": sizes["lr_after_growth"],
                         "warmup_steps": 2 if ctx.quick else 20, "snapshots": sizes["snapshots"], "device": ctx.device,
                         "progress": False, "tensorboard": False, "out_dir": str(run)}))
                 return {"run": str(run), "summary": summary}
@@ -118,6 +127,20 @@ def _run_seed(args: tuple) -> dict[str, Any]:
 
         torch.set_num_threads(threads)  # seeds in parallel share the CPU cores
     return _seed(ctx, seed, sizes, data)
+
+
+def _significant(pvalues: list[float | None], level: float = 0.05) -> str:
+    """``k/n``: seeds whose p-value is below ``level`` (p-values are not averaged)."""
+    values = [p for p in pvalues if p is not None and math.isfinite(p)]
+    return f"{sum(p < level for p in values)}/{len(values)}"
+
+
+def _combined(pvalues: list[float | None]) -> str:
+    """Fisher's combination of the seeds' p-values (``scipy.stats.combine_pvalues``)."""
+    from scipy.stats import combine_pvalues
+
+    values = [min(max(p, 1e-300), 1.0) for p in pvalues if p is not None and math.isfinite(p)]
+    return f"{combine_pvalues(values, method='fisher').pvalue:.3g}" if values else "n/a"
 
 
 def _interval(values: list[float]) -> Any:
@@ -163,10 +186,10 @@ def _report(ctx: Context, sizes: dict[str, Any], results: list[dict[str, Any]]) 
     def series(label: str, key: str, i: int) -> Any:
         return _interval([seed[label][i].get(key) for seed in per_seed if label in seed])
 
-    # Table 3: preserve across scales, mean ± 95% interval over seeds
+    # Table 3: zero init across scales (the paper's: its 0B NOC falls as the zeros grow), mean ± 95% interval
     table3 = []
     for scale in scales:
-        label = _label(scale, "preserve")
+        label = _label(scale, "zero")
         p = params[label]
         for i in range(n_points):
             table3.append({"size": f"{p['old'] / 1e6:.2f}M→{p['new'] / 1e6:.2f}M", "tokens": tokens[i],
@@ -187,13 +210,17 @@ def _report(ctx: Context, sizes: dict[str, Any], results: list[dict[str, Any]]) 
                 cells.append("—" if value is None else f"{value.mean:.4f}")
             lines4.append(f"| {name} | {metric} | " + " | ".join(cells) + " |")
             name = ""
-    # Table 5: loadings over seeds
+    # Table 5: loadings over seeds, each seed's components put on seed 0's orientation first
+    from growlm.analysis.statistics import align_signs
+
     features = results[0]["pca"]["features"] if results[0].get("pca") else []
+    reference = np.array(results[0]["pca"]["components"]) if features else None
+    aligned = [align_signs(np.array(r["pca"]["components"]), reference) for r in results if r.get("pca")]
     table5 = []
     for pc in range(2):
         row = {"pc": f"PC{pc + 1}"}
         for j, feature in enumerate(features):
-            row[feature] = _interval([r["pca"]["components"][pc][j] for r in results if r.get("pca")])
+            row[feature] = _interval([c[pc][j] for c in aligned])
         row["explained"] = _interval([100 * r["pca"]["explained_variance_ratio"][pc] for r in results if r.get("pca")])
         table5.append(row)
     # periodicity of R at every scale and init
@@ -205,23 +232,22 @@ def _report(ctx: Context, sizes: dict[str, Any], results: list[dict[str, Any]]) 
             h = [e.get("harmonic") or {} for e in entries]
             g = [e.get("fisher") or {} for e in entries]
             periodic.append({"run": label, "r2": _interval([x.get("r2") for x in h]),
-                             "f_p": _interval([x.get("f_pvalue") for x in h]),
-                             "perm_p": _interval([x.get("permutation_pvalue") for x in h]),
-                             "sig_f": f"{sum(x.get('f_pvalue', 1) < 0.05 for x in h)}/{len(h)}",
-                             "sig_perm": f"{sum(x.get('permutation_pvalue', 1) < 0.05 for x in h)}/{len(h)}",
-                             "fisher_p": _interval([x.get("pvalue") for x in g]),
-                             "sig_g": f"{sum((x.get('pvalue') or 1) < 0.05 for x in g)}/{len(g)}"})
+                             "sig_f": _significant([x.get("f_pvalue") for x in h]),
+                             "sig_trend_f": _significant([x.get("trend_f_pvalue") for x in h]),
+                             "sig_perm": _significant([x.get("permutation_pvalue") for x in h]),
+                             "fisher_perm": _combined([x.get("permutation_pvalue") for x in h]),
+                             "sig_g": _significant([x.get("pvalue") for x in g]),
+                             "fisher_g": _combined([x.get("pvalue") for x in g])})
     # the law per init, across the three scales
     laws = []
     for init in INITS:
         fits = [r["law"][init] for r in results if r.get("law") and init in r["law"]]
         laws.append({"init": init, "a": _interval([f["a"] for f in fits]), "b": _interval([f["b"] for f in fits]),
                      "r2": _interval([f["r2"] for f in fits]),
+                     "sig_runs": _significant([f.get("run_permutation_pvalue") for f in fits]),
                      "loo": _interval([e["rmse_ln_ppl"] for f in fits for e in f["leave_one_run_out"]]),
                      "mape": _interval([e["mape_ppl"] for f in fits for e in f["leave_one_run_out"]])})
     # honest checks: does zero move its new blocks? does the middle-scale trajectory return?
-    zero_noc = [row["noc"] for seed in per_seed for s in scales for row in seed[_label(s, "zero")][1:]]
-    zero_frozen = all(v == 0.0 for v in zero_noc)
     returns = {}
     for init in INITS:
         label = _label(middle, init)
@@ -234,12 +260,13 @@ def _report(ctx: Context, sizes: dict[str, Any], results: list[dict[str, Any]]) 
     final_ppl = {init: _interval([seed[_label(middle, init)][-1].get("ppl") for seed in per_seed]) for init in INITS}
     zero_ppl = [per_seed[0][_label(s, "zero")][-1].get("ppl") for s in scales]
     zero_same = None not in zero_ppl and max(zero_ppl) - min(zero_ppl) <= 1e-3 * max(zero_ppl)
+    zero_frozen = zero_same  # the new blocks of the all-zero growth add nothing at any scale
     final_r = {init: _interval([seed[_label(middle, init)][-1].get("R") for seed in per_seed]) for init in INITS}
 
     figures = []
     figure_dir = ctx.path("figures")
     figure_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("stats", "pca", "distances", "harmonic", "law"):
+    for name in ("stats", "pca", "distances", "harmonic", "law", "radius"):
         source = Path(results[0]["folder"]) / f"{name}.png"
         if source.exists():
             shutil.copy(source, figure_dir / f"{name}.png")
@@ -248,30 +275,35 @@ def _report(ctx: Context, sizes: dict[str, Any], results: list[dict[str, Any]]) 
     t3 = markdown_table(table3, [("size", "Model_size"), ("tokens", "Train_data (tokens)"), ("z", "Z"),
                                  ("noc", "NOC"), ("avg", "Avg (paper5, %)"), ("ppl", "val PPL")], digits=4)
     t5 = markdown_table(table5, [("pc", ""), *[(f, f) for f in features], ("explained", "explained var. (%)")])
-    tp = markdown_table(periodic, [("run", "run"), ("r2", "harmonic R²"), ("f_p", "p(F), conditional on ω"),
-                                   ("sig_f", "p(F)<.05"), ("perm_p", "p (permutation)"),
-                                   ("sig_perm", "perm. p<.05"), ("fisher_p", "Fisher g p"), ("sig_g", "g p<.05")])
+    tp = markdown_table(periodic, [("run", "run"), ("r2", "harmonic R²"),
+                                   ("sig_f", "seeds p<.05: F vs constant (paper)"),
+                                   ("sig_trend_f", "… F given trend"), ("sig_perm", "… permutation given trend"),
+                                   ("fisher_perm", "permutation p, Fisher-combined"),
+                                   ("sig_g", "seeds p<.05: Fisher g"), ("fisher_g", "Fisher g p, combined")])
     tl = markdown_table(laws, [("init", "init"), ("a", "a"), ("b", "b"), ("r2", "R²"),
+                               ("sig_runs", "seeds p<.05 (runs permuted)"),
                                ("loo", "leave-one-scale-out RMSE ln PPL"), ("mape", "… PPL error (%)")], digits=4)
     ppl_line = ", ".join(f"{k} {v.format(2) if v else 'n/a'}" for k, v in final_ppl.items())
     setup = (f"Base: nexus-tiny{' ' + str(sizes['base']) if sizes['base'] else ''} (M={sizes['m']}, A={sizes['a']}), "
              f"{sizes['base_tokens']:,} tokens; grown to (M, A) = {', '.join(map(str, scales))} with each of "
              f"{', '.join(INITS)}; each continued for {sizes['tokens']:,} tokens with {sizes['snapshots']} snapshots "
-             f"(seq {sizes['seq_len']}, batch {sizes['micro_batch_size']}, lr 3e-3 cosine). Analysis: NOC on at most "
+             f"(seq {sizes['seq_len']}, batch {sizes['micro_batch_size']}, lr {BASE_LR:g} cosine for the base, "
+             f"{sizes['lr_after_growth']:g} after growth). Analysis (paper definitions, NOC and Z base vs grown model, "
+             "pooled per layer): NOC and Z on at most "
              f"{sizes['max_values']:,} values per set, perplexity on {sizes['ppl_batches']} validation batches, "
              + (f"{', '.join(sizes['tasks'])} (first {sizes['limit']} documents per task) at the growth point and the "
                 "last snapshot" if sizes["tasks"] else "no benchmarks")
              + f"; {len(ctx.seeds)} seeds, mean ± 95% interval (Student t).")
     body = "\n\n".join([
         setup,
-        "### Table 3 analogue (preserve, three scales)", t3,
+        "### Table 3 analogue (zero init, three scales)", t3,
         f"### Table 4 analogue (middle scale M={middle[0]}, A={middle[1]}; means over seeds)", "\n".join(lines4),
         "### Table 5 analogue (PCA loadings of the state vector, standardised)", t5,
         "### Periodicity of R (appendix D)", tp,
         "### ln PPL = a·|ln R| + b across the three scales (§5.3)", tl,
         "### What holds and what does not",
         "\n".join([
-            f"- `zero`: the new blocks {'never moved (NOC = 0 at every snapshot: the new values stay a point mass at 0)' if zero_frozen else 'moved (NOC > 0 somewhere), contrary to the no-gradient argument'}"
+            f"- `zero`: the new blocks {'never moved (the same perplexity at every scale)' if zero_frozen else 'moved (the scales differ), contrary to the no-gradient argument'}"
             " — with GELU(0) = 0 every new block of the all-zero growth gets exactly zero gradient (NOTES.md §1), "
             "so `zero` trains only the old weights; its θ and ρ come from the old blocks alone. Its final validation "
             f"perplexity at the three scales (seed 0): {', '.join(f'{p:.3f}' for p in zero_ppl if p is not None)}"
@@ -279,7 +311,7 @@ def _report(ctx: Context, sizes: dict[str, Any], results: list[dict[str, Any]]) 
             "- Diverge-then-converge of the Grassmann distance at the middle scale (peak inside the series and the "
             "last point below half the peak), seeds: " + ", ".join(f"{k} {v}" for k, v in returns.items()) + ".",
             f"- Final validation perplexity at the middle scale: {ppl_line}.",
-            "- Final R at the middle scale (θ and ρ normalised over the seed's twelve runs): "
+            "- Final R at the middle scale (θ = ΔZ/Z₀, ρ = ΔNOC/NOC₀ against each run's growth point): "
             + ", ".join(f"{k} {v.format(3) if v else 'n/a'}" for k, v in final_r.items())
             + ". The paper's ordering (zero small, noise near 1) is a statement about this row.",
             f"- With {n_points} points per run, a smooth monotone drift of R already fits a sinusoid of about half a "

@@ -31,6 +31,12 @@ Init schemes (``--init``):
   residual writers are not zero, so the function changes. This is the layer-wise
   constructive recipe of the frozen-substrate paper (``training/layerwise.py``), where
   each new block is a fresh block trained on top of a frozen stack, not an identity.
+* ``stack`` (depth growth only): G_stack (Du et al. 2024), every new block an exact copy
+  of an old one (``stack.py``). Not lossless; the verification reports the loss jump.
+* ``clone`` / ``clone:F`` (width growth only): function-preserving width cloning
+  (Net2Net / HyperCloning, ``clone.py``): new units copy old ones, outgoing weights are
+  split among the copies. Lossless; ``clone:F`` adds symmetry-breaking noise of F times
+  each tensor's standard deviation to the copies (then not lossless).
 """
 
 from __future__ import annotations
@@ -42,36 +48,44 @@ from typing import Any
 import torch
 
 from growlm.errors import GrowthError
+from growlm.growth.schemes import scheme_names
 
 Index = tuple[torch.Tensor, ...]  # per axis: the positions (LongTensor) an index set covers
 
 
 @dataclass(frozen=True)
 class InitScheme:
-    kind: str  # "preserve" | "zero" | "noise" | "random" | "fresh"
+    kind: str  # "preserve" | "zero" | "noise" | "random" | "fresh" | "stack" | "clone"
     noise: float = 0.0
 
     @property
     def lossless(self) -> bool:
-        return self.kind in ("preserve", "zero")
+        return self.kind in ("preserve", "zero") or (self.kind == "clone" and self.noise == 0)
 
     def __str__(self) -> str:
-        return f"noise:{self.noise:g}" if self.kind == "noise" else self.kind
+        return f"{self.kind}:{self.noise:g}" if self.kind in ("noise", "clone") and self.noise else self.kind
+
+
+# every --init value, as the CLI help and the error messages list them (growth/schemes.py, no torch)
+INIT_SCHEMES = tuple(scheme_names())
+# the schemes that only some operators define
+DEPTH_ONLY_SCHEMES = ("fresh", "stack")
+WIDTH_ONLY_SCHEMES = ("clone",)
 
 
 def parse_init(text: str) -> InitScheme:
-    if text in ("preserve", "zero", "random", "fresh"):
+    if text in scheme_names() and ":" not in text:
         return InitScheme(text)
     kind, _, value = text.partition(":")
-    if kind == "noise":
+    if kind in ("noise", "clone"):
         try:
             fraction = float(value)
         except ValueError:
             fraction = -1.0
-        if fraction <= 0:
-            raise GrowthError(f"--init noise:F needs a positive fraction F (e.g. noise:0.1), got {text!r}")
-        return InitScheme("noise", fraction)
-    raise GrowthError(f"unknown --init {text!r}; valid: preserve, zero, noise:FRACTION, random, fresh")
+        if fraction < 0 or (kind == "noise" and fraction == 0):
+            raise GrowthError(f"--init {kind}:F needs a positive fraction F (e.g. {kind}:0.1), got {text!r}")
+        return InitScheme(kind, fraction)
+    raise GrowthError(f"unknown --init {text!r}; valid: {', '.join(scheme_names())}")
 
 
 def arange(n: int, start: int = 0) -> torch.Tensor:
@@ -113,9 +127,11 @@ class Placement:
     source: str | None  # None: a tensor with no predecessor
     index: Index = ()
     scale: float = 1.0
+    note: str = ""  # e.g. clone growth: the old entries are scaled per feature, not by one ``scale``
 
     def as_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "positions": [ranges(i) for i in self.index], "scale": self.scale}
+        out = {"source": self.source, "positions": [ranges(i) for i in self.index], "scale": self.scale}
+        return {**out, "note": self.note} if self.note else out
 
 
 def place(old: torch.Tensor, new_shape: Sequence[int], positions: Sequence[torch.Tensor | None] = (),
@@ -162,6 +178,9 @@ class BlockFiller:
         self.scheme = scheme
         self.generator = generator
         self.blocks: list[NewBlock] = []
+        # set when an operator is re-run on optimizer moments instead of weights ("exp_avg" or
+        # "exp_avg_sq"): copying operators (clone) then apply gradient factors and add no noise
+        self.moment: str | None = None
 
     def normal(self, shape: Sequence[int], std: float, like: torch.Tensor) -> torch.Tensor:
         sample = torch.randn(tuple(shape), generator=self.generator, dtype=torch.float32)

@@ -3,14 +3,19 @@
 A request is a set of config fields with larger values (``--set nexus_m=1088``).
 Each field belongs to one operator of the model's architecture; the operators run
 in registry order, each on the output of the previous one. The grown model's
-optimizer moments are the old ones in the old positions and zero elsewhere, with the
-old step count, so AdamW's bias correction carries on where it was.
+optimizer moments (``moments="carry"``, the default) are the old ones in the old positions
+and zero elsewhere, with the old step count, so AdamW's bias correction carries on where
+it was; copying schemes copy them with their units (``clone.py``, ``stack.py``).
+``moments="fresh"`` drops them: every moment starts at zero with step count 0, so AdamW's
+bias correction ``1 - beta^t`` starts over as for a model built from scratch (the first
+update is ``lr * g / |g|`` per entry, a sign step of full size).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,18 +25,40 @@ import torch
 
 from growlm.errors import ConfigError, GrowthError, unknown_key_message
 from growlm.growth.attention_heads import grow_attention_heads
-from growlm.growth.base import BlockFiller, GrowthStep, InitScheme, NewBlock, Placement, leading, put
+from growlm.growth.base import (
+    DEPTH_ONLY_SCHEMES,
+    INIT_SCHEMES,
+    WIDTH_ONLY_SCHEMES,
+    BlockFiller,
+    GrowthStep,
+    InitScheme,
+    NewBlock,
+    Placement,
+    leading,
+    put,
+)
+from growlm.growth.clone import (
+    MOMENTS,
+    clone_ffn,
+    clone_heads,
+    clone_hidden,
+    clone_nexus_rank,
+    clone_tokenformer_slots,
+)
 from growlm.growth.depth import grow_depth
 from growlm.growth.ffn_width import grow_ffn_width
 from growlm.growth.hidden_size import grow_hidden_size
 from growlm.growth.nexus_rank import grow_nexus_rank
+from growlm.growth.stack import grow_stack
 from growlm.growth.tokenformer_slots import grow_tokenformer_slots
-from growlm.growth.verify import compare_logits, gradient_reach, random_batch
+from growlm.growth.verify import compare_logits, compare_loss, gradient_reach, random_batch
 from growlm.models import GrowLMConfig, GrowLMForCausalLM, model_from_state
 from growlm.models.accounting import model_cost
 from growlm.overrides import coerce
 
 GrowFn = Callable[[dict[str, torch.Tensor], GrowLMConfig, GrowLMConfig, BlockFiller, dict], GrowthStep]
+CloneFn = Callable[[dict[str, torch.Tensor], GrowLMConfig, GrowLMConfig, BlockFiller], GrowthStep]
+MOMENT_MODES = ("carry", "fresh")
 
 
 @dataclass(frozen=True)
@@ -40,14 +67,26 @@ class Operator:
     fields: tuple[str, ...]
     apply: GrowFn
     options: tuple[str, ...] = ()
+    clone: CloneFn | None = None  # --init clone (width operators): clone.py
+    stack: GrowFn | None = None  # --init stack (depth): stack.py
+
+    def function(self, init: InitScheme) -> GrowFn:
+        if init.kind == "clone" and self.clone is not None:
+            clone = self.clone
+            return lambda state, old, new, filler, options: clone(state, old, new, filler)
+        if init.kind == "stack" and self.stack is not None:
+            return self.stack
+        return self.apply
 
 
-NEXUS_RANK = Operator("nexus_rank", ("nexus_m", "nexus_a"), grow_nexus_rank)
-TOKENFORMER_SLOTS = Operator("tokenformer_slots", ("qkv_slots", "proj_slots", "ffn_slots"), grow_tokenformer_slots)
-FFN_WIDTH = Operator("ffn_width", ("intermediate_size",), grow_ffn_width)
-HEADS = Operator("attention_heads", ("num_attention_heads", "num_key_value_heads"), grow_attention_heads)
-HIDDEN = Operator("hidden_size", ("hidden_size",), grow_hidden_size)
-DEPTH = Operator("depth", ("num_hidden_layers",), grow_depth, ("layers_at",))
+NEXUS_RANK = Operator("nexus_rank", ("nexus_m", "nexus_a"), grow_nexus_rank, clone=clone_nexus_rank)
+TOKENFORMER_SLOTS = Operator("tokenformer_slots", ("qkv_slots", "proj_slots", "ffn_slots"), grow_tokenformer_slots,
+                             clone=clone_tokenformer_slots)
+FFN_WIDTH = Operator("ffn_width", ("intermediate_size",), grow_ffn_width, clone=clone_ffn)
+HEADS = Operator("attention_heads", ("num_attention_heads", "num_key_value_heads"), grow_attention_heads,
+                 clone=clone_heads)
+HIDDEN = Operator("hidden_size", ("hidden_size",), grow_hidden_size, clone=clone_hidden)
+DEPTH = Operator("depth", ("num_hidden_layers",), grow_depth, ("layers_at",), stack=grow_stack)
 
 # architecture -> operators, in the order they are applied (depth last: new blocks get the final shapes)
 OPERATORS: dict[str, list[Operator]] = {
@@ -78,6 +117,9 @@ class GrowthResult:
     init: InitScheme
     options: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # copying schemes (clone): re-runs the operators on one optimizer moment ("exp_avg" or
+    # "exp_avg_sq") given by old parameter name; None where placements carry the moments
+    regrow: Callable[[dict[str, torch.Tensor], str], dict[str, torch.Tensor]] | None = None
 
 
 def check_request(config: GrowLMConfig, request: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
@@ -88,8 +130,8 @@ def check_request(config: GrowLMConfig, request: dict[str, Any]) -> dict[str, tu
     growable = growable_fields(config.architecture)
     changes = {}
     for name, value in request.items():
-        if name not in types:
-            raise GrowthError(unknown_key_message(f"{config.architecture} field", name, types))
+        if name not in types:  # the fields that can grow are the valid choices, not every config field
+            raise GrowthError(unknown_key_message(f"{config.architecture} growth field", name, growable))
         if name not in growable:
             raise GrowthError(
                 f"field '{name}' cannot be grown for architecture '{config.architecture}'; "
@@ -115,10 +157,22 @@ def check_request(config: GrowLMConfig, request: dict[str, Any]) -> dict[str, tu
 
 
 def check_init(init: InitScheme, changes: dict[str, Any]) -> None:
-    """``fresh`` draws whole new blocks; it has no meaning for widening existing tensors."""
-    if init.kind == "fresh" and set(changes) - set(DEPTH.fields):
-        raise GrowthError(f"--init fresh is defined for depth growth (num_hidden_layers) only; this request also "
-                          f"grows {', '.join(sorted(set(changes) - set(DEPTH.fields)))}")
+    """``fresh`` and ``stack`` make whole new blocks; ``clone`` copies units of width fields."""
+    width = sorted(set(changes) - set(DEPTH.fields))
+    if init.kind in DEPTH_ONLY_SCHEMES and width:
+        valid = [s for s in INIT_SCHEMES if s.split(":")[0] not in DEPTH_ONLY_SCHEMES]
+        raise GrowthError(f"--init {init.kind} is defined for depth growth (num_hidden_layers) only; this request "
+                          f"also grows {', '.join(width)}; schemes valid for width fields: {', '.join(valid)}")
+    if init.kind in WIDTH_ONLY_SCHEMES and set(changes) & set(DEPTH.fields):
+        valid = [s for s in INIT_SCHEMES if s.split(":")[0] not in WIDTH_ONLY_SCHEMES]
+        raise GrowthError(f"--init {init} is defined for width fields only; num_hidden_layers takes "
+                          f"{', '.join(valid)} (grow depth in a second step, e.g. with --init stack)")
+
+
+def check_moments(moments: str) -> str:
+    if moments not in MOMENT_MODES:
+        raise GrowthError(f"unknown moments {moments!r}; valid: {', '.join(MOMENT_MODES)}")
+    return moments
 
 
 def _compose(
@@ -141,7 +195,7 @@ def _compose(
             chained[name] = Placement(None)
         else:
             index = tuple(p.index[d][prev.index[d]] for d in range(len(p.index)))
-            chained[name] = Placement(prev.source, index, prev.scale * p.scale)
+            chained[name] = Placement(prev.source, index, prev.scale * p.scale, p.note or prev.note)
     moved = []
     for block in blocks:
         if block.param in successor:
@@ -173,6 +227,7 @@ def grow_model(
         raise GrowthError(f"the grown model would be invalid: {exc}") from exc
 
     state = {k: v.detach().float().cpu().clone() for k, v in model.state_dict().items()}
+    shapes = {k: v.shape for k, v in state.items()}
     cumulative = {name: Placement(name, leading(t.shape)) for name, t in state.items()}
     filler = BlockFiller(init, torch.Generator().manual_seed(seed))
     blocks: list[NewBlock] = []
@@ -186,30 +241,54 @@ def grow_model(
         for name, value in step_fields.items():
             setattr(nxt, name, value)
         filler.blocks = []
-        step = op.apply(state, current, nxt, filler, options)
+        step = op.function(init)(state, current, nxt, filler, options)
         cumulative, blocks = _compose(cumulative, state, step, blocks)
         blocks += filler.blocks
         state, current = step.state, nxt
         applied.append(op.name)
 
+    def regrow(tensors: dict[str, torch.Tensor], moment: str) -> dict[str, torch.Tensor]:
+        """The same operators, on one optimizer moment instead of the weights (no noise)."""
+        assert moment in MOMENTS
+        work = {k: tensors[k].detach().float().cpu() if k in tensors else torch.zeros(shape)
+                for k, shape in shapes.items()}
+        mover = BlockFiller(init, torch.Generator().manual_seed(seed))
+        mover.moment = moment
+        now = copy.deepcopy(old_config)
+        for op in OPERATORS[old_config.architecture]:
+            step_fields = {f: changes[f][1] for f in op.fields if f in changes}
+            if step_fields:
+                nxt = copy.deepcopy(now)
+                for name, value in step_fields.items():
+                    setattr(nxt, name, value)
+                work, now = op.function(init)(work, now, nxt, mover, options).state, nxt
+        return work
+
     grown = model_from_state(current, state, "the grown state")
     placements = {name: cumulative.get(name, Placement(None)) for name, _ in grown.named_parameters()}
     warnings = []
     if init.kind == "zero" and "nexus_rank" in applied:
-        warnings.append("--init zero sets every new block to zero: with GELU(0) = 0 no new Nexus-Rank block ever "
+        warnings.append("init zero sets every new block to zero: with GELU(0) = 0 no new Nexus-Rank block ever "
                         "receives gradient, so training cannot move the grown model away from the original "
-                        "(NOTES.md §1). Use --init preserve for growth that is lossless and trains.")
+                        "(NOTES.md §1). Use init preserve for growth that is lossless and trains.")
     elif init.kind == "zero":
-        warnings.append("--init zero sets every new block to zero; blocks that only non-zero paths reach still "
-                        "train, the others never do (see the verification). --init preserve trains them all.")
+        warnings.append("init zero sets every new block to zero; blocks that only non-zero paths reach still "
+                        "train, the others never do (see the verification). init preserve trains them all.")
     if "hidden_size" in applied and old_config.frozen_embedding:
         warnings.append(f"frozen {old_config.embedding} substrate: its new columns stay zero and embedding_scale "
                         f"becomes {current.embedding_scale:g}; the first block's new attention input weights read "
                         "only those zeros, never train, and are left out of the gradient check")
-    if not init.lossless:
-        warnings.append(f"--init {init} perturbs the new blocks: the grown model does not compute the same "
+    # Named "init X", not "--init X": plans choose the scheme too (a layerwise plan's stages default
+    # to fresh), and a plan's user never typed the flag. fresh is not lossless by design (a new
+    # block as from scratch, the layerwise recipe), so it is not warned about.
+    if init.kind == "stack":
+        warnings.append("init stack copies trained blocks: they are not identities, so the grown model does not "
+                        "compute the same function; the verification reports the loss jump.")
+    elif not init.lossless and init.kind != "fresh":
+        warnings.append(f"init {init} perturbs the new blocks: the grown model does not compute the same "
                         "function; the verification reports the deviation.")
-    return GrowthResult(grown, old_config, current, changes, applied, placements, blocks, init, options, warnings)
+    return GrowthResult(grown, old_config, current, changes, applied, placements, blocks, init, options, warnings,
+                        regrow if init.kind == "clone" else None)
 
 
 def carry_moments(old_by_name: dict[str, dict[str, Any]], result: GrowthResult) -> dict[str, dict[str, Any]]:
@@ -217,8 +296,19 @@ def carry_moments(old_by_name: dict[str, dict[str, Any]], result: GrowthResult) 
 
     A value moved with factor ``s`` has gradient ``g / s``, so its first moment is divided
     by ``s`` and its second by ``s^2``; the step count is kept, so bias correction goes on.
+    Cloned units get their source's moments times the gradient factors of ``clone.py``;
+    stacked blocks (their placements name the copied block) the source block's.
     """
     params = dict(result.model.named_parameters())
+    if result.regrow is not None:
+        entries = [e for e in old_by_name.values() if torch.is_tensor(e.get("exp_avg"))]
+        if not entries:
+            return {}
+        grown = {m: result.regrow({n: e[m] for n, e in old_by_name.items() if m in e}, m) for m in MOMENTS}
+        step = entries[0].get("step")
+        return {name: {"step": step.clone() if torch.is_tensor(step) else step,
+                       **{m: grown[m][name].to(entries[0][m].dtype) for m in MOMENTS}}
+                for name in params if name in grown["exp_avg"] and name in old_by_name}  # clone keeps names
     carried = {}
     for name, placement in result.placements.items():
         entry = old_by_name.get(placement.source) if placement.source else None
@@ -241,15 +331,20 @@ def verify_growth(original: GrowLMForCausalLM, result: GrowthResult, seed: int =
     config = result.new_config
     ids = random_batch(config.vocab_size, seed, seq_len=min(32, config.max_position_embeddings))
     logits = compare_logits(original, result.model, ids)
+    loss = compare_loss(original, result.model, ids)
     reach = gradient_reach(result.model, result.blocks, ids)
     lossless = logits["max_rel_diff"] <= 1e-5
-    if result.init.kind == "preserve":
-        expected, passed = "same function; every new block gets gradient", lossless and reach["every_block_got_gradient"]
+    every = reach["every_block_got_gradient"]
+    if result.init.kind == "preserve" or (result.init.kind == "clone" and result.init.lossless):
+        expected, passed = "same function; every new block gets gradient", lossless and every
     elif result.init.kind == "zero":
         expected, passed = "same function (new blocks start at zero)", lossless
+    elif result.init.kind == "stack":
+        expected, passed = "function changes (stacked blocks are copies, not identities; loss jump reported); " \
+                           "every new block gets gradient", every
     else:
-        expected, passed = "function changes by design; every new block gets gradient", reach["every_block_got_gradient"]
-    return {"logits": logits, "gradients": reach, "expectation": expected, "passed": bool(passed),
+        expected, passed = "function changes by design; every new block gets gradient", every
+    return {"logits": logits, "loss": loss, "gradients": reach, "expectation": expected, "passed": bool(passed),
             "batch_shape": list(ids.shape), "seed": seed}
 
 
@@ -284,11 +379,16 @@ def grow_checkpoint(
     verify: bool = True,
     say: Callable[[str], None] = print,
     options: dict[str, Any] | None = None,
+    moments: str = "carry",
 ) -> dict[str, Any]:
-    """Grow the model in ``source`` into ``out``; returns the growth.json content."""
+    """Grow the model in ``source`` into ``out``; returns the growth.json content.
+
+    ``moments``: ``carry`` the optimizer moments over (module docstring) or start them
+    ``fresh`` (an empty optimizer state: zero moments, step count 0)."""
     from growlm.data.tokenizer import load_tokenizer
     from growlm.models import storage
 
+    check_moments(moments)
     src = storage.resolve_model_dir(source, say)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -299,23 +399,32 @@ def grow_checkpoint(
         say(f"warning: {warning}")
     tokenizer = load_tokenizer(src) if (src / "tokenizer_config.json").exists() else None
     out_tmp = out.with_name(out.name + ".tmp")
+    # a crashed earlier attempt may have left files there: they must not end up in the grown folder
+    shutil.rmtree(out_tmp, ignore_errors=True)
     storage.save_model(result.model, out_tmp, tokenizer)
 
     optimizer_note = "none (the source holds no optimizer state)"
     if (src / storage.OPTIMIZER).exists() and (src / storage.TRAINER_STATE).exists():
         state = storage.load_trainer_state(src)
         saved = torch.load(src / storage.OPTIMIZER, map_location="cpu", weights_only=False)
-        carried = carry_moments(storage.state_by_name(saved, state["param_names"]), result)
         names = storage.parameter_order(result.model)
+        if moments == "fresh":
+            carried = {}
+            optimizer_note = "fresh (moments: fresh): every moment zero, step count 0"
+        else:
+            carried = carry_moments(storage.state_by_name(saved, state["param_names"]), result)
+            how = {"clone": "copied with their units (gradient factors of growth/clone.py)",
+                   "stack": "old moments kept, stacked blocks copy their source block's"}
+            optimizer_note = (f"carried over for {len(carried)} tensors "
+                              f"({how.get(result.init.kind, 'old moments kept, new entries zero')})")
         torch.save({"state": {i: carried[n] for i, n in enumerate(names) if n in carried},
                     "param_groups": saved.get("param_groups", [])}, out_tmp / storage.OPTIMIZER)
         state.update(param_names=names, grown_from=str(src))
         (out_tmp / storage.TRAINER_STATE).write_text(json.dumps(state, indent=1))
-        optimizer_note = f"carried over for {len(carried)} tensors (old moments kept, new entries zero)"
 
     verification = verify_growth(model, result, seed) if verify else None
     report = growth_report(result, verification, source=str(src), out=str(out), seed=seed,
-                           optimizer_state=optimizer_note)
+                           optimizer_state=optimizer_note, moments=moments)
     (out_tmp / "growth.json").write_text(json.dumps(report, indent=2))
     storage.write_manifest(out_tmp)
     if out.exists():

@@ -2,7 +2,9 @@
 
 1. **Same function**: the original and the grown model, both in fp32 and eval mode,
    score one fixed batch of random token ids; we report the largest absolute logit
-   difference and the relative difference ``max|Δ| / max|logits|``.
+   difference and the relative difference ``max|Δ| / max|logits|``, and the next-token
+   loss of both on the batch (``loss.jump``: what a function-changing scheme such as
+   *stack* costs at once).
 2. **New parameters train**: a copy of the grown model takes two AdamW steps (weight
    decay 0, so nothing moves without gradient) on a random batch. For every new block
    we record the largest absolute gradient at each step and whether the block moved.
@@ -34,6 +36,16 @@ def compare_logits(reference: torch.nn.Module, candidate: torch.nn.Module, input
     max_abs = float((a - b).abs().max())
     scale = float(a.abs().max())
     return {"max_abs_diff": max_abs, "max_rel_diff": max_abs / scale if scale else max_abs, "logit_scale": scale}
+
+
+@torch.no_grad()
+def compare_loss(reference: torch.nn.Module, candidate: torch.nn.Module, input_ids: torch.Tensor) -> dict[str, float]:
+    """Next-token loss of both models on the batch: ``jump = after - before`` (the loss jump of a growth
+    that changes the function, e.g. stacking; ~0 for a lossless one)."""
+    reference, candidate = reference.float().eval(), candidate.float().eval()
+    before = float(reference(input_ids=input_ids, labels=input_ids, use_cache=False).loss)
+    after = float(candidate(input_ids=input_ids, labels=input_ids, use_cache=False).loss)
+    return {"before": before, "after": after, "jump": after - before}
 
 
 def gradient_reach(

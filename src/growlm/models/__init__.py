@@ -1,8 +1,9 @@
 """growlm's architectures and their registration with transformers.
 
-``import growlm`` registers every architecture with ``AutoConfig`` and
+Importing this package registers every architecture with ``AutoConfig`` and
 ``AutoModelForCausalLM``, so ``AutoModelForCausalLM.from_pretrained(folder)`` loads a
-growlm checkpoint like any other transformers model.
+growlm checkpoint like any other transformers model; ``import growlm`` arranges for that
+to happen as soon as transformers is imported (see ``growlm/__init__.py``).
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ def model_from_state(config: GrowLMConfig, state: dict[str, torch.Tensor], sourc
     model.tie_weights()
     return model.eval()
 
+
+register_with_transformers()
 
 __all__ = [
     "ARCHITECTURES",

@@ -21,6 +21,14 @@ before its GELU. The scales are stored in the config and kept when M and A grow,
 which is what lets growth stay lossless for this variant
 (``growlm/growth/nexus_rank.py``).
 
+Option ``qk_norm=True`` (off by default, not in the paper) applies Qwen3's per-head RMSNorm
+to the queries and keys the maps produce, before the rotary embedding. Without it the
+attention logits grow multiplicatively under Adam -- the logit is a product of six weight
+matrices, each moved by about lr per entry per step -- and at lr 2e-3 and above a wide
+model's attention collapses to one-hot and it stops learning; with it the logits stay
+bounded (docs/models.md, "Stability"; ``benchmarks/nexus_stability.py``). The norm acts on
+the maps' outputs, so the fused path below and every growth operator are unaffected.
+
 Fused computation (``fused_nexus_qkv``). Run one by one, the three maps of a layer are
 nine narrow matrix products (M=780, A=960 in nexus-240m: widths that are not even a
 multiple of 8, so bf16 tensor-core kernels lose their 16-byte alignment) and six
@@ -50,6 +58,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import Any, ClassVar
 
 import torch
@@ -74,6 +83,7 @@ class NexusConfig(GrowLMConfig):
         "nexus_norm": str,
         "nexus_scale_m": float,
         "nexus_scale_a": float,
+        "qk_norm": bool,
     }
     arch_optional: ClassVar[frozenset[str]] = frozenset({"nexus_scale_m", "nexus_scale_a"})
 
@@ -82,6 +92,11 @@ class NexusConfig(GrowLMConfig):
     nexus_norm: str = "none"
     nexus_scale_m: float | None = None
     nexus_scale_a: float | None = None
+    # Per-head RMSNorm on queries and keys before the rotary embedding, as in Qwen3. Off by
+    # default (the paper's formula; checkpoints saved without the field load unchanged). On, it
+    # bounds the attention logits, which plain Nexus-Rank lets grow until attention collapses at
+    # learning rates a linear projection trains at (docs/models.md, "Stability").
+    qk_norm: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:
         if self.nexus_norm == "l2":
@@ -98,10 +113,10 @@ class NexusConfig(GrowLMConfig):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.nexus_m > self.nexus_a:
-            raise ConfigError(
-                f"nexus_m={self.nexus_m} exceeds nexus_a={self.nexus_a}: the Nexus-Rank map widens "
-                "D -> M -> A, so M must not be larger than A"
-            )
+            # the paper's own ablations use M > A (Table 9: 1180/960, 1130/1010): allowed, but said
+            warnings.warn(f"nexus_m={self.nexus_m} exceeds nexus_a={self.nexus_a}: departs from the main "
+                          "Nexus-Rank design D -> M -> A (M <= A), as the paper's Table 9 ablations do",
+                          UserWarning, stacklevel=2)
         if self.nexus_norm not in NEXUS_NORMS:
             raise ConfigError(f"nexus_norm must be one of {', '.join(NEXUS_NORMS)}, got {self.nexus_norm!r}")
 
@@ -247,4 +262,5 @@ class NexusForCausalLM(GrowLMForCausalLM):
                 return nn.Linear(in_features, out_features, bias=False)
             return NexusRank(in_features, out_features, config)
 
-        return DecoderLayer(config, NexusAttention(config, layer_idx, projection), self.swiglu(config))
+        attention = NexusAttention(config, layer_idx, projection, qk_norm=bool(config.qk_norm))
+        return DecoderLayer(config, attention, self.swiglu(config))

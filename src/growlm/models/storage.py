@@ -11,7 +11,9 @@ position in :func:`parameter_order`), ``trainer_state.json`` (with the parameter
 in that order, so moments can be addressed by name) and ``manifest.json`` (size and
 SHA-256 of every file, written last; :func:`verify` checks it). A *run* folder holds
 such checkpoints under ``checkpoints/step-NNNNNNNN/``; wherever a model folder is
-expected, a run folder stands for its newest checkpoint that passes :func:`verify`.
+expected, a run folder stands for its newest checkpoint that passes :func:`verify`, and
+a plan run folder (``plan.yaml`` and ``stage-NN-NAME/`` folders) for the newest good
+checkpoint of its last completed stage (:func:`resolve_model_dir`).
 
 transformers' own Qwen3 and Llama folders (single or sharded safetensors, or
 ``pytorch_model.bin``) load directly: growlm's Qwen3 and Llama use transformers'
@@ -44,6 +46,9 @@ SNAPSHOTS = "snapshots"  # weights-only snapshots of a run (training config `sna
 SNAPSHOT_INFO = "snapshot.json"
 MANIFEST = "manifest.json"
 TRAINER_STATE = "trainer_state.json"
+PLAN_FILE = "plan.yaml"  # a plan run folder (growlm.training.plan) holds its plan ...
+STAGE_FILE = "stage.json"  # ... and a stage-NN-NAME/ folder per stage, this file once the stage completed
+PLAN_STAGE_RUN = "train"  # the stage's training run folder
 OPTIMIZER = "optimizer.pt"
 WEIGHTS = "model.safetensors"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
@@ -109,20 +114,31 @@ def latest_good_checkpoint(run_dir: Path, warn: Callable[[str], None] = print) -
     return None
 
 
+def completed_stages(plan_dir: Path) -> list[Path]:
+    """The stage folders of a plan run that completed, in stage order."""
+    return sorted(p.parent for p in Path(plan_dir).glob(f"stage-*/{STAGE_FILE}"))
+
+
 def resolve_model_dir(path: str | Path, warn: Callable[[str], None] = print) -> Path:
-    """A model folder from a path that is either one or a run folder (its newest good checkpoint)."""
+    """A model folder from a path that is one, a run folder (its newest good checkpoint) or a
+    plan run folder (the newest good checkpoint of its last completed stage)."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if (path / "config.json").exists():
         return path
+    if (path / PLAN_FILE).exists() and not (path / CHECKPOINTS).is_dir():
+        stages = completed_stages(path)
+        if not stages:
+            raise CheckpointError(f"plan run {path} has no completed stage yet (no stage-*/{STAGE_FILE})")
+        path = stages[-1] / PLAN_STAGE_RUN
     if (path / CHECKPOINTS).is_dir():
         found = latest_good_checkpoint(path, warn)
         if found is None:
             raise CheckpointError(f"run {path} has no usable checkpoint")
         return found
-    raise CheckpointError(f"{path} is neither a model folder (no config.json) nor a run folder "
-                          f"(no {CHECKPOINTS}/)")
+    raise CheckpointError(f"{path} is neither a model folder (no config.json), a run folder "
+                          f"(no {CHECKPOINTS}/) nor a plan run folder (no {PLAN_FILE})")
 
 
 # -- growlm folders -------------------------------------------------------------------------------

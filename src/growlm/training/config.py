@@ -45,6 +45,11 @@ class TrainConfig:
     warmup_steps: int = 100
     schedule: str = "cosine"  # cosine | wsd (warmup-stable-decay) | constant (after warmup)
     decay_fraction: float = 0.2  # wsd: the last fraction of steps spent decaying
+    lr_factor: float = 1.0  # multiplies the scheduled lr (a plan stage's post-growth lr raise)
+    # One schedule spread over several runs (a plan's `schedule:`): this run's step s is the
+    # schedule's step schedule_start_step + s of schedule_total_steps (0: this run's own max_steps).
+    schedule_start_step: int = 0
+    schedule_total_steps: int = 0
     # optimizer (AdamW)
     weight_decay: float = 0.1
     beta1: float = 0.9
@@ -95,10 +100,10 @@ class TrainConfig:
             raise ConfigError(f"snapshot_every_tokens must not be negative, got {self.snapshot_every_tokens}")
         if self.snapshots and self.snapshot_every_tokens:
             raise ConfigError("give snapshots (a count) or snapshot_every_tokens (an interval), not both")
-        for name in ("warmup_steps", "keep_last"):
+        for name in ("warmup_steps", "keep_last", "schedule_start_step", "schedule_total_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
-        for name in ("lr", "eps"):
+        for name in ("lr", "eps", "lr_factor"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("weight_decay", "grad_clip"):

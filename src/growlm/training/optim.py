@@ -35,41 +35,56 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Multiplier of the peak learning rate at optimizer step ``step`` (0-based)."""
+    """Multiplier of the peak learning rate at optimizer step ``step`` (0-based) of this run.
+
+    The schedule runs over ``schedule_total_steps`` (0: this run's ``max_steps``) and this run
+    covers its steps from ``schedule_start_step`` on, so the stages of a plan with one
+    ``schedule:`` each evaluate the same function at their global step; ``lr_factor`` scales
+    the result (``x * 1.0 == x`` exactly, so an unscaled stage logs the same floats as one run).
+    """
+    return cfg.lr_factor * schedule_value(cfg.schedule_start_step + step, cfg)
+
+
+def schedule_value(step: int, cfg: TrainConfig) -> float:
+    """The schedule's multiplier at its own step ``step`` (0-based), ``lr_factor`` not applied."""
+    total = cfg.schedule_total_steps or cfg.max_steps
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":
         return 1.0
     floor = cfg.min_lr_ratio
-    # The last update (step max_steps - 1) is taken at exactly the floor.
+    # The last update (step total - 1) is taken at exactly the floor; steps past the end stay there.
     if cfg.schedule == "cosine":
-        span = max(1, cfg.max_steps - 1 - cfg.warmup_steps)
+        span = max(1, total - 1 - cfg.warmup_steps)
         progress = min(1.0, (step - cfg.warmup_steps) / span)
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
     # warmup-stable-decay: flat, then linear decay over the last decay_fraction of the steps
-    decay_steps = max(1, round(cfg.decay_fraction * cfg.max_steps))
-    decay_start = cfg.max_steps - decay_steps
+    decay_steps = max(1, round(cfg.decay_fraction * total))
+    decay_start = total - decay_steps
     if step < decay_start:
         return 1.0
     return floor + (1 - floor) * max(0.0, 1 - (step - decay_start + 1) / decay_steps)
 
 
 def warmup_warning(cfg: TrainConfig) -> str | None:
-    """One line when the warm-up takes more than half of the run, else None.
+    """One line when the warm-up takes more than half of the schedule, else None.
 
-    The schedule stays as configured (a warning, not a clip): the same ``warmup_steps``
-    give the same learning rates whatever ``max_steps`` is, so a run that is extended
-    later, or compared with a longer one, follows the same curve up to where it stops."""
-    if not cfg.warmup_steps or 2 * cfg.warmup_steps <= cfg.max_steps:
+    The schedule stays as configured (a warning, not a clip): the warm-up never depends on
+    ``max_steps``, so a short trial run and the full run take their first steps at the same
+    learning rates. The schedule is this run's (``max_steps``) or, for a plan stage under one
+    plan ``schedule:``, the plan's (``schedule_total_steps``)."""
+    total = cfg.schedule_total_steps or cfg.max_steps
+    if not cfg.warmup_steps or 2 * cfg.warmup_steps <= total:
         return None
-    hint = f"(e.g. --set warmup_steps={max(1, cfg.max_steps // 10)})"
-    if cfg.warmup_steps >= cfg.max_steps:
-        last = lr_factor(cfg.max_steps - 1, cfg)
-        return (f"warning: warmup_steps={cfg.warmup_steps} >= max_steps={cfg.max_steps}: the learning rate only "
+    name = "schedule_total_steps" if cfg.schedule_total_steps else "max_steps"
+    hint = f"(e.g. --set warmup_steps={max(1, total // 10)})"
+    if cfg.warmup_steps >= total:
+        last = schedule_value(total - 1, cfg)
+        return (f"warning: warmup_steps={cfg.warmup_steps} >= {name}={total}: the learning rate only "
                 f"climbs and ends at {last:.2f} x its peak lr={cfg.lr:g}; lower warmup_steps {hint}")
-    return (f"warning: warmup_steps={cfg.warmup_steps} is {cfg.warmup_steps / cfg.max_steps:.0%} of "
-            f"max_steps={cfg.max_steps}: the learning rate peaks at step {cfg.warmup_steps} and its {cfg.schedule} "
-            f"schedule has {cfg.max_steps - cfg.warmup_steps} steps left; consider a shorter warm-up {hint}")
+    return (f"warning: warmup_steps={cfg.warmup_steps} is {cfg.warmup_steps / total:.0%} of "
+            f"{name}={total}: the learning rate peaks at step {cfg.warmup_steps} and its {cfg.schedule} "
+            f"schedule has {total - cfg.warmup_steps} steps left; consider a shorter warm-up {hint}")
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:

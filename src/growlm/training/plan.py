@@ -11,12 +11,20 @@ stages:
     tokens: 100_000_000   # token budget (or max_steps)
   - name: to-380m
     grow: {hidden_size: 800, nexus_m: 1340, nexus_a: 1530}
-    init: preserve        # growth scheme (default preserve)
+    init: preserve        # growth scheme (default preserve; stack, clone, ...: docs/growth.md)
+    moments: carry        # optimizer moments across growth: carry (default) or fresh
     grow_options: {layers_at: end}
     tokens: 30_000_000
     lr: 1.0e-3            # any training config key overrides the defaults for this stage
     trainable: [...]      # glob patterns; frozen: [...]; lora: {...}
 ```
+
+An optional plan-level ``schedule: {kind, warmup_steps, decay_fraction, min_lr_ratio}`` runs
+ONE learning-rate schedule over all stages (warm-up once, growth inside it, one decay at the
+end): each stage's config gets ``schedule_start_step`` (the steps of the stages before it)
+and ``schedule_total_steps`` (the plan's steps), so its step s takes the schedule's value at
+step start + s. The peak lr is the defaults' ``lr``; a stage scales it with ``lr_factor``.
+Without ``schedule:`` every stage runs its own schedule from its own step 0.
 
 Each stage grows the previous stage's final checkpoint (if it names ``grow``), trains
 from it (``init_from``, with its optimizer moments and data position), and writes,
@@ -48,22 +56,30 @@ import yaml
 
 from growlm.errors import ConfigError, GrowlmError, GrowthError, unknown_key_message
 from growlm.growth import grow_checkpoint, parse_init
-from growlm.growth.grow import check_init, check_request, growth_options
+from growlm.growth.grow import check_init, check_moments, check_request, growth_options
 from growlm.models import GrowLMConfig, storage
 from growlm.models.accounting import model_cost
 from growlm.models.presets import build_config
-from growlm.overrides import read_yaml
+from growlm.models.storage import PLAN_FILE, STAGE_FILE
+from growlm.overrides import coerce, read_yaml
 from growlm.plotting import plot_loss_curves
-from growlm.training.config import TrainConfig, build_train_config, field_types
+from growlm.training.config import SCHEDULES, TrainConfig, build_train_config, field_types
 from growlm.training.distributed import join_process_group, rank_device
 from growlm.training.layerwise import expand_layerwise
+from growlm.training.optim import lr_factor
 from growlm.training.trainer import _say, read_metrics, resume_run, start_run
 
-PLAN_FILE = "plan.yaml"
 LEDGER_FILE = "ledger.json"
-STAGE_FILE = "stage.json"
-STAGE_KEYS = {"name": str, "grow": dict, "init": str, "grow_options": dict, "grow_seed": int, "tokens": int}
-PLAN_KEYS = ("out_dir", "defaults", "stages", "layerwise", "description")
+STAGE_KEYS = {"name": str, "grow": dict, "init": str, "grow_options": dict, "grow_seed": int, "tokens": int,
+              "moments": str}
+PLAN_KEYS = ("out_dir", "defaults", "stages", "layerwise", "description", "schedule")
+# keys of a plan's `schedule:` (one schedule over all stages) and their defaults (the training config's)
+PLAN_SCHEDULE_KEYS: dict[str, type] = {"kind": str, "warmup_steps": int, "decay_fraction": float,
+                                       "min_lr_ratio": float}
+# training keys that a plan schedule sets in every stage: giving one in a stage, the defaults or
+# --set as well would be silently overruled, so it is refused
+SCHEDULE_OWNED = ("schedule", "warmup_steps", "decay_fraction", "min_lr_ratio", "schedule_start_step",
+                  "schedule_total_steps")
 
 
 @dataclass
@@ -76,10 +92,34 @@ class Stage:
     grow_options: dict[str, Any] = field(default_factory=dict)
     grow_seed: int = 0
     tokens: int | None = None
+    moments: str = "carry"  # optimizer moments across this stage's growth: carry | fresh
 
     @property
     def folder_name(self) -> str:
         return f"stage-{self.index + 1:02d}-{self.name}"
+
+
+@dataclass
+class PlanSchedule:
+    """One learning-rate schedule over all of a plan's stages (the plan's ``schedule:``)."""
+
+    kind: str
+    warmup_steps: int = TrainConfig.warmup_steps  # the training config's defaults
+    decay_fraction: float = TrainConfig.decay_fraction
+    min_lr_ratio: float = TrainConfig.min_lr_ratio
+    total_steps: int = 0  # the plan's steps, summed over its stages
+    starts: list[int] = field(default_factory=list)  # each stage's first step in the schedule
+
+    def describe(self, lr: float) -> str:
+        text = f"one {self.kind} schedule over all stages, {self.total_steps:,} steps, peak lr {lr:g}"
+        if self.warmup_steps:
+            text += f", warm-up {self.warmup_steps:,} steps"
+        if self.kind == "wsd":
+            decay = max(1, round(self.decay_fraction * self.total_steps))
+            text += f", decay over the last {decay:,} (from step {self.total_steps - decay:,})"
+        if self.kind != "constant":
+            text += f" to {self.min_lr_ratio:g} x lr"
+        return text
 
 
 @dataclass
@@ -88,6 +128,62 @@ class Plan:
     stages: list[Stage]
     description: str = ""
     source: dict[str, Any] = field(default_factory=dict)
+    schedule: PlanSchedule | None = None
+
+
+def parse_schedule(values: Any) -> PlanSchedule:
+    """A plan's ``schedule:`` mapping, every key and value checked."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"the plan's schedule must be a mapping with keys {', '.join(PLAN_SCHEDULE_KEYS)}, "
+                          f"got {values!r}")
+    for key in values:
+        if key not in PLAN_SCHEDULE_KEYS:
+            raise ConfigError(unknown_key_message("plan schedule key", key, PLAN_SCHEDULE_KEYS))
+    checked = {key: coerce(f"schedule.{key}", value, PLAN_SCHEDULE_KEYS[key]) for key, value in values.items()}
+    if checked.get("kind") not in SCHEDULES:
+        raise ConfigError(f"schedule.kind must be one of {', '.join(SCHEDULES)}, got {checked.get('kind')!r}")
+    schedule = PlanSchedule(**checked)
+    if schedule.warmup_steps < 0:
+        raise ConfigError(f"schedule.warmup_steps must not be negative, got {schedule.warmup_steps}")
+    for name in ("decay_fraction", "min_lr_ratio"):
+        if not 0 <= getattr(schedule, name) <= 1:
+            raise ConfigError(f"schedule.{name} must be in [0, 1], got {getattr(schedule, name)}")
+    return schedule
+
+
+def _check_schedule_keys(label: str, raw: dict[str, Any], defaults: dict[str, Any],
+                         overrides: dict[str, Any]) -> None:
+    """Under a plan schedule, the schedule's keys come from it alone, and the peak lr from the defaults."""
+    if "lr" in raw:
+        raise ConfigError(f"{label}: lr is set once for a plan schedule (in defaults: the peak); "
+                          "scale one stage's lr with lr_factor instead")
+    for where, values in (("", raw), ("defaults: ", defaults), ("--set ", overrides)):
+        for key in SCHEDULE_OWNED:
+            if key in values:
+                raise ConfigError(f"{where or label + ': '}{key} is set by the plan's schedule: "
+                                  f"(keys {', '.join(PLAN_SCHEDULE_KEYS)}); remove it here")
+
+
+def _apply_schedule(schedule: PlanSchedule, stages: list[Stage], out_dir: Path) -> None:
+    """Place every stage in the one schedule: its first step and the plan's total steps.
+
+    The schedule counts optimizer steps, which are equal shares of the plan's tokens only when
+    every stage takes the same tokens per step; plans that change the batch are refused rather
+    than given a schedule that stretches or squeezes in tokens."""
+    configs = [checked_stage_config(s, stages, out_dir) for s in stages]
+    first = configs[0].tokens_per_step
+    for stage, cfg in zip(stages, configs, strict=True):
+        if cfg.tokens_per_step != first:
+            raise ConfigError(
+                f"stage {stage.index + 1} ({stage.name}): a plan schedule counts steps, so every stage needs the "
+                f"same tokens per step (seq_len x micro_batch_size x grad_accum_steps): {stages[0].name} has "
+                f"{first}, {stage.name} has {cfg.tokens_per_step}; drop schedule: to give each stage its own")
+    schedule.starts = [sum(c.max_steps for c in configs[:i]) for i in range(len(configs))]
+    schedule.total_steps = sum(c.max_steps for c in configs)
+    for stage, start in zip(stages, schedule.starts, strict=True):
+        stage.train.update(schedule=schedule.kind, warmup_steps=schedule.warmup_steps,
+                           decay_fraction=schedule.decay_fraction, min_lr_ratio=schedule.min_lr_ratio,
+                           schedule_start_step=start, schedule_total_steps=schedule.total_steps)
 
 
 def is_plan(values: Any) -> bool:
@@ -111,6 +207,7 @@ def parse_plan(values: dict[str, Any], overrides: dict[str, Any] | None = None) 
         stages_in = expand_layerwise(values["layerwise"])
     if not isinstance(stages_in, list) or not stages_in:
         raise ConfigError("stages must be a non-empty list of stage mappings")
+    schedule = parse_schedule(values["schedule"]) if values.get("schedule") is not None else None
     train_types = field_types()
     stages, names = [], set()
     for i, raw in enumerate(stages_in):
@@ -134,13 +231,22 @@ def parse_plan(values: dict[str, Any], overrides: dict[str, Any] | None = None) 
             raise ConfigError(f"{label}: only the first stage names a model; later stages start from the previous one")
         if "tokens" in extra and "max_steps" in raw:
             raise ConfigError(f"{label}: give tokens or max_steps, not both")
+        if schedule is not None:
+            _check_schedule_keys(label, raw, defaults, overrides)
         stage = Stage(i, name, {**train, **overrides}, dict(extra.get("grow") or {}), str(extra.get("init", "preserve")),
                       dict(extra.get("grow_options") or {}), int(extra.get("grow_seed", 0)), extra.get("tokens"))
+        stage.moments = str(extra.get("moments", "carry"))
+        try:
+            check_moments(stage.moments)
+        except GrowthError as exc:
+            raise ConfigError(f"{label}: {exc}") from exc
         scheme = parse_init(stage.init)
         if stage.grow:
             check_init(scheme, stage.grow)
         stages.append(stage)
-    return Plan(Path(out_dir), stages, str(values.get("description", "")), values)
+    if schedule is not None:
+        _apply_schedule(schedule, stages, Path(out_dir))
+    return Plan(Path(out_dir), stages, str(values.get("description", "")), values, schedule)
 
 
 def load_plan(path: str | Path, overrides: dict[str, Any] | None = None) -> Plan:
@@ -172,18 +278,24 @@ def stage_config(stage: Stage, out: Path, init_from: Path | None, check_data: bo
     return cfg
 
 
+def checked_stage_config(stage: Stage, stages: list[Stage], out_dir: Path) -> TrainConfig:
+    """``stage``'s training config checked before anything exists (no model, no data prepared yet):
+    what training would refuse is refused here, named by stage."""
+    prepared_later = frozenset(Path(s.train["data"]["out"]) for s in stages
+                               if isinstance(s.train.get("data"), dict) and s.train["data"].get("out"))
+    try:
+        return stage_config(stage, out_dir, None if stage.index == 0 else Path("."), check_data=False,
+                            prepared_later=prepared_later)
+    except ConfigError as exc:
+        raise type(exc)(f"stage {stage.index + 1} ({stage.name}): {exc}") from exc
+
+
 def plan_shapes(plan: Plan) -> list[dict[str, Any]]:
     """Validate every stage's model without building it: config, parameters, FLOPs per token, budget."""
     rows = []
     config: GrowLMConfig | None = None
-    prepared_later = frozenset(Path(s.train["data"]["out"]) for s in plan.stages
-                               if isinstance(s.train.get("data"), dict) and s.train["data"].get("out"))
     for stage in plan.stages:
-        try:
-            cfg = stage_config(stage, plan.out_dir, None if stage.index == 0 else Path("."), check_data=False,
-                               prepared_later=prepared_later)
-        except ConfigError as exc:
-            raise type(exc)(f"stage {stage.index + 1} ({stage.name}): {exc}") from exc
+        cfg = checked_stage_config(stage, plan.stages, plan.out_dir)
         if stage.index == 0:
             if cfg.model is None:
                 source = storage.resolve_model_dir(cfg.init_from)
@@ -211,8 +323,32 @@ def plan_shapes(plan: Plan) -> list[dict[str, Any]]:
                      "config": config.field_values(), "parameters": cost.total_params,
                      "train_flops_per_token": cost.train_flops_per_token, "seq_len": cfg.seq_len,
                      "steps": cfg.max_steps, "tokens": tokens,
-                     "train_flops_upper_bound": cost.train_flops_per_token * tokens})
+                     "train_flops_upper_bound": cost.train_flops_per_token * tokens,
+                     # the learning rate this stage trains with: its schedule, where it starts in it,
+                     # its peak and factor, and the lr of its first and last optimizer step
+                     "schedule": cfg.schedule, "schedule_start_step": cfg.schedule_start_step,
+                     "lr": cfg.lr, "lr_factor": cfg.lr_factor, "lr_first": cfg.lr * lr_factor(0, cfg),
+                     "lr_last": cfg.lr * lr_factor(cfg.max_steps - 1, cfg)})
     return rows
+
+
+def plan_lr_curve(plan: Plan) -> list[float]:
+    """The learning rate of every optimizer step of the plan, stage after stage (what training will use)."""
+    curve: list[float] = []
+    for stage in plan.stages:
+        cfg = checked_stage_config(stage, plan.stages, plan.out_dir)
+        curve += [cfg.lr * lr_factor(step, cfg) for step in range(cfg.max_steps)]
+    return curve
+
+
+def sparkline(values: list[float], width: int = 64) -> str:
+    """``values`` as one line of block characters (the largest is a full block), ``width`` wide at most."""
+    if not values:
+        return ""
+    top = max(values) or 1.0
+    blocks = " ▁▂▃▄▅▆▇█"
+    picks = [values[min(len(values) - 1, i * len(values) // width)] for i in range(min(width, len(values)))]
+    return "".join(blocks[max(1, round(v / top * (len(blocks) - 1)))] for v in picks)
 
 
 def _final_checkpoint(run_dir: Path) -> Path:
@@ -305,7 +441,7 @@ def _run_plan(plan: Plan, resume: bool) -> dict[str, Any]:
             if main and not (grown / "growth.json").exists():
                 shutil.rmtree(grown, ignore_errors=True)
                 grow_checkpoint(previous, grown, stage.grow, parse_init(stage.init), seed=stage.grow_seed,
-                                say=_say, options=stage.grow_options)
+                                say=_say, options=stage.grow_options, moments=stage.moments)
             barrier()
             growth = json.loads((grown / "growth.json").read_text())
             if growth["verification"] is not None and not growth["verification"]["passed"]:
@@ -357,6 +493,7 @@ def _run_plan(plan: Plan, resume: bool) -> dict[str, Any]:
         return {}
     ledger = _write_ledger(out, records)
     plot_plan(out)
+    plot_plan_lr(out)
     return ledger
 
 
@@ -393,6 +530,25 @@ def plot_plan(out: Path) -> Path | None:
         return None
     return plot_loss_curves(curves, out / "loss.png", title=f"{out.name}: loss across stages", markers=markers,
                             x_label="training tokens (cumulative)")
+
+
+def plot_plan_lr(out: Path) -> Path | None:
+    """The learning rate of every logged step across all stages against cumulative tokens
+    (``OUT/lr.png``): one schedule over the plan, or each stage's own."""
+    ledger = json.loads((out / LEDGER_FILE).read_text())
+    curves, markers, offset = [], [], 0
+    for i, record in enumerate(ledger["stages"]):
+        folder = next(out.glob(f"stage-{record['index'] + 1:02d}-*"))
+        rows = [r for r in read_metrics(folder / "train") if "lr" in r]
+        curves.append({"label": record["stage"], "x": [r["tokens"] + offset for r in rows],
+                       "y": [r["lr"] for r in rows], "color": f"C{i % 10}"})
+        if record["grew"]:
+            markers.append((offset, "grow"))
+        offset += record["tokens"]
+    if not any(c["x"] for c in curves):
+        return None
+    return plot_loss_curves(curves, out / "lr.png", title=f"{out.name}: learning rate across stages",
+                            markers=markers, x_label="training tokens (cumulative)", y_label="learning rate")
 
 
 def ledger_lines(ledger: dict[str, Any]) -> list[str]:

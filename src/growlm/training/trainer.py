@@ -491,7 +491,7 @@ class Trainer:
         cfg, st, runtime = self.cfg, self.state, self.runtime
         if runtime.main:
             self.out.mkdir(parents=True, exist_ok=True)
-        warning = warmup_warning(cfg) if st["step"] < cfg.warmup_steps else None
+        warning = warmup_warning(cfg) if cfg.schedule_start_step + st["step"] < cfg.warmup_steps else None
         if warning:
             self.say(warning)
         board = open_tensorboard(self.out, self.say) if runtime.main and cfg.tensorboard else None
