@@ -25,7 +25,13 @@ def test_quick_init_schemes(tmp_path: Path, shared: Path, experiment_data_root: 
         assert by["zero", seed]["blocks_moved"] == 0 and by["zero", seed]["rel_new"] == 0.0
         assert by["preserve", seed]["blocks_moved"] == by["preserve", seed]["blocks"] > 0
         assert by["preserve", seed]["rel_old"] > 0
+        # the no-growth control: one per seed, the base continued at the grown continuation's compute
+        control = by["preserve", seed]["no_growth_loss"]
+        for s in schemes:
+            assert by[s, seed]["no_growth_loss"] == control
+            assert by[s, seed]["vs_no_growth"] == pytest.approx(by[s, seed]["after_training"] - control)
+        assert by["preserve", seed]["no_growth_tokens"] > 512  # more tokens: the base costs less per token
     header = next(line for line in text.splitlines() if line.startswith("| Init |"))
-    assert "Right after growth" in header and "New blocks moved" in header
+    assert "Right after growth" in header and "New blocks moved" in header and "vs no growth" in header
     assert text.count("| zero | yes |") == 1 and "| zero | yes |" in text and "0/" in text
     assert (out / "init_schemes.png").stat().st_size > 1000

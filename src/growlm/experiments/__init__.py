@@ -1,6 +1,7 @@
 """Experiments that reproduce the papers' claims, each one command: ``growlm experiment NAME [--quick]``.
 
-Every experiment module defines ``DESCRIPTION`` (one line), ``DEFAULT_SEEDS`` and
+Every experiment module defines ``DESCRIPTION`` (one line), ``DEFAULT_SEEDS`` (optionally
+``QUICK_SEEDS``, the ``--quick`` form's) and
 ``run(ctx: Context) -> Report``; ``common.py`` holds what they share (data, resumable
 units, tables, reports, publishing into ``docs/results.md``). The ``--quick`` form runs on
 a CPU in minutes and is tested in CI; the full form is sized for one GPU.
@@ -24,6 +25,7 @@ EXPERIMENTS: dict[str, str] = {
     "frozen-substrate": "growlm.experiments.frozen_substrate",
     "architectures": "growlm.experiments.architectures",
     "growth-vs-scratch": "growlm.experiments.growth_vs_scratch",
+    "growth-recipes": "growlm.experiments.growth_recipes",
     "init-schemes": "growlm.experiments.init_schemes",
     "growth-dynamics": "growlm.experiments.growth_dynamics",
     "composition": "growlm.experiments.composition",
@@ -48,7 +50,8 @@ def run_experiment(name: str, out: str | Path | None = None, quick: bool = False
     from growlm.experiments.common import Context, finish, publish
 
     module = experiment_module(name)
-    count = seeds if seeds is not None else getattr(module, "DEFAULT_SEEDS", 3)
+    count = seeds if seeds is not None else getattr(module, "QUICK_SEEDS", None) if quick else None
+    count = count if count is not None else getattr(module, "DEFAULT_SEEDS", 3)
     if count < 1:
         raise ConfigError(f"--seeds must be at least 1, got {count}")
     out = Path(out) if out else Path("runs/experiments") / (name + ("-quick" if quick else ""))

@@ -345,3 +345,129 @@ def publish(out: str | Path, results_md: str | Path, figures_dir: str | Path | N
     results_md.parent.mkdir(parents=True, exist_ok=True)
     results_md.write_text(updated)
     return key
+
+
+# -- independent units side by side ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Job:
+    """One independent unit of an experiment, run by :func:`run_jobs` in this or a worker process.
+
+    ``function`` is ``"module:name"``, called as ``name(ctx, **args)``; ``done`` is the unit key
+    whose record (``OUT/units/DONE.json``) marks the job finished, so finished jobs are skipped
+    when the experiment runs again. ``tokens`` is what it will train (for the throughput record)."""
+
+    key: str
+    function: str
+    args: dict[str, Any]
+    done: str
+    tokens: int = 0
+
+
+def _context_fields(ctx: Context) -> dict[str, Any]:
+    return {"name": ctx.name, "out": str(ctx.out), "quick": ctx.quick, "seeds": list(ctx.seeds),
+            "device": ctx.device, "shared": str(ctx.shared) if ctx.shared else None,
+            "data_root": str(ctx.data_root), "benchmarks": str(ctx.benchmarks) if ctx.benchmarks else None,
+            "options": dict(ctx.options)}
+
+
+def _worker_setup(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+
+
+def _run_job(fields: dict[str, Any], function: str, args: dict[str, Any]) -> tuple[float, int]:
+    """A job in a worker: rebuild the context, call the function; returns its wall seconds and process id."""
+    import importlib
+    import time
+
+    import torch
+
+    start = time.time()
+    ctx = Context(**{**fields, "out": Path(fields["out"]), "data_root": Path(fields["data_root"]),
+                     "shared": Path(fields["shared"]) if fields["shared"] else None,
+                     "benchmarks": Path(fields["benchmarks"]) if fields["benchmarks"] else None})
+    module, name = function.split(":")
+    getattr(importlib.import_module(module), name)(ctx, **args)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the next job of this worker, and the memory check, see the freed memory
+    return time.time() - start, os.getpid()
+
+
+def free_gpu_gb(device: str) -> float | None:
+    """Free memory of the current CUDA device in GiB (``torch.cuda.mem_get_info``); None off CUDA."""
+    import torch
+
+    if device == "cpu" or not torch.cuda.is_available():
+        return None
+    free, _ = torch.cuda.mem_get_info()
+    return free / 2**30
+
+
+def run_jobs(ctx: Context, jobs: Sequence[Job], parallel: int = 1, min_free_gb: float = 6.0,
+             probe: bool = False, phase: str = "jobs") -> dict[str, Any]:
+    """Run the unfinished ``jobs`` (independent units), up to ``parallel`` at once in worker processes.
+
+    Small models leave a large GPU mostly idle, so several processes train side by side. A
+    further job starts only while fewer than ``parallel`` run and (on CUDA) at least
+    ``min_free_gb`` GiB of GPU memory are free (``torch.cuda.mem_get_info``); otherwise it
+    waits for a running one to finish. With ``probe`` the first unfinished job runs alone
+    first, so the record holds one-at-a-time and side-by-side throughput of the same form.
+    ``parallel <= 1`` runs every job in this process, in order. Each job writes its own
+    unit records, so the results do not depend on the process that ran it (the test checks
+    this on the CPU). Returns (and appends to ``OUT/runner.json``) the throughput record:
+    tokens trained, wall seconds, aggregate tokens/s, alone and side by side."""
+    import concurrent.futures as futures
+    import multiprocessing
+    import time
+
+    import torch
+
+    pending = [j for j in jobs if not (ctx.out / "units" / f"{j.done}.json").exists()]
+    record: dict[str, Any] = {"phase": phase, "jobs": len(jobs), "ran": len(pending), "parallel": parallel}
+    if not pending:
+        return record
+    fields = _context_fields(ctx)
+    if probe and parallel > 1 and len(pending) > 1:
+        first = pending.pop(0)
+        ctx.say(f"{phase}: {first.key} alone (throughput probe)")
+        seconds, _ = _run_job(fields, first.function, first.args)
+        record["alone"] = {"key": first.key, "tokens": first.tokens, "seconds": round(seconds, 2),
+                           "tokens_per_s": round(first.tokens / seconds, 1) if seconds else None}
+    start = time.time()
+    pids: set[int] = set()
+    if parallel <= 1:
+        for job in pending:
+            ctx.say(f"{phase}: {job.key}")
+            pids.add(_run_job(fields, job.function, job.args)[1])
+    else:
+        threads = max(1, torch.get_num_threads() // parallel) if ctx.device == "cpu" or \
+            not torch.cuda.is_available() else max(1, (os.cpu_count() or 1) // parallel)
+        queue = list(pending)
+        with futures.ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_worker_setup, initargs=(threads,)) as pool:
+            running: dict[futures.Future, Job] = {}
+            while queue or running:
+                while queue and len(running) < parallel:
+                    free = free_gpu_gb(ctx.device)
+                    if running and free is not None and free < min_free_gb:
+                        break  # wait for a running job to free its memory
+                    job = queue.pop(0)
+                    ctx.say(f"{phase}: {job.key} ({len(running) + 1} running"
+                            + (f", {free:.0f} GiB free)" if free is not None else ")"))
+                    running[pool.submit(_run_job, fields, job.function, job.args)] = job
+                done, _ = futures.wait(list(running), timeout=5.0, return_when=futures.FIRST_COMPLETED)
+                for future in done:
+                    running.pop(future)
+                    pids.add(future.result()[1])  # a failed job stops the experiment with its own error
+    seconds = time.time() - start
+    tokens = sum(j.tokens for j in pending)
+    record.update({"processes": sorted(pids),
+                   "side_by_side": {"jobs": len(pending), "tokens": tokens, "seconds": round(seconds, 2),
+                                    "tokens_per_s": round(tokens / seconds, 1) if seconds else None}})
+    log = ctx.out / "runner.json"
+    history = json.loads(log.read_text()) if log.exists() else []
+    history.append(record)
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    log.write_text(json.dumps(history, indent=2))
+    return record

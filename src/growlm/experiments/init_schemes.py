@@ -42,7 +42,7 @@ from growlm.experiments.recipe import (
     sizing,
     train_values,
 )
-from growlm.stats import group_intervals
+from growlm.stats import group_intervals, mean_interval
 
 DESCRIPTION = "growth init schemes (preserve, zero, noise:0.1, random): loss at growth, after training, movement"
 DEFAULT_SEEDS = 3
@@ -128,6 +128,17 @@ def run(ctx: Context) -> Report:
         base_ckpt = base["summary"]["checkpoint"]
         base_loss = ctx.unit(f"base/seed={seed}/val", lambda folder, c=base_ckpt: {
             "loss": val_loss(ctx, c, data, size, folder)})["loss"]
+        # the no-growth control: the base alone, continued at the compute of a grown continuation
+        # (grow_tokens x the grown model's FLOPs per token / the base's), with the same settings
+        f_base = model_costs(preset, overrides, size.seq_len)["train_flops_per_token"]
+        f_grown = model_costs(preset, {**overrides, **growth}, size.seq_len)["train_flops_per_token"]
+        control_tokens = round(size.grow_tokens * f_grown / f_base)
+        control = ctx.train(f"no-growth/seed={seed}/continued", {
+            **train_values(ctx, size, data, seed, control_tokens), "init_from": base_ckpt,
+            "lr": size.lr * size.grow_lr_ratio, "warmup_steps": size.grow_warmup_steps})
+        control_loss = ctx.unit(f"no-growth/seed={seed}/val-after-training",
+                                lambda folder, c=control["summary"]["checkpoint"]: {
+                                    "loss": val_loss(ctx, c, data, size, folder)})["loss"]
         for scheme in schemes:
             key = f"{scheme_key(scheme)}/seed={seed}"
             ctx.say(f"init-schemes: {scheme} seed {seed}")
@@ -151,7 +162,9 @@ def run(ctx: Context) -> Report:
                 Path(g["model"]), Path(c), g["new_blocks"]))
             record = {"scheme": scheme, "seed": seed, "base_loss": base_loss, "after_growth": after_growth,
                       "growth_jump": after_growth - base_loss, "after_training": after_training,
-                      "gain": base_loss - after_training, **moved,
+                      "gain": base_loss - after_training, "no_growth_loss": control_loss,
+                      "no_growth_tokens": control["summary"]["tokens"],
+                      "vs_no_growth": after_training - control_loss, **moved,
                       "verification_passed": (grown["verification"] or {}).get("passed"),
                       "curve": [{"tokens": r["tokens"], "val_loss": r["val_loss"]}
                                 for r in trained["metrics"] if "val_loss" in r]}
@@ -162,7 +175,8 @@ def run(ctx: Context) -> Report:
     for r in records:  # paired with the first scheme (preserve by default) of the same seed and base
         r["vs_preserve"] = r["after_training"] - reference[r["seed"]]
     rows = group_intervals(records, ["scheme"], ["base_loss", "after_growth", "growth_jump", "after_training",
-                                                  "vs_preserve", "gain", "moved_fraction", "rel_new", "rel_old"])
+                                                  "vs_preserve", "gain", "vs_no_growth", "moved_fraction",
+                                                  "rel_new", "rel_old"])
     for row in rows:
         first = next(r for r in records if r["scheme"] == row["scheme"])
         row["blocks"] = f"{first['blocks_moved']}/{first['blocks']}" if all(
@@ -173,7 +187,7 @@ def run(ctx: Context) -> Report:
         ("scheme", "Init"), ("lossless", "Lossless by design"), ("base_loss", "Base val loss"),
         ("after_growth", "Right after growth"), ("growth_jump", "Jump at growth"),
         ("after_training", "After continued training"), ("vs_preserve", f"vs {schemes[0]} (paired)"),
-        ("gain", "Gain over base"),
+        ("gain", "Gain over base"), ("vs_no_growth", "vs no growth (paired, equal compute)"),
         ("blocks", "New blocks moved"), ("rel_new", "Rel. change, new entries"),
         ("rel_old", "Rel. change, old entries")], digits=4)
     costs = model_costs(preset, {**overrides, **growth}, size.seq_len)
@@ -188,6 +202,10 @@ def run(ctx: Context) -> Report:
         "RMS of their pretrained entries at growth. New blocks moved = blocks (norm gains excluded) with any "
         f"entry changed by the continued training. 'vs {schemes[0]} (paired)' = loss after continued training minus "
         f"that of {schemes[0]} grown from the same base (same seed), so the base's seed-to-seed spread cancels.",
+        f"'vs no growth' = loss after continued training minus that of the **base alone** continued from the same "
+        "checkpoint with the same settings for as many FLOPs as the grown continuation costs (the no-growth "
+        "control; paired by seed): 'gain over base' alone also counts what the extra tokens give any model. "
+        f"No-growth control's final loss: {mean_interval(r['no_growth_loss'] for r in records if r['scheme'] == schemes[0]).format(4)}.",
         table,
     ])
     paper = ("The paper grows with every new block zero (§3, Eq. 14) and reports that zero initialization gives "
