@@ -131,3 +131,80 @@ def test_transformers_folder_loads_and_grows_without_convert(tmp_path):
     assert grown.config.model_type == "growlm_llama" and grown.config.num_hidden_layers == 4
     with torch.no_grad():
         assert (a - grown(ids).logits).abs().max() / a.abs().max() <= 1e-4
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def test_to_hf_names_what_it_converts_and_reads_run_folders(tmp_path, capsys):
+    from growlm.cli.main import main
+    from growlm.models import storage
+    from tests.conftest import make_model, small_config
+
+    for arch in ("nexus", "tokenformer"):  # growlm-only architectures: one line, no traceback
+        storage.save_model(make_model(small_config(arch)), tmp_path / arch)
+        capsys.readouterr()
+        assert main(["convert", str(tmp_path / arch), "--out", str(tmp_path / f"{arch}-hf"), "--to-hf"]) == 2
+        line = _one_error_line(capsys)
+        assert f"growlm {arch} model" in line and "Qwen3- and Llama-shaped models" in line
+        assert not (tmp_path / f"{arch}-hf").exists()
+
+    # a run folder: its newest good checkpoint, as eval, grow and generate read it
+    qwen = make_model(small_config("qwen3", seed=2, tie_word_embeddings=False), perturb=0.05)
+    for step, model in ((10, make_model(small_config("qwen3", seed=2, tie_word_embeddings=False))), (20, qwen)):
+        folder = tmp_path / "run" / "checkpoints" / f"step-{step:08d}"
+        storage.save_model(model, folder)
+        storage.write_manifest(folder)
+    capsys.readouterr()
+    assert main(["convert", str(tmp_path / "run"), "--out", str(tmp_path / "run-hf"), "--to-hf"]) == 0
+    back = AutoModelForCausalLM.from_pretrained(tmp_path / "run-hf").eval()
+    assert type(back).__name__ == "Qwen3ForCausalLM"
+    ids = torch.randint(0, 512, (2, 20))
+    with torch.no_grad():
+        assert torch.allclose(back(ids).logits, qwen(ids).logits, atol=1e-5)
+
+    # the other direction names the flag instead of a missing config.json
+    capsys.readouterr()
+    assert main(["convert", str(tmp_path / "run"), "--out", str(tmp_path / "x")]) == 2
+    assert "is a growlm run" in _one_error_line(capsys)
+    assert main(["convert", str(tmp_path / "nexus"), "--out", str(tmp_path / "x")]) == 2
+    assert "already a growlm model (growlm_nexus); add --to-hf" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "llama"])
+def test_a_frozen_substrate_survives_the_transformers_round_trip(tmp_path, capsys, arch):
+    """growlm -> transformers -> growlm keeps the substrate: kind, options, frozen, the same table."""
+    from growlm.cli.main import main
+    from growlm.composition import compose, fingerprint
+    from growlm.data.tokenizer import load_tokenizer
+    from growlm.models import storage
+    from growlm.substrate import install_substrate
+    from tests.conftest import SP_MODEL, make_model, small_config
+
+    tokenizer = load_tokenizer(SP_MODEL)
+    config = small_config(arch, seed=3, vocab_size=32000, hidden_size=32, embedding="binary",
+                          tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
+    model = make_model(config, seed=3, perturb=0.02)
+    install_substrate(model, tokenizer)
+    storage.save_model(model, tmp_path / "g", tokenizer)
+
+    assert main(["convert", str(tmp_path / "g"), "--out", str(tmp_path / "hf"), "--to-hf"]) == 0
+    assert "frozen binary substrate is kept" in capsys.readouterr().out
+    hf = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert hf["model_type"] == arch and hf["growlm_embedding"]["embedding"] == "binary"
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")  # transformers' own class still loads it
+    assert type(plain).__name__ in ("Qwen3ForCausalLM", "LlamaForCausalLM")
+
+    assert main(["convert", str(tmp_path / "hf"), "--out", str(tmp_path / "back")]) == 0
+    for folder in (tmp_path / "back", tmp_path / "hf"):  # converted, or read directly
+        back = storage.load_model(folder, warn=lambda _: None)
+        assert back.config.embedding == "binary" and back.config.frozen_embedding
+        assert back.config.embedding_dim == model.config.embedding_dim
+        assert not back.get_input_embeddings().weight.requires_grad
+        assert fingerprint(back, "b", folder).table_sha256 == fingerprint(model, "a").table_sha256
+        assert fingerprint(back, "b").embedding_fields == fingerprint(model, "a").embedding_fields
+    record = compose([tmp_path / "g", tmp_path / "back"], tmp_path / "composed", say=lambda _: None)
+    assert record["substrate"]["embedding_fields"]["embedding"] == "binary"

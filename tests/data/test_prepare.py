@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from growlm.data.prepare import prepare
+from growlm.data.prepare import SKIPPED_FILE, prepare, summary_lines
 from growlm.data.tokenizer import load_tokenizer
 from growlm.errors import DataError
 from tests.conftest import SHARED, SP_MODEL
@@ -58,6 +58,31 @@ def test_malformed_lines_are_counted_by_reason(tmp_path):
                                     "invalid_json": 1, "not_a_json_object": 1, "blank_line": 1}
     assert skipped["total"] == 6
     assert skipped["examples"]["invalid_json"] == [f"{path}:6"]
+
+
+def test_quiet_inputs_are_named_and_files_are_not_lines(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.txt").write_text("A short document.")
+    (src / "empty.txt").write_text("  \n")
+    (src / "notes.md").write_text("# notes, not read")
+    _write_jsonl(src / "b.jsonl", [{"text": "Another short document."}], raw_lines=["{not json"])
+    capsys.readouterr()
+    meta = prepare([src], str(SP_MODEL), tmp_path / "out", show_progress=False)  # val_fraction 0.01
+    err = capsys.readouterr().err
+    assert f"note: ignored 1 file(s) of other types in the input folders: {src / 'notes.md'}" in err
+    assert "warning: the validation split is empty (val_fraction 0.01 of 2 document(s) drew none)" in err
+    assert meta["ignored_files"] == [str(src / "notes.md")] and meta["splits"]["val"]["tokens"] == 0
+    assert (meta["skipped"]["lines"], meta["skipped"]["files"], meta["skipped"]["total"]) == (1, 1, 2)
+    lines = summary_lines(meta)
+    assert f"skipped 1 line and 1 whole file (all listed in {SKIPPED_FILE}):" in lines
+    assert f"  empty_file: 1 file (e.g. {src / 'empty.txt'})" in lines
+    assert "ignored 1 file of other types (listed in meta.json)" in lines
+
+    prepare([src / "a.txt", src / "b.jsonl"], str(SP_MODEL), tmp_path / "quiet", val_fraction=0.0,
+            show_progress=False)
+    err = capsys.readouterr().err  # no val asked for, no folder: nothing to say
+    assert "validation split is empty" not in err and "ignored" not in err
 
 
 def test_val_split_from_files_and_fraction(tmp_path):

@@ -123,4 +123,5 @@ def test_bad_lines_are_counted_with_file_and_line(corpus, tmp_path, capsys):
     assert log == [f"invalid_utf8\t{small}:6", f"invalid_json\t{small}:10", f"blank_line\t{small}:21",
                    f"invalid_utf8\t{corpus / 'd-bad.txt'}"]
     printed = capsys.readouterr().out
-    assert "invalid_utf8: 2" in printed and "invalid_json: 1" in printed and "MB/s" in printed
+    assert "invalid_utf8: 1 line, 1 file" in printed and "invalid_json: 1 line" in printed and "MB/s" in printed
+    assert "skipped 3 lines and 1 whole file" in printed  # d-bad.txt is one file, not a line

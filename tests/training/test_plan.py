@@ -120,3 +120,66 @@ def test_plan_level_keys_are_checked():
         parse_plan({**BASE, "stage": []})
     with pytest.raises(ConfigError, match="needs out_dir"):
         parse_plan({"stages": [{"model": "nexus-tiny"}]})
+
+
+def _write_plan(path: Path, out: Path, defaults: dict, **stage) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump({"out_dir": str(out), "defaults": defaults,
+                                    "stages": [{"name": "base", "model": "nexus-tiny", **stage}]}))
+    return path
+
+
+def _error_line(capsys) -> str:
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_plan_show_refuses_what_train_refuses(tmp_path, capsys):
+    from growlm.cli.main import main
+
+    out = tmp_path / "out"
+    for defaults, message in (({"seq_len": 8}, "stage 1 (base): 'data' must name a folder"),
+                              ({"data": str(tmp_path / "nowhere")}, "data folder '")):
+        plan = _write_plan(tmp_path / "plan.yaml", out, defaults, max_steps=2)
+        assert main(["plan", "show", str(plan)]) == 2
+        shown = _error_line(capsys)
+        assert message in shown
+        assert main(["train", str(plan)]) == 2
+        assert _error_line(capsys) == shown  # the same line, before anything is written
+        assert not out.exists()
+    # a folder that a data mapping of the plan prepares on first use is fine before it exists
+    spec = {"inputs": ["x"], "tokenizer": "t", "out": str(tmp_path / "later")}
+    plan = parse_plan({"out_dir": str(out), "stages": [{"model": "nexus-tiny", "data": spec},
+                                                       {"data": str(tmp_path / "later")}]})
+    assert len(plan_shapes(plan)) == 2
+
+
+def test_a_plan_that_failed_before_any_stage_trained_starts_over(tmp_path, tiny_data, capsys):
+    from growlm.cli.main import main
+
+    out = tmp_path / "out"
+    defaults = {"data": str(tiny_data), "seq_len": 16, "micro_batch_size": 2, "warmup_steps": 0, "log_every": 1,
+                "eval_every": 2, "eval_batches": 1, "checkpoint_every": 2, "progress": False, "device": "cpu"}
+    # passes validation, fails when stage 1 starts (the tokenizer does not fit the vocabulary)
+    broken = _write_plan(tmp_path / "plan.yaml", out, defaults, max_steps=2,
+                         model_overrides={"num_hidden_layers": 1, "vocab_size": 100})
+    assert main(["train", str(broken)]) == 2
+    line = _error_line(capsys)
+    assert "vocab_size is 100" in line and f"no stage of {out} has trained yet" in line
+    assert (out / "plan.yaml").exists()
+    assert main(["train", "--resume", str(out)]) == 2  # the stored plan fails again, and says what to do
+    assert "fix the plan file and run `growlm train PLAN.yaml` again" in _error_line(capsys)
+
+    fixed = _write_plan(tmp_path / "plan.yaml", out, defaults, max_steps=2, model_overrides={"num_hidden_layers": 1})
+    assert main(["train", str(fixed)]) == 0
+    err = capsys.readouterr().err
+    assert f"out_dir {out} holds a plan run in which no stage has trained: starting it again" in err
+    assert json.loads((out / "ledger.json").read_text())["total"]["tokens"] == 2 * 2 * 16
+    assert "vocab_size" not in (out / "plan.yaml").read_text()  # the plan run now holds the fixed plan
+
+    assert main(["train", str(fixed)]) == 2  # a stage has trained: only --resume continues it now
+    assert "already holds a plan run" in _error_line(capsys)
+    assert main(["plan", "show", str(fixed)]) == 0
+    assert f"note: out_dir {out} already holds a plan run" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 import itertools
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -51,6 +52,59 @@ def test_resume_extends_a_finished_run(tiny_data, tmp_path):
     # same schedule only if max_steps was 30 from the start: compare data and step bookkeeping instead
     a = json.loads((storage.list_checkpoints(tmp_path / "a")[-1] / "trainer_state.json").read_text())
     assert a["step"] == 30 and a["data_position"] == 30 * 4
+
+
+def _files(run):
+    return {p.relative_to(run): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def test_resume_of_a_finished_run_leaves_it_untouched(tiny_data, tmp_path, capsys):
+    from growlm.cli.main import main
+
+    run = tmp_path / "run"
+    start_run(_cfg(tiny_data, run, max_steps=10, checkpoint_every=5))
+    before = _files(run)
+    assert json.loads(before[Path("summary.json")])["final_val_loss"] is not None
+    capsys.readouterr()
+    for extra in ([], ["--set", "max_steps=5"], ["--set", "max_steps=10"]):
+        assert main(["train", "--resume", str(run), *extra]) == 0
+        out = capsys.readouterr().out
+        assert out.splitlines() == [f"nothing to do: {run} finished at step 10 "
+                                    "(to train it further: --set max_steps=N with N > 10)"]
+        assert _files(run) == before  # summary.json (and everything else) byte for byte
+    assert resume_run(run) == json.loads(before[Path("summary.json")])  # the library call: same, untouched
+    assert _files(run) == before
+
+    assert main(["train", "--resume", str(run), "--set", "max_steps=15"]) == 0  # extending still works
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 15 and summary["final_val_loss"] is not None
+    assert storage.list_checkpoints(run)[-1].name == "step-00000015"
+
+
+def test_a_long_warm_up_and_a_missing_tensorboard_are_said_once(tiny_data, tmp_path, capsys, monkeypatch):
+    import sys
+
+    import growlm.training.trainer as trainer_module
+    from growlm.training.optim import warmup_warning
+
+    assert warmup_warning(_cfg(tiny_data, tmp_path, max_steps=20, warmup_steps=10)) is None
+    assert warmup_warning(_cfg(tiny_data, tmp_path, max_steps=20, warmup_steps=0)) is None
+    assert "is 60% of max_steps=10" in warmup_warning(_cfg(tiny_data, tmp_path, max_steps=10, warmup_steps=6))
+    long = _cfg(tiny_data, tmp_path / "a", max_steps=4, warmup_steps=10)
+    assert f"ends at 0.40 x its peak lr={long.lr:g}" in warmup_warning(long)
+    assert lr_factor(long.max_steps - 1, long) == pytest.approx(0.4)  # the last update's learning rate
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+    monkeypatch.setattr(trainer_module, "_TENSORBOARD_NOTED", False)
+    capsys.readouterr()
+    start_run(long)
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if "warmup_steps" in line] == [warmup_warning(long)]
+    assert len([line for line in err if "tensorboard is not installed" in line]) == 1
+    assert not (tmp_path / "a" / "tensorboard").exists()
+    start_run(_cfg(tiny_data, tmp_path / "b", max_steps=2, warmup_steps=1))  # a plan's next stage, say
+    err = capsys.readouterr().err
+    assert "tensorboard" not in err and "warmup_steps" not in err
 
 
 def test_corrupt_newest_checkpoint_falls_back(tiny_data, tmp_path, capsys):

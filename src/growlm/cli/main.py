@@ -209,7 +209,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from growlm.overrides import parse_assignments
     from growlm.training.config import load_train_config
     from growlm.training.plan import PLAN_FILE, is_plan, ledger_lines, load_plan, resume_plan, run_plan
-    from growlm.training.trainer import resume_run, start_run
+    from growlm.training.trainer import finished_step, resume_run, start_run
 
     overrides = parse_assignments(args.set)
     if args.resume:
@@ -219,6 +219,12 @@ def cmd_train(args: argparse.Namespace) -> None:
             ledger = resume_plan(args.resume, overrides)
             if ledger:  # rank 0 under torchrun, or the only process
                 print("\n".join(ledger_lines(ledger)))
+            return
+        done = finished_step(args.resume, overrides)
+        if done is not None:  # a finished run is left exactly as it is
+            if os.environ.get("RANK", "0") == "0":
+                print(f"nothing to do: {args.resume} finished at step {done} "
+                      f"(to train it further: --set max_steps=N with N > {done})")
             return
         summary = resume_run(args.resume, overrides)
     else:
@@ -241,10 +247,20 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_plan_show(args: argparse.Namespace) -> None:
     from growlm.overrides import parse_assignments
-    from growlm.training.plan import load_plan, plan_lr_curve, plan_shapes, sparkline
+    from growlm.training.plan import (
+        PLAN_FILE,
+        load_plan,
+        nothing_trained,
+        plan_lr_curve,
+        plan_shapes,
+        sparkline,
+    )
 
     plan = load_plan(args.plan, parse_assignments(args.set))
     rows = plan_shapes(plan)
+    if (plan.out_dir / PLAN_FILE).exists() and not nothing_trained(plan.out_dir):
+        _warn(f"note: out_dir {plan.out_dir} already holds a plan run, so `growlm train` will not start this plan "
+              f"there: continue that run with `growlm train --resume {plan.out_dir}` or set another out_dir")
     if args.json:
         _print_json(rows)
         return

@@ -63,16 +63,22 @@ def _suffix(path: Path) -> str | None:
     return next((s for s in sorted(SUFFIXES, key=len, reverse=True) if name.endswith(s)), None)
 
 
-def list_input_files(inputs: Sequence[str | Path]) -> list[Path]:
-    """Expand folders (recursively, sorted) and check that every named file exists and is supported."""
+def list_input_files(inputs: Sequence[str | Path], ignored: list[Path] | None = None) -> list[Path]:
+    """Expand folders (recursively, sorted) and check that every named file exists and is supported.
+
+    Files of other types found in folders are left out and appended to ``ignored``, so that the
+    caller can name them."""
     files: list[Path] = []
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and _suffix(p))
+            everything = sorted(p for p in path.rglob("*") if p.is_file())
+            found = [p for p in everything if _suffix(p)]
             if not found:
                 raise DataError(f"folder {path} contains no {', '.join(SUFFIXES)} files")
             files.extend(found)
+            if ignored is not None:
+                ignored.extend(p for p in everything if not _suffix(p))
         elif path.is_file():
             if not _suffix(path):
                 raise DataError(f"input {path}: unsupported file type; expected one of {', '.join(SUFFIXES)}")
@@ -83,15 +89,19 @@ def list_input_files(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 class SkipLog:
-    """Lines that produced no document: counted by reason, a few examples each, all in a log file."""
+    """Lines (and whole ``.txt`` files) that produced no document: counted by reason, a few examples
+    each, all in a log file. A whole file is counted as a file, not as a line."""
 
     def __init__(self, log_path: Path | None = None) -> None:
         self.counts: Counter = Counter()
+        self.file_counts: Counter = Counter()  # the part of ``counts`` that is whole files
         self.examples: dict[str, list[str]] = {}
         self.log: TextIO | None = open(log_path, "w") if log_path else None  # noqa: SIM115 -- see close()
 
-    def add(self, reason: str, where: str) -> None:
+    def add(self, reason: str, where: str, whole_file: bool = False) -> None:
         self.counts[reason] += 1
+        if whole_file:
+            self.file_counts[reason] += 1
         examples = self.examples.setdefault(reason, [])
         if len(examples) < EXAMPLES_PER_REASON:
             examples.append(where)
@@ -104,7 +114,10 @@ class SkipLog:
             self.log = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"total": sum(self.counts.values()), "by_reason": dict(self.counts), "examples": self.examples}
+        files = sum(self.file_counts.values())
+        return {"total": sum(self.counts.values()), "lines": sum(self.counts.values()) - files, "files": files,
+                "by_reason": dict(self.counts), "files_by_reason": dict(self.file_counts),
+                "examples": self.examples}
 
 
 class ShardWriter:
@@ -294,7 +307,7 @@ class _Run:
                 continue
             path, fixed_split = self.files[f]
             if result[0] == "skip":
-                self.skips.add(result[1], f"{path}:{lineno}" if lineno else str(path))
+                self.skips.add(result[1], f"{path}:{lineno}" if lineno else str(path), whole_file=not lineno)
                 continue
             _, ids, nbytes = result
             if item[0] == "piece" and not item[3]:
@@ -383,8 +396,13 @@ def prepare(
     piece_chars = PIECE_CHARS if piece_chars is None else piece_chars
     if piece_chars < 0 or batch_bytes < 1:
         raise DataError(f"piece_chars must be >= 0 and batch_bytes >= 1 (got {piece_chars}, {batch_bytes})")
-    train_files = list_input_files(inputs)
-    val_files = list_input_files(val_inputs) if val_inputs else []
+    ignored: list[Path] = []
+    train_files = list_input_files(inputs, ignored)
+    val_files = list_input_files(val_inputs, ignored) if val_inputs else []
+    if ignored:
+        shown = ", ".join(map(str, ignored[:5])) + (f" and {len(ignored) - 5} more" if len(ignored) > 5 else "")
+        tqdm.write(f"note: ignored {len(ignored)} file(s) of other types in the input folders: {shown} "
+                   f"(read: {', '.join(SUFFIXES)})", file=sys.stderr)
     tokenizer = load_tokenizer(tokenizer_spec)
     eod = end_of_document_id(tokenizer)
     vocab = len(tokenizer)
@@ -430,6 +448,11 @@ def prepare(
             f"no usable documents in {', '.join(map(str, train_files))} "
             f"(skipped lines: {dict(skips.counts) or 'none'})"
         )
+    if splits["val"]["documents"] == 0 and (val_files or val_fraction > 0):
+        why = (f"{', '.join(map(str, val_files))} gave no usable document" if val_files else
+               f"val_fraction {val_fraction} of {splits['train']['documents']} document(s) drew none")
+        tqdm.write(f"warning: the validation split is empty ({why}), so training will run without validation; "
+                   "give held-out files with --val (data.val) or a larger --val-fraction", file=sys.stderr)
     tokenizer.save_pretrained(tmp / "tokenizer")
     text_bytes = sum(info["bytes"] for info in splits.values())
     tokens = sum(info["tokens"] for info in splits.values())
@@ -441,6 +464,7 @@ def prepare(
         "splits": splits,
         "inputs": files_meta,
         "skipped": skips.as_dict(),
+        "ignored_files": [str(p) for p in ignored],
         "text_field": text_field,
         "val_fraction": val_fraction if not val_files else None,
         "seed": seed,
@@ -464,11 +488,22 @@ def summary_lines(meta: dict[str, Any]) -> list[str]:
         lines.append(f"{split}: {info['tokens']:,} tokens, {info['documents']:,} documents, "
                      f"{info['bytes']:,} bytes, {len(info['shards'])} shard(s)")
     skipped = meta["skipped"]
+    files_by_reason = skipped.get("files_by_reason", {})  # absent in folders prepared before it was counted
     if skipped["total"]:
-        lines.append(f"skipped {skipped['total']:,} line(s) (all listed in {SKIPPED_FILE}):")
+        files = sum(files_by_reason.values())
+        lines.append(f"skipped {_count(skipped['total'] - files, 'line')} and {_count(files, 'whole file')} "
+                     f"(all listed in {SKIPPED_FILE}):")
         for reason, count in sorted(skipped["by_reason"].items()):
             examples = ", ".join(skipped["examples"].get(reason, []))
-            lines.append(f"  {reason}: {count:,} (e.g. {examples})")
+            whole = files_by_reason.get(reason, 0)
+            parts = [_count(n, unit) for n, unit in ((count - whole, "line"), (whole, "file")) if n]
+            lines.append(f"  {reason}: {', '.join(parts)} (e.g. {examples})")
     else:
         lines.append("skipped 0 lines")
+    if meta.get("ignored_files"):
+        lines.append(f"ignored {_count(len(meta['ignored_files']), 'file')} of other types (listed in meta.json)")
     return lines
+
+
+def _count(n: int, unit: str) -> str:
+    return f"{n:,} {unit}{'' if n == 1 else 's'}"

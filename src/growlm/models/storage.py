@@ -252,6 +252,13 @@ _SHARED_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_
                   "initializer_range", "tie_word_embeddings", "bos_token_id", "eos_token_id", "pad_token_id")
 
 
+# transformers' Qwen3 and Llama have no frozen-substrate input embedding: a substrate's settings
+# (docs/substrate.md) travel as one extra config.json attribute, which transformers keeps and
+# ignores, so that growlm gets the substrate back -- kind, options, frozen -- from its own export.
+GROWLM_EMBEDDING = "growlm_embedding"
+EMBEDDING_FIELDS = ("embedding", "embedding_dim", "embedding_scale", "embedding_cell", "embedding_seed")
+
+
 def _rope_theta(hf: dict[str, Any]) -> float:
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
     rope_type = rope.get("rope_type", rope.get("type", "default"))
@@ -279,6 +286,12 @@ def config_from_hf(hf: dict[str, Any]) -> GrowLMConfig:
     fields = {k: hf[k] for k in _SHARED_FIELDS if k in hf and hf[k] is not None}
     fields["eos_token_id"] = eos
     fields["rope_theta"] = _rope_theta(hf)
+    embedding = hf.get(GROWLM_EMBEDDING)
+    if embedding is not None:
+        if not isinstance(embedding, dict) or set(embedding) - set(EMBEDDING_FIELDS):
+            raise ConfigError(f"{GROWLM_EMBEDDING} must be a mapping of {', '.join(EMBEDDING_FIELDS)}, "
+                              f"got {embedding!r}")
+        fields.update(embedding)
     config_cls, _ = architecture_classes(HF_TO_GROWLM[model_type])
     config = config_cls(**fields)
     config.validate()
@@ -293,6 +306,8 @@ def hf_config_dict(config: GrowLMConfig) -> dict[str, Any]:
     fields = {k: getattr(config, k) for k in _SHARED_FIELDS}
     fields["rope_parameters"] = {"rope_type": "default", "rope_theta": config.rope_theta}
     fields["hidden_act"] = "silu"
+    if config.frozen_embedding:
+        fields[GROWLM_EMBEDDING] = {k: getattr(config, k) for k in EMBEDDING_FIELDS}
     return fields
 
 

@@ -66,6 +66,27 @@ def schedule_value(step: int, cfg: TrainConfig) -> float:
     return floor + (1 - floor) * max(0.0, 1 - (step - decay_start + 1) / decay_steps)
 
 
+def warmup_warning(cfg: TrainConfig) -> str | None:
+    """One line when the warm-up takes more than half of the schedule, else None.
+
+    The schedule stays as configured (a warning, not a clip): the warm-up never depends on
+    ``max_steps``, so a short trial run and the full run take their first steps at the same
+    learning rates. The schedule is this run's (``max_steps``) or, for a plan stage under one
+    plan ``schedule:``, the plan's (``schedule_total_steps``)."""
+    total = cfg.schedule_total_steps or cfg.max_steps
+    if not cfg.warmup_steps or 2 * cfg.warmup_steps <= total:
+        return None
+    name = "schedule_total_steps" if cfg.schedule_total_steps else "max_steps"
+    hint = f"(e.g. --set warmup_steps={max(1, total // 10)})"
+    if cfg.warmup_steps >= total:
+        last = schedule_value(total - 1, cfg)
+        return (f"warning: warmup_steps={cfg.warmup_steps} >= {name}={total}: the learning rate only "
+                f"climbs and ends at {last:.2f} x its peak lr={cfg.lr:g}; lower warmup_steps {hint}")
+    return (f"warning: warmup_steps={cfg.warmup_steps} is {cfg.warmup_steps / total:.0%} of "
+            f"{name}={total}: the learning rate peaks at step {cfg.warmup_steps} and its {cfg.schedule} "
+            f"schedule has {total - cfg.warmup_steps} steps left; consider a shorter warm-up {hint}")
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
 

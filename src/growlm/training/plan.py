@@ -37,7 +37,8 @@ and growth verification are not counted.
 
 ``growlm train --resume OUT`` continues an interrupted plan: completed stages are
 skipped, a stage interrupted during training resumes from its newest good checkpoint
-(exactly), and growth is redone only if its folder is missing.
+(exactly), and growth is redone only if its folder is missing. A plan run that failed before
+any stage trained starts over when the corrected plan is run into the same ``out_dir``.
 """
 
 from __future__ import annotations
@@ -169,7 +170,7 @@ def _apply_schedule(schedule: PlanSchedule, stages: list[Stage], out_dir: Path) 
     The schedule counts optimizer steps, which are equal shares of the plan's tokens only when
     every stage takes the same tokens per step; plans that change the batch are refused rather
     than given a schedule that stretches or squeezes in tokens."""
-    configs = [stage_config(s, out_dir, None if s.index == 0 else Path("."), check_data=False) for s in stages]
+    configs = [checked_stage_config(s, stages, out_dir) for s in stages]
     first = configs[0].tokens_per_step
     for stage, cfg in zip(stages, configs, strict=True):
         if cfg.tokens_per_step != first:
@@ -255,7 +256,12 @@ def load_plan(path: str | Path, overrides: dict[str, Any] | None = None) -> Plan
     return parse_plan(values, overrides)
 
 
-def stage_config(stage: Stage, out: Path, init_from: Path | None, check_data: bool = True) -> TrainConfig:
+def stage_config(stage: Stage, out: Path, init_from: Path | None, check_data: bool = True,
+                 prepared_later: frozenset[Path] = frozenset()) -> TrainConfig:
+    """The training config of ``stage``. ``check_data=False`` (validating a plan before anything
+    exists) accepts a data folder that does not exist yet if it is in ``prepared_later`` (the
+    ``out`` of a ``data:`` mapping of the plan, prepared on first use); every other data
+    problem -- no ``data`` at all above all -- is the error that training would give."""
     values = dict(stage.train)
     values["out_dir"] = str(out)
     if init_from is not None:
@@ -263,10 +269,8 @@ def stage_config(stage: Stage, out: Path, init_from: Path | None, check_data: bo
         values["init_from"] = str(init_from)
     if stage.tokens is not None:
         values.pop("max_steps", None)
-    if not check_data:
-        values.setdefault("data", ".")
-        if isinstance(values["data"], str):
-            values["data"] = "."
+    if not check_data and isinstance(values.get("data"), str) and Path(values["data"]) in prepared_later:
+        values["data"] = "."
     cfg = build_train_config(values)
     if stage.tokens is not None:
         cfg.max_steps = max(1, math.ceil(stage.tokens / cfg.tokens_per_step))
@@ -274,12 +278,24 @@ def stage_config(stage: Stage, out: Path, init_from: Path | None, check_data: bo
     return cfg
 
 
+def checked_stage_config(stage: Stage, stages: list[Stage], out_dir: Path) -> TrainConfig:
+    """``stage``'s training config checked before anything exists (no model, no data prepared yet):
+    what training would refuse is refused here, named by stage."""
+    prepared_later = frozenset(Path(s.train["data"]["out"]) for s in stages
+                               if isinstance(s.train.get("data"), dict) and s.train["data"].get("out"))
+    try:
+        return stage_config(stage, out_dir, None if stage.index == 0 else Path("."), check_data=False,
+                            prepared_later=prepared_later)
+    except ConfigError as exc:
+        raise type(exc)(f"stage {stage.index + 1} ({stage.name}): {exc}") from exc
+
+
 def plan_shapes(plan: Plan) -> list[dict[str, Any]]:
     """Validate every stage's model without building it: config, parameters, FLOPs per token, budget."""
     rows = []
     config: GrowLMConfig | None = None
     for stage in plan.stages:
-        cfg = stage_config(stage, plan.out_dir, None if stage.index == 0 else Path("."), check_data=False)
+        cfg = checked_stage_config(stage, plan.stages, plan.out_dir)
         if stage.index == 0:
             if cfg.model is None:
                 source = storage.resolve_model_dir(cfg.init_from)
@@ -320,7 +336,7 @@ def plan_lr_curve(plan: Plan) -> list[float]:
     """The learning rate of every optimizer step of the plan, stage after stage (what training will use)."""
     curve: list[float] = []
     for stage in plan.stages:
-        cfg = stage_config(stage, plan.out_dir, None if stage.index == 0 else Path("."), check_data=False)
+        cfg = checked_stage_config(stage, plan.stages, plan.out_dir)
         curve += [cfg.lr * lr_factor(step, cfg) for step in range(cfg.max_steps)]
     return curve
 
@@ -371,17 +387,37 @@ def _process_group(plan: Plan) -> tuple[bool, Any]:
 
 def run_plan(plan: Plan, resume: bool = False) -> dict[str, Any]:
     """Run (or continue) every stage. Under torchrun all processes train; rank 0 alone grows models
-    (on full checkpoints) and writes the stage records and the ledger, the others wait for it."""
+    (on full checkpoints) and writes the stage records and the ledger, the others wait for it.
+
+    A plan run that fails before any stage has trained is no dead end: the error says so, and
+    running the corrected plan file into the same ``out_dir`` starts it over."""
+    try:
+        return _run_plan(plan, resume)
+    except GrowlmError as exc:
+        out = plan.out_dir
+        if not ((out / PLAN_FILE).exists() and nothing_trained(out)):
+            raise
+        raise type(exc)(f"{exc} -- no stage of {out} has trained yet: fix the plan file and run "
+                        f"`growlm train PLAN.yaml` again, which starts over in {out}") from exc
+
+
+def _run_plan(plan: Plan, resume: bool) -> dict[str, Any]:
     out = plan.out_dir
     main, barrier = _process_group(plan)
+    plan_shapes(plan)  # every stage's request is checked before anything is written
     if (out / PLAN_FILE).exists() and not resume and main:
-        raise ConfigError(f"out_dir {out} already holds a plan run; continue it with `growlm train --resume {out}`")
+        if not nothing_trained(out):
+            raise ConfigError(f"out_dir {out} already holds a plan run; continue it with "
+                              f"`growlm train --resume {out}`")
+        # nothing to lose: the earlier attempt failed before any stage trained, so this plan replaces it
+        _say(f"out_dir {out} holds a plan run in which no stage has trained: starting it again with this plan")
+        for folder in out.glob("stage-*"):
+            shutil.rmtree(folder)
     barrier()
     if main:
         out.mkdir(parents=True, exist_ok=True)
         if not resume:
             (out / PLAN_FILE).write_text(yaml.safe_dump({**plan.source, "out_dir": str(out)}, sort_keys=False))
-    plan_shapes(plan)  # every stage's request is checked before any training starts
     records: list[dict[str, Any]] = []
     previous: Path | None = None
     for stage in plan.stages:
@@ -461,7 +497,14 @@ def run_plan(plan: Plan, resume: bool = False) -> dict[str, Any]:
     return ledger
 
 
+def nothing_trained(out: Path) -> bool:
+    """True when no stage of the plan run in ``out`` has finished or written a checkpoint."""
+    return not any(out.glob(f"stage-*/{STAGE_FILE}")) and not any(
+        storage.list_checkpoints(folder / "train") for folder in out.glob("stage-*"))
+
+
 def resume_plan(out: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Continue the plan run in ``out`` with the plan it was started with (``OUT/plan.yaml``)."""
     out = Path(out)
     plan = load_plan(out / PLAN_FILE, {**(overrides or {}), "out_dir": str(out)})
     return run_plan(plan, resume=True)

@@ -18,6 +18,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ from growlm.training.distributed import (
     wrap,
 )
 from growlm.training.distributed import setup as setup_runtime
-from growlm.training.optim import build_optimizer, build_scheduler, load_state_by_name
+from growlm.training.optim import build_optimizer, build_scheduler, load_state_by_name, warmup_warning
 from growlm.training.trainable import (
     apply_lora,
     is_lora,
@@ -490,7 +491,10 @@ class Trainer:
         cfg, st, runtime = self.cfg, self.state, self.runtime
         if runtime.main:
             self.out.mkdir(parents=True, exist_ok=True)
-        board = open_tensorboard(self.out) if runtime.main and cfg.tensorboard else None
+        warning = warmup_warning(cfg) if cfg.schedule_start_step + st["step"] < cfg.warmup_steps else None
+        if warning:
+            self.say(warning)
+        board = open_tensorboard(self.out, self.say) if runtime.main and cfg.tensorboard else None
         bar = tqdm(total=cfg.max_steps, initial=st["step"], unit="step", disable=not (cfg.progress and runtime.main),
                    dynamic_ncols=True, desc=self.out.name)
         window_start, window_tokens = time.time(), 0
@@ -547,6 +551,8 @@ class Trainer:
         bar.close()
         if board is not None:
             board.close()
+        if last_val is None and self.session["steps"] == 0:
+            last_val = self.validate()  # resumed at the final checkpoint (killed before its summary)
         return self.finish(last_val)
 
     def finish(self, last_val: dict[str, float] | None) -> dict[str, Any]:
@@ -613,11 +619,19 @@ def summary_line(summary: dict[str, Any]) -> str:
     return "done: " + ", ".join(parts)
 
 
-def open_tensorboard(out: Path):
-    """A TensorBoard writer when tensorboard is installed (None otherwise)."""
+_TENSORBOARD_NOTED = False  # the missing-tensorboard note is said once per process (a plan has many stages)
+
+
+def open_tensorboard(out: Path, say: Callable[[str], None] = _say) -> Any:
+    """A TensorBoard writer when tensorboard is installed; otherwise None, said once per process."""
+    global _TENSORBOARD_NOTED
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
+        if not _TENSORBOARD_NOTED:
+            _TENSORBOARD_NOTED = True
+            say("note: tensorboard is not installed, so nothing is written to RUN/tensorboard (metrics.jsonl and "
+                "loss.png have everything); `pip install tensorboard` to get it, or set tensorboard: false")
         return None
     return SummaryWriter(str(out / "tensorboard"))
 
@@ -638,15 +652,51 @@ def _is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Continue the run in ``run_dir`` from its newest good checkpoint (``--set`` may extend it)."""
-    run_dir = Path(run_dir)
+def _resume_config(run_dir: Path, overrides: dict[str, Any] | None) -> TrainConfig:
     config_path = run_dir / CONFIG_FILE
     if not config_path.exists():
         raise CheckpointError(f"{run_dir} is not a training run (no {CONFIG_FILE})")
     values = yaml.safe_load(config_path.read_text())
     values["out_dir"] = str(run_dir)
-    cfg = build_train_config(values, overrides)
+    return build_train_config(values, overrides)
+
+
+def finished_step(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> int | None:
+    """The step at which the run in ``run_dir`` finished, or None when ``--resume`` has work to do.
+
+    A run is finished when it wrote ``summary.json`` and its newest good checkpoint is at (or
+    past) ``max_steps`` -- the saved one, or the one ``overrides`` set, so ``--set max_steps=N``
+    with a larger N still extends it. A run whose last checkpoint is final but whose summary
+    is missing (killed while finishing) is not: resuming writes its summary."""
+    run_dir = Path(run_dir)
+    cfg = _resume_config(run_dir, overrides)
+    if not (run_dir / "summary.json").exists():
+        return None
+    checkpoints = storage.list_checkpoints(run_dir)
+    if not checkpoints or _checkpoint_step(checkpoints[-1]) < cfg.max_steps:
+        return None  # work to do: no checksums read (they are, once, when training resumes)
+    newest = storage.latest_good_checkpoint(run_dir, _say)
+    step = _checkpoint_step(newest) if newest is not None else -1
+    return step if step >= cfg.max_steps else None
+
+
+def _checkpoint_step(folder: Path) -> int:
+    try:
+        return int(storage.load_trainer_state(folder)["step"])
+    except (CheckpointError, ValueError, KeyError):
+        return -1  # unreadable: not a finished run's checkpoint
+
+
+def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Continue the run in ``run_dir`` from its newest good checkpoint (``--set`` may extend it).
+
+    A finished run (:func:`finished_step`) is left exactly as it is -- no file is rewritten --
+    and its ``summary.json`` is returned."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / CONFIG_FILE
+    cfg = _resume_config(run_dir, overrides)
+    if finished_step(run_dir, overrides) is not None:
+        return json.loads((run_dir / "summary.json").read_text()) if _is_main_process() else {}
     if overrides and _is_main_process():
         config_path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     with contextlib.suppress(FileExistsError):
