@@ -206,25 +206,19 @@ def settings(ctx: Context) -> Settings:
 
 # -- plan features (the growth operators and the cross-stage schedule come from issue 19's other parts) --
 def features() -> dict[str, bool]:
-    """Which plan keys this growlm has: ``init: stack``/``clone``, plan ``schedule``, ``lr_factor``, ``moments``."""
-    from growlm.training.plan import parse_plan
+    """Which plan keys this growlm has: ``init: stack``/``clone``, plan ``schedule``, ``lr_factor``, ``moments``.
 
-    def accepts(values: dict[str, Any]) -> bool:
-        try:
-            parse_plan({"out_dir": "unused", **values})
-            return True
-        except Exception:  # any refusal means: not supported here
-            return False
+    Read from the plan module's own key tables (not by parsing a probe plan, which other checks,
+    such as a stage needing ``data:``, can refuse for reasons that have nothing to do with the key)."""
+    from growlm.growth.schemes import scheme_names
+    from growlm.training import plan as plans
+    from growlm.training.config import field_types
 
-    base = {"name": "a", "model": "llama-tiny", "max_steps": 2}
-    return {
-        "stack": accepts({"stages": [base, {"name": "b", "grow": {"num_hidden_layers": 5}, "init": "stack"}]}),
-        "clone": accepts({"stages": [base, {"name": "b", "grow": {"hidden_size": 256}, "init": "clone"}]}),
-        "schedule": accepts({"schedule": {"kind": "wsd", "warmup_steps": 1, "decay_fraction": 0.2,
-                                          "min_lr_ratio": 0.1}, "stages": [base]}),
-        "lr_factor": accepts({"stages": [base, {"name": "b", "grow": {"num_hidden_layers": 5}, "lr_factor": 0.5}]}),
-        "moments": accepts({"stages": [base, {"name": "b", "grow": {"num_hidden_layers": 5}, "moments": "fresh"}]}),
-    }
+    schemes = {name.split(":")[0] for name in scheme_names()}
+    return {"stack": "stack" in schemes, "clone": "clone" in schemes,
+            "schedule": "schedule" in plans.PLAN_KEYS,
+            "lr_factor": "lr_factor" in field_types(),
+            "moments": "moments" in plans.STAGE_KEYS}
 
 
 def missing_feature(arm: Arm, have: dict[str, bool]) -> str | None:
@@ -577,7 +571,9 @@ def _report(ctx: Context, size: Settings, shapes: dict[str, Any], arms: list[str
             per_seed.append(s)
             records.append(record)
         summ = summarise(per_seed)
-        vs = [x["vs_control"] for x in records if x["arm"] == name and x["vs_control"] is not None]
+        # a diverged run (infinite loss) has no paired difference; it shows as "undefined" in the saving
+        vs = [x["vs_control"] for x in records if x["arm"] == name and x["vs_control"] is not None
+              and math.isfinite(x["vs_control"])]
         ratio = _non_embedding(arm.arch, shapes[arm.arch]["target"]) / _non_embedding(arm.arch,
                                                                                      shapes[arm.arch][arm.base])
         target = shapes[arm.arch]["target"]
