@@ -7,7 +7,14 @@ import math
 import pytest
 from scipy import stats
 
-from growlm.experiments.saving import Endpoint, log_flops_at_loss, loss_at_flops, saving, summarise
+from growlm.experiments.saving import (
+    Endpoint,
+    log_flops_at_loss,
+    loss_at_flops,
+    saving,
+    saving_against,
+    summarise,
+)
 
 # a scratch curve exactly linear in ln C: L = 10 - ln(C / 1e12), endpoints at 1, e, e^2 TF
 CURVE = [Endpoint(1e12 * math.e ** k, 10.0 - k, seconds=10.0 * math.e ** k, tokens=1e6 * math.e ** k)
@@ -62,3 +69,12 @@ def test_summary_matches_scipy_t_interval_and_counts_every_seed():
     assert summary.positive == sum(v > 0 for v in values) == 3
     assert summary.extrapolated == 1  # L = 7.5 is beyond the largest endpoint
     assert summary.pays == (low > 0)
+
+
+def test_saving_against_another_run_reads_the_curve_the_papers_way():
+    # Nexus's curve reaches TokenFormer's loss 8.5 at e^1.5 TF; TokenFormer spent e^2 TF on it:
+    # Nexus saves 1 - e^1.5 / e^2 = 1 - e^-0.5 (positive: Nexus is the cheaper one)
+    s = saving_against(CURVE, 1e12 * math.e ** 2, 8.5)
+    assert s.saving == pytest.approx(1 - math.exp(-0.5)) and not s.extrapolated
+    # ... which is not the other direction's figure (TokenFormer against Nexus: 1 - e^2 / e^1.5 < 0)
+    assert saving(CURVE, 1e12 * math.e ** 2, 8.5).saving == pytest.approx(1 - math.exp(0.5))

@@ -315,11 +315,10 @@ def _report(ctx: Context, sizes: dict[str, Any], results: list[dict[str, Any]]) 
             + ", ".join(f"{k} {v.format(3) if v else 'n/a'}" for k, v in final_r.items())
             + ". The paper's ordering (zero small, noise near 1) is a statement about this row.",
             f"- With {n_points} points per run, a smooth monotone drift of R already fits a sinusoid of about half a "
-            "cycle (harmonic R² near 1) and, after linear detrending, concentrates the periodogram at the lowest "
-            "frequency (Fisher's g): a significant test here says 'smooth', not 'periodic'.",
-            "- The harmonic F test is conditional on the fitted ω; on white noise of a few points it rejects far more "
-            "often than 5% (tests/analysis/test_statistics.py). The permutation p-value includes the search over ω "
-            "and is the one to trust.",
+            "cycle (harmonic R² near 1, and the paper's F against a constant rejects): that says 'smooth', not "
+            "'periodic'. The columns 'given trend' test the harmonic terms against the trend alone (nested F; "
+            "permutation of the trend-only residuals, the ω search redone each time, the growth point left out): "
+            "those are the ones to read for periodicity.",
         ]),
     ])
     paper = ("Table 4 (240M→380M, 11 snapshots over 30B tokens): zero init R 0 → 0.05–0.27, noise 10%/20% R ≈ 0.95–1.0 "

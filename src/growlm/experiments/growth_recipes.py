@@ -40,7 +40,7 @@ from typing import Any
 from growlm.errors import ConfigError, GrowlmError, unknown_key_message
 from growlm.experiments.common import Context, Job, Report, markdown_table, run_jobs
 from growlm.experiments.recipe import pyplot, save_figure
-from growlm.experiments.saving import Endpoint, saving, summarise
+from growlm.experiments.saving import Endpoint, saving, saving_against, summarise
 from growlm.stats import mean_interval
 
 DESCRIPTION = "growth recipes (identity, stack, clone, Nexus M/A, TokenFormer slots) vs annealed scratch curves"
@@ -700,7 +700,7 @@ def _cross(ctx: Context, size: Settings, seeds: list[int]) -> dict[str, Any]:
         nexus = [(_read(ctx, f"nexus/nexus-grow-b{b:g}/seed={seed}")) for b in size.budgets]
         tf = _read(ctx, f"tokenformer/tokenformer-grow-b1/seed={seed}")
         points = [Endpoint(r["flops"], r["report"], r["seconds"], r["tokens"]) for r in nexus]
-        values.append(saving(points, tf["flops"], tf["report"], tf["tokens"], tf["seconds"]))
+        values.append(saving_against(points, tf["flops"], tf["report"], tf["tokens"], tf["seconds"]))
     summ = summarise(values)
     return {"interval": summ.saving, "positive": summ.positive, "n": summ.n, "extrapolated": summ.extrapolated,
             "values": [v.as_dict() for v in values]}

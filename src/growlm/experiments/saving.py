@@ -30,6 +30,7 @@ scipy) and the number of seeds with a positive saving.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -162,6 +163,16 @@ def saving(endpoints: Sequence[Endpoint], flops: float, loss: float, tokens: flo
                   where=reading.where, delta_loss=loss - at.value, delta_where=at.where, token_speedup=speedup,
                   tokens=tokens, seconds=seconds, scratch_seconds_at_loss=scratch_seconds,
                   seconds_saving=1.0 - seconds / scratch_seconds if seconds == seconds else math.nan)
+
+
+def saving_against(curve: Sequence[Endpoint], flops: float, loss: float, tokens: float = math.nan,
+                   seconds: float = math.nan) -> Saving:
+    """How much less compute the model behind ``curve`` needs to reach another run's ``loss``:
+    ``1 - C_curve(loss) / flops`` (the Nexusformer paper's 41.5%: grown Nexus against grown
+    TokenFormer). :func:`saving` reads the same curve at the same loss but compares the other way
+    (``1 - flops / C_curve(loss)``: the saving of the run against the curve)."""
+    read = saving(curve, flops, loss, tokens, seconds)
+    return dataclasses.replace(read, saving=1.0 - read.scratch_flops_at_loss / flops)
 
 
 @dataclass
