@@ -106,6 +106,9 @@ ARMS: dict[str, Arm] = {
     "stack-d4": Arm("llama", "grow", "d4", "stack", text="G_stack depth (stack)"),
     "stack-d2-fresh": Arm("llama", "grow", "d2", "stack", "fresh", text="G_stack depth (stack), fresh moments"),
     "clone-w4": Arm("llama", "grow", "w4", "clone", text="width cloning (clone)"),
+    # clone alone keeps every copy equal to its source for ever (equal gradients, carried moments):
+    # the noise breaks that symmetry (docs/growth.md)
+    "clone-w4-noise": Arm("llama", "grow", "w4", "clone:0.01", text="width cloning with symmetry-breaking noise"),
     "control-d2": Arm("llama", "control", "d2", text="no growth, the base alone at the grown arm's compute"),
     "control-d4": Arm("llama", "control", "d4", text="no growth, the base alone at the grown arm's compute"),
     "control-w4": Arm("llama", "control", "w4", text="no growth, the base alone at the grown arm's compute"),
