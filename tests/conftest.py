@@ -82,3 +82,18 @@ def make_model(config, seed: int = 0, perturb: float = 0.0):
             for p in model.parameters():
                 p.add_(torch.randn_like(p) * perturb)
     return model
+
+
+def assert_same_loss_and_gradients(model_a, model_b, vocab: int = 512, loss_tol: float = 1e-12,
+                                   grad_tol: float = 1e-10) -> None:
+    """Two copies of one model (e.g. a fused and an unfused path, float64) give the same loss and
+    the same gradient for every parameter on one random batch."""
+    ids = torch.randint(0, vocab, (2, 9))
+    losses = []
+    for model in (model_a, model_b):
+        loss = model(ids, labels=ids).loss
+        loss.backward()
+        losses.append(float(loss.detach()))
+    assert abs(losses[0] - losses[1]) <= loss_tol
+    for (name, p), (_, q) in zip(model_a.named_parameters(), model_b.named_parameters(), strict=True):
+        assert float((p.grad - q.grad).norm() / q.grad.norm().clamp_min(1e-30)) <= grad_tol, name

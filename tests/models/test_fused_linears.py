@@ -8,7 +8,7 @@ import torch
 from growlm.errors import ConfigError
 from growlm.models.base import set_linear_fusion
 from growlm.models.layers import SwiGLU, fused_linears, use_fused
-from tests.conftest import make_model, small_config
+from tests.conftest import assert_same_loss_and_gradients, make_model, small_config
 
 
 def _relative(a, b):
@@ -40,15 +40,7 @@ def test_whole_model_with_fused_linears_equals_unfused_in_float64(arch, seed):
     plain = copy.deepcopy(fused)
     assert set_linear_fusion(fused, True) == 2 * fused.config.num_hidden_layers
     set_linear_fusion(plain, False)
-    ids = torch.randint(0, 512, (2, 9))
-    losses = []
-    for model in (fused, plain):
-        loss = model(ids, labels=ids).loss
-        loss.backward()
-        losses.append(float(loss.detach()))
-    assert abs(losses[0] - losses[1]) <= 1e-12
-    for (name, p), (_, q) in zip(fused.named_parameters(), plain.named_parameters(), strict=True):
-        assert _relative(p.grad, q.grad) <= 1e-10, name
+    assert_same_loss_and_gradients(fused, plain)
 
 
 def test_fused_only_for_plain_linears_on_the_chosen_device():

@@ -14,7 +14,7 @@ from growlm.growth.grow import verify_growth
 from growlm.models.accounting import model_cost
 from growlm.models.nexus import set_nexus_fusion
 from growlm.models.presets import build_config
-from tests.conftest import make_model, small_config
+from tests.conftest import assert_same_loss_and_gradients, make_model, small_config
 
 
 def test_default_is_off_and_on_adds_one_gain_per_head_dim():
@@ -88,15 +88,7 @@ def test_fused_equals_unfused_with_qk_norm_in_float64(seed):
     plain = copy.deepcopy(fused)
     set_nexus_fusion(fused, True, 8)
     set_nexus_fusion(plain, False)
-    ids = torch.randint(0, 512, (2, 9))
-    losses = []
-    for model in (fused, plain):
-        loss = model(ids, labels=ids).loss
-        loss.backward()
-        losses.append(float(loss.detach()))
-    assert abs(losses[0] - losses[1]) <= 1e-12
-    for (name, p), (_, q) in zip(fused.named_parameters(), plain.named_parameters(), strict=True):
-        assert float((p.grad - q.grad).norm() / q.grad.norm().clamp_min(1e-30)) <= 1e-10, name
+    assert_same_loss_and_gradients(fused, plain)
     assert any("q_norm" in n for n, _ in fused.named_parameters())
 
 
