@@ -400,8 +400,9 @@ def cmd_compose(args: argparse.Namespace) -> None:
     from growlm.composition import compose, train_mixer
 
     mixing = args.mixing or ("gate" if args.mix_train else "mean")
-    if args.mix_train and mixing == "mean":
-        raise GrowlmError("--mix-train trains a mixing layer: use --mixing weights or gate (mean has none)")
+    if args.mix_train and mixing in ("mean", "prob"):
+        raise GrowlmError(f"--mix-train trains a mixing layer: use --mixing weights, gate, prob_weights or "
+                          f"prob_gate ({mixing} has none)")
     record = compose(args.models, args.out, mixing=mixing, say=_warn)
     print(f"composed {len(record['experts'])} experts ({record['parameters']:,} parameters, mixing {mixing}) "
           f"into {args.out}")
@@ -712,11 +713,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("compose", help="merge models trained on one substrate into one (mean of their logits)")
+    p = sub.add_parser("compose", help="merge models trained on one substrate into one (mean of their logits or "
+                                        "probabilities)")
     p.add_argument("models", nargs="+", metavar="MODEL", help="two or more model folders or run folders")
     p.add_argument("--out", required=True)
-    p.add_argument("--mixing", choices=("mean", "weights", "gate"),
-                   help="mean (default; the paper's merge) | weights (one per expert) | gate (per token)")
+    p.add_argument("--mixing", choices=("mean", "weights", "gate", "prob", "prob_weights", "prob_gate"),
+                   help="mean (default; the paper's merge: mean of logits) | weights (one per expert) | gate "
+                        "(per token) | prob, prob_weights, prob_gate: the same, averaging probabilities (a "
+                        "mixture; loss <= better expert's + ln N)")
     p.add_argument("--mix-train", metavar="DATA", help="prepared data folder: fine-tune the mixing layer on its "
                                                         "train split, experts frozen (default mixing: gate)")
     p.add_argument("--steps", type=int, default=200, help="mixer training steps")

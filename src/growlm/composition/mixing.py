@@ -45,7 +45,7 @@ def train_mixer(folder: str | Path, data: str | Path, steps: int, seq_len: int =
     model = storage.load_model(folder, run_device, say)
     if getattr(model, "mixer", None) is None:
         raise CompositionError(f"{folder} mixes with '{model.config.mixing}', which has nothing to train; "
-                               "compose with --mixing weights or gate")
+                               "compose with --mixing weights, gate, prob_weights or prob_gate")
     seq_len = min(seq_len, int(model.config.max_position_embeddings))
     for param in model.experts.parameters():
         param.requires_grad_(False)

@@ -1,4 +1,4 @@
-"""``growlm_composite``: several growlm models on one frozen substrate, run side by side, logits mixed.
+"""``growlm_composite``: several growlm models on one frozen substrate, run side by side, outputs mixed.
 
 Bochkov's modular composition (NOTES.md section 2): models trained separately on the
 *same* frozen token embeddings and vocabulary are merged by averaging their output
@@ -15,8 +15,20 @@ hidden state, and ``H`` the experts' total hidden size. ``mixing`` chooses what 
 * ``weights``: one learnt weight per expert (``b``; ``G`` absent);
 * ``gate``: weights per token from the experts' final hidden states (``b`` and ``G``).
 
+The ``prob`` mixings (``prob``, ``prob_weights``, ``prob_gate``) take the same weights but
+average the experts' *probabilities* instead of their logits (a mixture, an ensemble):
+
+    log p(t) = logsumexp_e( log w_e(t) + log_softmax(logits_e(t)) ),   w_e = 1/N for ``prob``
+
+and return ``log p`` as the logits, so ``softmax(logits)`` is exactly the mixture (``log p``
+is already normalised) and every consumer of logits (loss, ``generate()``, scoring) sees
+it. Because ``p >= w_e p_e`` for every ``e``, the mixture's loss per token is at most
+``min_e (loss_e - log w_e)``: the better expert's loss plus ``ln N`` for ``prob``. A mean of
+logits (a product of experts) has no such bound: where two confident experts disagree it
+can be far worse than either.
+
 ``b`` and ``G`` start at zero, so a freshly composed ``weights`` or ``gate`` composite
-computes exactly the mean: training the mixer (``growlm compose --mix-train``) starts
+computes exactly the mean (and a ``prob_weights`` or ``prob_gate`` one exactly ``prob``): training the mixer (``growlm compose --mix-train``) starts
 from the paper's merge and can only move away from it where the data says so.
 
 Why weights over experts instead of the paper's "small adapter over the concatenated
@@ -34,6 +46,7 @@ and growlm's prefix-cached log-likelihood scoring cache every expert.
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -50,7 +63,18 @@ MIXINGS = {
     "mean": "the mean of the experts' logits (the paper's merge; no parameters)",
     "weights": "a learnt softmax weight per expert",
     "gate": "softmax weights per token from the experts' final hidden states",
+    "prob": "the mean of the experts' next-token probabilities (a mixture; no parameters)",
+    "prob_weights": "a mixture with a learnt weight per expert",
+    "prob_gate": "a mixture with weights per token from the experts' final hidden states",
 }
+# Mixings that average probabilities (in log space) rather than logits.
+PROB_MIXINGS = ("prob", "prob_weights", "prob_gate")
+# Mixings with no mixer (fixed, equal weights).
+FIXED_MIXINGS = ("mean", "prob")
+
+
+def _gated(mixing: str) -> bool:
+    return mixing in ("gate", "prob_gate")
 
 # Fields a composite copies from its first expert (they describe no single tensor of the composite,
 # but code that reads a growlm config, e.g. the evaluation's context length, expects them).
@@ -141,12 +165,17 @@ class LogitMixer(nn.Module):
                 self.gate.weight.zero_()
 
     def forward(self, hiddens: list[torch.Tensor]) -> torch.Tensor:
+        return torch.softmax(self.scores(hiddens), dim=-1)
+
+    def log_weights(self, hiddens: list[torch.Tensor]) -> torch.Tensor:
+        """``log`` of :meth:`forward`, computed as a log-softmax (finite even where a weight underflows)."""
+        return torch.log_softmax(self.scores(hiddens), dim=-1)
+
+    def scores(self, hiddens: list[torch.Tensor]) -> torch.Tensor:
         scores = self.bias.float()
         if self.gate is not None:
-            scores = scores + self.gate(torch.cat(hiddens, dim=-1)).float() * self.gate.in_features**-0.5
-        else:
-            scores = scores.expand(*hiddens[0].shape[:-1], -1)
-        return torch.softmax(scores, dim=-1)
+            return scores + self.gate(torch.cat(hiddens, dim=-1)).float() * self.gate.in_features**-0.5
+        return scores.expand(*hiddens[0].shape[:-1], -1)
 
 
 class _ExpertCache:
@@ -179,8 +208,8 @@ class CompositeForCausalLM(PreTrainedModel, GenerationMixin):
         config.validate()
         super().__init__(config)
         self.experts = nn.ModuleList([model_class_for(c)(c) for c in config.expert_configs()])
-        self.mixer = None if config.mixing == "mean" else LogitMixer(
-            [e.config.hidden_size for e in self.experts], conditioned=config.mixing == "gate")
+        self.mixer = None if config.mixing in FIXED_MIXINGS else LogitMixer(
+            [e.config.hidden_size for e in self.experts], conditioned=_gated(config.mixing))
         self.post_init()
         self.collect_expert_ties()
 
@@ -192,7 +221,7 @@ class CompositeForCausalLM(PreTrainedModel, GenerationMixin):
             model = cls(config)
         model.experts = nn.ModuleList(experts)
         if model.mixer is not None:
-            model.mixer = LogitMixer([e.config.hidden_size for e in experts], conditioned=mixing == "gate")
+            model.mixer = LogitMixer([e.config.hidden_size for e in experts], conditioned=_gated(mixing))
             model.mixer.to(next(experts[0].parameters()).device)
         model.collect_expert_ties()
         return model.eval()
@@ -214,8 +243,23 @@ class CompositeForCausalLM(PreTrainedModel, GenerationMixin):
         return None  # several heads; nothing to resize or tie at this level
 
     def expert_weights(self, hiddens: list[torch.Tensor]) -> torch.Tensor | None:
-        """The mixing weights per position, ``(..., N)``; None for the plain mean."""
+        """The mixing weights per position, ``(..., N)``; None for the equal weights of ``mean`` and ``prob``."""
         return None if self.mixer is None else self.mixer(hiddens)
+
+    def mixture_log_probs(self, hiddens: list[torch.Tensor]) -> torch.Tensor:
+        """``log sum_e w_e softmax(logits_e)`` (fp32), accumulated one expert at a time with ``logaddexp``.
+
+        Working in log space keeps it exact where a probability underflows in fp32 (a confident
+        expert's log-probabilities of -200 are fine, their ``exp`` is not), and accumulating
+        pairwise holds two ``(..., V)`` tensors at a time instead of all N."""
+        log_w = None if self.mixer is None else self.mixer.log_weights(hiddens)
+        uniform = -math.log(len(self.experts))
+        mixture = None
+        for index, (expert, hidden) in enumerate(zip(self.experts, hiddens, strict=True)):
+            part = F.log_softmax(expert.lm_head(hidden).float(), dim=-1)
+            part = part + (uniform if log_w is None else log_w[..., index: index + 1])
+            mixture = part if mixture is None else torch.logaddexp(mixture, part)
+        return mixture
 
     def forward(
         self,
@@ -232,7 +276,7 @@ class CompositeForCausalLM(PreTrainedModel, GenerationMixin):
         cache: Cache | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
-        """Mixed logits (fp32) and, given ``labels`` or ``shift_labels``, the mean cross-entropy, as
+        """Mixed logits (fp32; for the ``prob`` mixings the mixture's log-probabilities) and, given ``labels`` or ``shift_labels``, the mean cross-entropy, as
         :meth:`GrowLMForCausalLM.forward` computes them. ``hidden_states`` (with
         ``output_hidden_states``) holds each expert's final normed hidden state; the chunked loss of
         the experts (``loss_chunk_tokens``) is not offered: the mixture needs every expert's logits."""
@@ -253,12 +297,15 @@ class CompositeForCausalLM(PreTrainedModel, GenerationMixin):
             elif isinstance(logits_to_keep, torch.Tensor):
                 hidden = hidden[:, logits_to_keep]
             hiddens.append(hidden)
-        weights = self.expert_weights(hiddens)
-        logits = None
-        for index, (expert, hidden) in enumerate(zip(self.experts, hiddens, strict=True)):
-            part = expert.lm_head(hidden).float()
-            part = part / len(self.experts) if weights is None else part * weights[..., index: index + 1]
-            logits = part if logits is None else logits + part
+        if self.config.mixing in PROB_MIXINGS:
+            logits = self.mixture_log_probs(hiddens)
+        else:
+            weights = self.expert_weights(hiddens)
+            logits = None
+            for index, (expert, hidden) in enumerate(zip(self.experts, hiddens, strict=True)):
+                part = expert.lm_head(hidden).float()
+                part = part / len(self.experts) if weights is None else part * weights[..., index: index + 1]
+                logits = part if logits is None else logits + part
         if labels is not None and shift_labels is None:
             shift_labels = F.pad(labels, (0, 1), value=-100)[:, 1:]
         loss = None
