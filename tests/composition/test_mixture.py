@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
 from growlm.cli.main import main
-from growlm.composition import compose
 from growlm.data.tokenizer import load_tokenizer
 from growlm.models import CompositeForCausalLM, storage
 from tests.conftest import SP_MODEL, make_model, small_config
