@@ -24,8 +24,14 @@ def test_quick_composition_experiment(shared, tmp_path):
         assert row["seeds"] == 3
         for split in SPLITS:
             assert math.isfinite(row[split].mean) and math.isfinite(row[split].half_width)
+    assert [p["model"] for p in report.data["paired"]] == ["composite (mean)", "composite (mixture)",
+                                                             "composite (gate)"]
     for paired in report.data["paired"]:
         assert math.isfinite(paired["mixture_vs_best"].half_width)
+    # the probability mixture's loss is within ln 2 of the better expert's on every seed and split
+    bound = report.data["mixture_bound"]
+    assert bound["checked"] == 3 * len(SPLITS) and bound["held"] == bound["checked"]
+    assert all(row[s] <= 1e-4 for row in bound["rows"] for s in SPLITS)
     # the gate's fine-tune kept both experts as trained: the composite holds the trained experts' tensors
     runs = tmp_path / "out" / "runs" / "seed=0"
     gate = storage.load_state(runs / "compose-gate" / "model")
