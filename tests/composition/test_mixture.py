@@ -164,6 +164,11 @@ def test_cli_compose_with_prob_mixing_and_eval(tmp_path, tiny_data, capsys):
     assert main(["compose", *folders, "--out", str(tmp_path / "x"), "--mixing", "prob",
                  "--mix-train", str(tiny_data)]) == 2
     assert "prob has none" in capsys.readouterr().err
+    gated = tmp_path / "gated"  # a mixture's weights train like the mean's, experts frozen
+    assert main(["compose", *folders, "--out", str(gated), "--mixing", "prob_gate", "--mix-train", str(tiny_data),
+                 "--steps", "2", "--seq-len", "32", "--batch-size", "2", "--device", "cpu"]) == 0
+    trained = storage.load_model(gated)
+    assert trained.config.mixing == "prob_gate" and trained.mixer.gate.weight.abs().sum() > 0
 
     losses = {}
     for name, folder in (("mix", out), *((f, f) for f in folders)):
