@@ -28,8 +28,8 @@ logits (a product of experts) has no such bound: where two confident experts dis
 can be far worse than either.
 
 ``b`` and ``G`` start at zero, so a freshly composed ``weights`` or ``gate`` composite
-computes exactly the mean (and a ``prob_weights`` or ``prob_gate`` one exactly ``prob``): training the mixer (``growlm compose --mix-train``) starts
-from the paper's merge and can only move away from it where the data says so.
+computes exactly the mean (and a ``prob_weights`` or ``prob_gate`` one exactly ``prob``):
+training the mixer (``growlm compose --mix-train``) starts from the untrained merge and can only move away from it where the data says so.
 
 Why weights over experts instead of the paper's "small adapter over the concatenated
 logits": a linear map from ``N * V`` logits to ``V`` has ``N * V^2`` parameters (2 x 10^9
@@ -276,8 +276,9 @@ class CompositeForCausalLM(PreTrainedModel, GenerationMixin):
         cache: Cache | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
-        """Mixed logits (fp32; for the ``prob`` mixings the mixture's log-probabilities) and, given ``labels`` or ``shift_labels``, the mean cross-entropy, as
-        :meth:`GrowLMForCausalLM.forward` computes them. ``hidden_states`` (with
+        """Mixed logits (fp32; for the ``prob`` mixings the mixture's log-probabilities) and, given
+        ``labels`` or ``shift_labels``, the mean cross-entropy, as :meth:`GrowLMForCausalLM.forward`
+        computes them. ``hidden_states`` (with
         ``output_hidden_states``) holds each expert's final normed hidden state; the chunked loss of
         the experts (``loss_chunk_tokens``) is not offered: the mixture needs every expert's logits."""
         if past_key_values is None:
