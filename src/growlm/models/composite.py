@@ -29,7 +29,8 @@ can be far worse than either.
 
 ``b`` and ``G`` start at zero, so a freshly composed ``weights`` or ``gate`` composite
 computes exactly the mean (and a ``prob_weights`` or ``prob_gate`` one exactly ``prob``):
-training the mixer (``growlm compose --mix-train``) starts from the untrained merge and can only move away from it where the data says so.
+training the mixer (``growlm compose --mix-train``) starts from the untrained merge and
+can only move away from it where the data says so.
 
 Why weights over experts instead of the paper's "small adapter over the concatenated
 logits": a linear map from ``N * V`` logits to ``V`` has ``N * V^2`` parameters (2 x 10^9
