@@ -96,7 +96,7 @@ def test_bench_on_cpu_writes_results_profile_and_variant(tmp_path):
     row = rows[0]
     assert row["tokens_per_s"] > 0 and row["first_step_s"] > 0 and not row["compiled"]
     assert row["variant"] == {"fused_linears": False, "nexus_fused": False, "nexus_pad": 1}  # CPU: auto = unfused
-    assert {"device_name", "torch", "transformers", "date", "commit"} <= set(row)
+    assert {"device_name", "torch", "transformers", "date", "commit", "growlm", "source_hash"} <= set(row)
     profile = json.loads(next((tmp_path / "prof").glob("profile-*.json")).read_text())
     assert math.isclose(sum(g["share"] for g in profile["groups"].values()), 1.0, rel_tol=1e-9)
     assert "matmul" in profile["groups"] and profile["top_kernels"][0]["time_us"] > 0

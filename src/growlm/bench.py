@@ -365,13 +365,17 @@ def find_batch(model: torch.nn.Module, preset: str, seq_len: int, device: torch.
 
 # -- the command -------------------------------------------------------------------------------
 def run_environment(device: torch.device) -> dict[str, Any]:
-    """What a figure needs beside it: device, versions, date, commit (``$GROWLM_COMMIT``)."""
+    """What a figure needs beside it: device, versions, date, commit (``$GROWLM_COMMIT``), and growlm's
+    version and source hash (:mod:`growlm.provenance`: they name the code even where ``.git`` is stale)."""
     import transformers
+
+    from growlm.provenance import provenance
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return {"device_name": name, "torch": torch.__version__, "transformers": transformers.__version__,
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "commit": os.environ.get("GROWLM_COMMIT", "unknown")}
+            "commit": os.environ.get("GROWLM_COMMIT", "unknown"), "growlm": provenance().version,
+            "source_hash": provenance().source_hash}
 
 
 def _variant(model: torch.nn.Module, nexus_fused: bool | None, nexus_pad: int | None,

@@ -24,7 +24,10 @@ def small_model(tmp_path_factory) -> Path:
     return out
 
 
-def _bad_inputs(tmp: Path, small_model: Path):
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory, small_model: Path) -> Path:
+    """Broken inputs shared by the bad-input cases (each case writes only into its own tmp_path)."""
+    tmp = tmp_path_factory.mktemp("bad")
     (tmp / "cfg.yaml").write_text("model: nexus-tiny\ndata: .\nlearning_rate: 0.1\n")
     (tmp / "empty.jsonl").write_text("")
     (tmp / "broken.jsonl.gz").write_bytes(b"\x1f\x8b\x08\x00not gzip")
@@ -32,36 +35,56 @@ def _bad_inputs(tmp: Path, small_model: Path):
     for f in small_model.iterdir():
         (tmp / "corrupt" / f.name).write_bytes(f.read_bytes())
     (tmp / "corrupt" / "model.safetensors").write_bytes(b"\x00" * 64)
-    return [
-        (["train", tmp / "cfg.yaml"], "unknown training config key 'learning_rate'"),
-        (["train", tmp / "cfg.yaml", "--set", "max_steps=-1", "--set", "learning_rate=1"], "learning_rate"),
-        (["init", "nexus-huge", "--out", tmp / "x"], "unknown preset 'nexus-huge'"),
-        (["init", "nexus-tiny", "--out", tmp / "y", "--set", "nexus_m=0"], "nexus_m must be a positive integer"),
-        (["grow", small_model, "--out", tmp / "g1", "--set", "nexus_m=100"], "would shrink nexus_m from 160"),
-        (["grow", small_model, "--out", tmp / "g2", "--set", "depth=3"], "unknown nexus growth field 'depth'"),
-        (["grow", small_model, "--out", tmp / "g3", "--set", "nexus_m=170", "--init", "ones"], "unknown --init"),
-        (["grow", small_model, "--out", tmp / "g6", "--set", "num_hidden_layers=6", "--layers-at", "0"],
-         "layers_at lists 1 position(s) but num_hidden_layers grows by 2"),
-        (["grow", tmp / "missing", "--out", tmp / "g4", "--set", "nexus_m=170"], "does not exist"),
-        (["grow", tmp / "corrupt", "--out", tmp / "g5", "--set", "nexus_m=170"], "model.safetensors is corrupt"),
-        (["eval", tmp / "corrupt", "--data", tmp], "model.safetensors is corrupt"),
-        (["eval", small_model, "--data", tmp], "not a prepared data folder"),
-        (["eval", small_model, "--tasks", "mmlu"], "unknown task 'mmlu'"),
-        (["eval", small_model], "pass --tasks"),
-        (["data", "prepare", tmp / "empty.jsonl", "--tokenizer", SP_MODEL, "--out", tmp / "d1"], "no usable documents"),
-        (["data", "prepare", tmp / "broken.jsonl.gz", "--tokenizer", SP_MODEL, "--out", tmp / "d2"], "cannot read"),
-        (["data", "prepare", tmp / "nothing.txt", "--tokenizer", SP_MODEL, "--out", tmp / "d3"], "does not exist"),
-        (["train", "--resume", tmp / "not-a-run"], "is not a training run"),
-        (["convert", tmp / "missing", "--out", tmp / "c"], "holds no config.json"),
-    ]
+    return tmp
 
 
-def test_bad_input_gives_one_clear_line(tmp_path, small_model, capsys):
+# (command line from (bad files, this case's output folder, the small model), the message's key part)
+BAD_INPUTS = [
+    pytest.param(lambda b, o, m: ["train", b / "cfg.yaml"], "unknown training config key 'learning_rate'",
+                 id="train-unknown-key"),
+    pytest.param(lambda b, o, m: ["train", b / "cfg.yaml", "--set", "max_steps=-1", "--set", "learning_rate=1"],
+                 "learning_rate", id="train-set-unknown-key"),
+    pytest.param(lambda b, o, m: ["init", "nexus-huge", "--out", o / "x"], "unknown preset 'nexus-huge'",
+                 id="init-unknown-preset"),
+    pytest.param(lambda b, o, m: ["init", "nexus-tiny", "--out", o / "y", "--set", "nexus_m=0"],
+                 "nexus_m must be a positive integer", id="init-bad-value"),
+    pytest.param(lambda b, o, m: ["grow", m, "--out", o / "g1", "--set", "nexus_m=100"],
+                 "would shrink nexus_m from 160", id="grow-shrink"),
+    pytest.param(lambda b, o, m: ["grow", m, "--out", o / "g2", "--set", "depth=3"],
+                 "unknown nexus growth field 'depth'", id="grow-unknown-field"),
+    pytest.param(lambda b, o, m: ["grow", m, "--out", o / "g3", "--set", "nexus_m=170", "--init", "ones"],
+                 "unknown --init", id="grow-unknown-init"),
+    pytest.param(lambda b, o, m: ["grow", m, "--out", o / "g6", "--set", "num_hidden_layers=6", "--layers-at", "0"],
+                 "layers_at lists 1 position(s) but num_hidden_layers grows by 2", id="grow-layers-at"),
+    pytest.param(lambda b, o, m: ["grow", b / "missing", "--out", o / "g4", "--set", "nexus_m=170"],
+                 "does not exist", id="grow-missing"),
+    pytest.param(lambda b, o, m: ["grow", b / "corrupt", "--out", o / "g5", "--set", "nexus_m=170"],
+                 "model.safetensors is corrupt", id="grow-corrupt"),
+    pytest.param(lambda b, o, m: ["eval", b / "corrupt", "--data", b], "model.safetensors is corrupt",
+                 id="eval-corrupt"),
+    pytest.param(lambda b, o, m: ["eval", m, "--data", b], "not a prepared data folder", id="eval-bad-data"),
+    pytest.param(lambda b, o, m: ["eval", m, "--tasks", "mmlu"], "unknown task 'mmlu'", id="eval-unknown-task"),
+    pytest.param(lambda b, o, m: ["eval", m], "pass --tasks", id="eval-no-tasks"),
+    pytest.param(lambda b, o, m: ["data", "prepare", b / "empty.jsonl", "--tokenizer", SP_MODEL, "--out", o / "d1"],
+                 "no usable documents", id="prepare-empty"),
+    pytest.param(lambda b, o, m: ["data", "prepare", b / "broken.jsonl.gz", "--tokenizer", SP_MODEL, "--out",
+                                  o / "d2"], "cannot read", id="prepare-broken-gzip"),
+    pytest.param(lambda b, o, m: ["data", "prepare", b / "nothing.txt", "--tokenizer", SP_MODEL, "--out", o / "d3"],
+                 "does not exist", id="prepare-missing"),
+    pytest.param(lambda b, o, m: ["train", "--resume", b / "not-a-run"], "is not a training run",
+                 id="resume-not-a-run"),
+    pytest.param(lambda b, o, m: ["convert", b / "missing", "--out", o / "c"], "holds no config.json",
+                 id="convert-missing"),
+]
+
+
+@pytest.mark.parametrize(("command", "message"), BAD_INPUTS)
+def test_bad_input_gives_one_clear_line(command, message, bad_files, small_model, tmp_path, capsys):
     """In-process for speed: an exception other than GrowlmError would propagate and fail the test."""
-    for args, message in _bad_inputs(tmp_path, small_model):
-        assert main([str(a) for a in args]) == 2, args
-        last = capsys.readouterr().err.strip().splitlines()[-1]
-        assert last.startswith("error: ") and message in last, (args, last)
+    args = [str(a) for a in command(bad_files, tmp_path, small_model)]
+    assert main(args) == 2, args
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, (args, last)
 
 
 def test_errors_have_no_traceback_in_a_real_process(tmp_path):

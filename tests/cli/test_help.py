@@ -4,13 +4,11 @@ flag is answered by its subcommand with a suggestion, and --version."""
 from __future__ import annotations
 
 import re
-import subprocess
-from pathlib import Path
 
 import pytest
 
 import growlm
-from growlm.cli.main import checkout_commit, main
+from growlm.cli.main import main
 from growlm.evaluation.tasks import GROUPS, TASKS
 from growlm.growth.schemes import INIT_SCHEMES
 from tests.conftest import make_model, small_config
@@ -70,17 +68,14 @@ def test_a_mistyped_command_gets_a_suggestion(capsys):
 
 
 def test_version(capsys):
+    from growlm.provenance import provenance
+
     with pytest.raises(SystemExit):
         main(["--version"])
     out = capsys.readouterr().out.strip()
-    root = Path(growlm.__file__).resolve().parents[2]
-    if (root / ".git").exists():  # tests run from growlm's checkout: its commit is named
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-        assert checkout_commit().startswith(head)
-        assert out == f"growlm {growlm.__version__} (commit {checkout_commit()})"
-    else:
-        assert out == f"growlm {growlm.__version__}"
+    code = provenance()  # tests/test_provenance.py checks what it names
+    assert out == f"growlm {growlm.__version__} (" + (f"commit {code.commit}, " if code.commit else "") + \
+        f"source {code.source_hash})"
 
 
 def test_unknown_growth_field_lists_only_growable_fields():

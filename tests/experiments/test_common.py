@@ -63,7 +63,10 @@ def fake_experiment(monkeypatch: pytest.MonkeyPatch):
     module.run = run
     monkeypatch.setitem(sys.modules, "growlm_fake_experiment", module)
     monkeypatch.setitem(EXPERIMENTS, "fake", "growlm_fake_experiment")
-    monkeypatch.setenv("GROWLM_COMMIT", "abc1234")
+    import growlm.experiments.common as common
+    from growlm.provenance import Provenance
+
+    monkeypatch.setattr(common, "provenance", lambda: Provenance("0.1.0", "abc1234", "0123456789ab"))
     return module
 
 
@@ -71,10 +74,12 @@ def test_report_carries_provenance_and_publishes(tmp_path: Path, fake_experiment
     out = tmp_path / "exp"
     path, _ = run_experiment("fake", out=out, quick=True, argv=["experiment", "fake", "--quick"])
     text = path.read_text()
-    assert "quick form; command `growlm experiment fake --quick`" in text and "commit `abc1234`" in text
+    assert "quick form; command `growlm experiment fake --quick`" in text
+    assert "growlm 0.1.0 (commit `abc1234`, source `0123456789ab`)" in text
     assert "1.000 ± 2.484" in text and "The paper says 1.0." in text and "![score](score.png)" in text
     meta = json.loads((out / "experiment.json").read_text())
     assert meta["seeds"] == [0, 1, 2] and meta["data"] == {"values": [0.0, 1.0, 2.0]} and meta["device"]
+    assert (meta["growlm"], meta["commit"], meta["source_hash"]) == ("0.1.0", "abc1234", "0123456789ab")
 
     results = tmp_path / "docs" / "results.md"
     results.parent.mkdir()
@@ -116,3 +121,13 @@ def test_corpus_slices_every_source_and_train_resumes(tmp_path: Path, shared: Pa
     result = ctx.train("run", values)
     assert result["summary"]["steps"] == 4 and [r["step"] for r in result["metrics"]] == [2, 4]
     assert ctx.train("run", values) == result
+
+
+def test_a_report_outside_growlms_checkout_names_no_commit(tmp_path: Path, fake_experiment, monkeypatch):
+    import growlm.experiments.common as common
+    from growlm.provenance import Provenance
+
+    monkeypatch.setattr(common, "provenance", lambda: Provenance("0.1.0", None, "0123456789ab"))
+    path, _ = run_experiment("fake", out=tmp_path / "exp", quick=True, argv=["experiment", "fake"])
+    assert "growlm 0.1.0 (source `0123456789ab`)" in path.read_text() and "commit" not in path.read_text()
+    assert json.loads((tmp_path / "exp" / "experiment.json").read_text())["commit"] is None

@@ -86,15 +86,19 @@ def test_sigkill_then_resume_is_exact_with_deterministic_on(tiny_data, tmp_path)
     command = [sys.executable, "-m", "growlm.cli.main", "train"]
     proc = subprocess.Popen([*command, str(tmp_path / "config.yaml")], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (killed / "checkpoints" / "step-00000020").exists():
-        assert proc.poll() is None and time.time() < deadline, "the run ended before its step-20 checkpoint"
-        time.sleep(0.02)
-    while len(_losses(killed)) < 12:  # a few steps past the checkpoint, before the next one
-        assert proc.poll() is None, "the run finished before it could be killed"
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        deadline = time.time() + 120
+        while not (killed / "checkpoints" / "step-00000020").exists():
+            assert proc.poll() is None, "the run ended before its step-20 checkpoint"
+            assert time.time() < deadline, "no step-20 checkpoint within 120 s"
+            time.sleep(0.02)
+        while len(_losses(killed)) < 12:  # a few steps past the checkpoint, before the next one
+            assert proc.poll() is None, "the run finished before it could be killed"
+            assert time.time() < deadline, "no 12th logged row within 120 s"
+            time.sleep(0.01)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     assert len(_losses(killed)) < len(_losses(tmp_path / "straight"))
     result = subprocess.run([*command, "--resume", str(killed)], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -2,6 +2,7 @@
 two-process run resumes exactly, and a two-process checkpoint resumes in one process. An explicit
 ddp/fsdp strategy in a single process trains like no wrapping at all."""
 
+import contextlib
 import json
 import os
 import random
@@ -17,6 +18,7 @@ import yaml
 from tests.conftest import REPO
 
 STEPS = 16
+KILL_DELAY_S = random.Random(0).uniform(0.0, 0.5)  # seeded: the same delay after the checkpoint every run
 
 
 def _config(tmp_path: Path, data: Path, name: str, **values) -> Path:
@@ -87,13 +89,17 @@ def test_two_process_sigkill_resumes_exactly(tiny_data, tmp_path, strategy):
     proc = subprocess.Popen(_torchrun(2, str(config)), cwd=REPO, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = tmp_path / "killed" / "checkpoints" / "step-00000008"
-    deadline = time.time() + 300
-    while not checkpoint.exists():
-        assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.02)
-    time.sleep(random.uniform(0.0, 0.5))
-    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers
-    proc.wait()
+    try:
+        deadline = time.time() + 300
+        while not checkpoint.exists():
+            assert proc.poll() is None, "the run ended before its step-8 checkpoint"
+            assert time.time() < deadline, "no step-8 checkpoint within 300 s"
+            time.sleep(0.02)
+        time.sleep(KILL_DELAY_S)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # gone already when a wait above failed
+            os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers
+        proc.wait()
     _run(_torchrun(2, "--resume", str(tmp_path / "killed")))
     assert _losses(tmp_path / "killed") == _losses(tmp_path / "straight")
 

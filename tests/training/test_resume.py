@@ -16,6 +16,8 @@ from pathlib import Path
 
 from tests.conftest import REPO
 
+# seeded, so every run of the test kills at the same delay after the checkpoint
+KILL_DELAY_S = random.Random(0).uniform(0.0, 1.0)
 SPEED = ["--set", "seq_len=64", "--set", "micro_batch_size=4", "--set", "eval_batches=4", "--set", "device=cpu",
          "--set", "log_every=5", "--set", "eval_every=50"]
 
@@ -37,13 +39,16 @@ def test_sigkill_then_resume_is_exact(tmp_path, shared):
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_train(*common, "--set", f"out_dir={killed}"), cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (killed / "checkpoints" / "step-00000100").exists():
-        assert proc.poll() is None and time.time() < deadline, "the run ended before its step-100 checkpoint"
-        time.sleep(0.05)
-    time.sleep(random.uniform(0.0, 1.0))  # somewhere between two checkpoints
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        deadline = time.time() + 300
+        while not (killed / "checkpoints" / "step-00000100").exists():
+            assert proc.poll() is None, "the run ended before its step-100 checkpoint"
+            assert time.time() < deadline, "no step-100 checkpoint within 300 s"
+            time.sleep(0.05)
+        time.sleep(KILL_DELAY_S)  # somewhere between two checkpoints
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     interrupted_at = len(_losses(killed))
     assert interrupted_at < len(_losses(straight)), "the run finished before it could be killed"
 
@@ -57,11 +62,18 @@ def test_sigterm_saves_a_checkpoint_and_resumes(tmp_path, shared):
     args = ["configs/nexus-tiny.yaml", "--set", "max_steps=400", "--set", "checkpoint_every=1000", *SPEED,
             "--set", f"out_dir={run}"]
     proc = subprocess.Popen(_train(*args), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    while not (run / "metrics.jsonl").exists() or len((run / "metrics.jsonl").read_text().splitlines()) < 3:
-        assert proc.poll() is None
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    try:
+        deadline = time.time() + 300
+        while not (run / "metrics.jsonl").exists() or len((run / "metrics.jsonl").read_text().splitlines()) < 3:
+            assert proc.poll() is None, "the run ended before it logged 3 rows"
+            assert time.time() < deadline, "fewer than 3 logged rows within 300 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # a failed wait above: leave no run behind
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 128 + signal.SIGTERM
     assert "continue with `growlm train --resume" in err
     checkpoints = sorted((run / "checkpoints").iterdir())

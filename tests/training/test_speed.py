@@ -2,7 +2,7 @@
 the compile modes (``training/compiling.py``)."""
 
 import json
-import time
+import types
 
 import pytest
 import torch
@@ -15,33 +15,75 @@ from growlm.training.trainer import STEADY_SKIP_STEPS, Trainer, start_run, summa
 from tests.conftest import train_config
 
 
+class FakeClock:
+    """``time.time`` for the trainer: time passes only when the test says so, in binary fractions of
+    a second, so every sum the trainer forms is exact and so is every figure checked below."""
+
+    def __init__(self) -> None:
+        self.now = 1024.0
+
+    def time(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+SETUP_S, FIRST_STEP_S, STEP_S, VALIDATE_S, SAVE_S = 2.0, 1.5, 0.125, 0.25, 0.5
+
+
 def test_steady_state_leaves_out_the_slow_first_step(tiny_data, tmp_path, monkeypatch):
-    """Steps of known length: a first step that stalls for 1.5 s (as compilation does), then 0.1 s
-    each. The stall shows in the time to the first step and in the run's average, not in the
-    steady-state rate, which is tokens per step / 0.1 s."""
-    calls = []
+    """Steps of known length on a fake clock: setup takes 2 s, a first step stalls for 1.5 s (as
+    compilation does), then 0.125 s each; each validation takes 0.25 s and each checkpoint 0.5 s.
+    The stall shows in the time to the first step and in the run's average, not in the
+    steady-state rate, which is tokens per step / 0.125 s; wall clock also counts setup,
+    validation and checkpoints."""
+    import growlm.training.trainer as trainer
+
+    clock = FakeClock()
+    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(time=clock.time))
+    calls = {"step": 0, "validate": 0, "save": 0}
+    init, validate, save = Trainer.__init__, Trainer.validate, Trainer.save
+
+    def setup(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        clock.advance(SETUP_S)
 
     def step(self):
-        calls.append(1)
-        time.sleep(1.5 if len(calls) == 1 else 0.1)
+        calls["step"] += 1
+        clock.advance(FIRST_STEP_S if calls["step"] == 1 else STEP_S)
         return 1.0, 1.0
 
+    def timed(name, original, seconds):
+        def run(self, *args, **kwargs):
+            calls[name] += 1
+            result = original(self, *args, **kwargs)
+            clock.advance(seconds)
+            return result
+        return run
+
+    monkeypatch.setattr(Trainer, "__init__", setup)
     monkeypatch.setattr(Trainer, "_step", step)
+    monkeypatch.setattr(Trainer, "validate", timed("validate", validate, VALIDATE_S))
+    monkeypatch.setattr(Trainer, "save", timed("save", save, SAVE_S))
     steps = STEADY_SKIP_STEPS + 7
-    cfg = train_config(tiny_data, tmp_path / "run", max_steps=steps, eval_every=5)
+    cfg = train_config(tiny_data, tmp_path / "run", max_steps=steps, eval_every=5, checkpoint_every=5)
     summary = start_run(cfg)
-    assert summary["session_steps"] == steps
-    assert 1.5 <= summary["first_step_s"] <= summary["time_to_first_step_s"] <= summary["wall_seconds"]
-    expected = cfg.tokens_per_step / 0.1
-    assert 0.8 * expected <= summary["steady_tokens_per_s"] <= expected
-    # the average over all steps carries the stall: tokens / (1.5 + (steps - 1) * 0.1) s at most
-    assert summary["tokens_per_s"] <= summary["tokens"] / (1.5 + (steps - 1) * 0.1)
-    # wall clock also counts setup, evaluation and checkpoints
-    assert summary["wall_tokens_per_s"] < summary["tokens_per_s"]
-    assert summary["wall_tokens_per_s"] == pytest.approx(summary["tokens"] / summary["wall_seconds"], rel=0.05)
+    assert summary["session_steps"] == steps and calls["validate"] >= 2 and calls["save"] >= 2
+    assert summary["first_step_s"] == FIRST_STEP_S
+    assert summary["time_to_first_step_s"] == SETUP_S + FIRST_STEP_S
+    assert summary["steady_tokens_per_s"] == round(cfg.tokens_per_step / STEP_S, 1)
+    # the average over all steps carries the stall
+    train_s = FIRST_STEP_S + (steps - 1) * STEP_S
+    assert summary["train_seconds"] == round(train_s, 2)
+    assert summary["tokens_per_s"] == round(summary["tokens"] / train_s, 1)
+    # wall clock also counts setup, validation and checkpoints
+    wall_s = SETUP_S + train_s + calls["validate"] * VALIDATE_S + calls["save"] * SAVE_S
+    assert summary["wall_seconds"] == round(wall_s, 2) == round(clock.now - 1024.0, 2)
+    assert summary["wall_tokens_per_s"] == round(summary["tokens"] / wall_s, 1)
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert saved["steady_tokens_per_s"] == summary["steady_tokens_per_s"]
-    assert "steady" in summary_line(summary) and "first step after" in summary_line(summary)
+    assert "steady" in summary_line(summary) and "first step after 3.5 s" in summary_line(summary)
 
 
 def test_too_short_a_run_has_no_steady_state(tiny_data, tmp_path):
@@ -74,13 +116,31 @@ def test_regional_compilation_finds_the_layers_of_every_wrapper():
         compiling.decoder_layers(torch.nn.Linear(2, 2))
 
 
-def test_compiler_configuration_raises_the_recompile_limit(monkeypatch):
-    import torch._dynamo
-
-    name = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
-    monkeypatch.setattr(torch._dynamo.config, name, 8)
-    compiling.configure_compiler()
-    assert getattr(torch._dynamo.config, name) == compiling.RECOMPILE_LIMIT
+@pytest.fixture
+def compiler_config():
+    """Puts back every torch compiler setting the test changes: they are process-wide, and a
+    setting left behind would change how later tests compile."""
+    import torch._dynamo.config
+    import torch._functorch.config
     import torch._inductor.config
 
+    modules = (torch._dynamo.config, torch._inductor.config, torch._functorch.config)
+    saved = [m.get_config_copy() for m in modules]
+    yield
+    for module, before in zip(modules, saved, strict=True):
+        after = module.get_config_copy()
+        for key in [k for k in before if after[k] != before[k]]:
+            setattr(module, key, before[key])
+        assert module.get_config_copy() == before
+
+
+def test_compiler_configuration_raises_the_recompile_limit(compiler_config):
+    import torch._dynamo
+    import torch._inductor.config
+
+    name = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+    setattr(torch._dynamo.config, name, 8)
+    torch._inductor.config.fx_graph_cache = False
+    compiling.configure_compiler()
+    assert getattr(torch._dynamo.config, name) == compiling.RECOMPILE_LIMIT
     assert torch._inductor.config.fx_graph_cache

@@ -472,32 +472,11 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 # -- parser ---------------------------------------------------------------------------------------
-def checkout_commit() -> str | None:
-    """The git commit of growlm's own checkout when growlm runs from one (``src/`` layout), else None.
-
-    An installed growlm has no checkout above it; a checkout is recognised by its
-    ``pyproject.toml`` naming growlm, so an unrelated repository around a virtualenv is not
-    mistaken for growlm's."""
-    import subprocess
-
-    root = Path(__file__).resolve().parents[3]
-    try:
-        if not (root / ".git").exists() or 'name = "growlm"' not in (root / "pyproject.toml").read_text():
-            return None
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
-                                "src"], capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head + ("-dirty" if dirty else "") if head else None
-
-
 def version_text() -> str:
-    import growlm
+    """``growlm 0.1.0 (commit 70acb97, source 0123456789ab)``: see :mod:`growlm.provenance`."""
+    from growlm.provenance import provenance
 
-    commit = checkout_commit()
-    return f"growlm {growlm.__version__}" + (f" (commit {commit})" if commit else "")
+    return provenance().text()
 
 
 class _VersionAction(argparse.Action):
@@ -571,7 +550,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="growlm", description=DESCRIPTION)
     parser.add_argument("--version", action=_VersionAction,
-                        help="print growlm's version (and its git commit when run from a checkout) and exit")
+                        help="print growlm's version, its git commit when run from its own checkout, and a hash of "
+                             "its source files, and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     set_help = "set a config field (repeatable), e.g. --set nexus_m=1088"
     model_help = ("a model or checkpoint folder, a run folder (its newest good checkpoint) or a plan run folder "

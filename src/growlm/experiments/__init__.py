@@ -48,7 +48,9 @@ def run_experiment(name: str, out: str | Path | None = None, quick: bool = False
     invocation with the same ``out`` are reused. With ``results_md`` the report is also
     published there (see :func:`growlm.experiments.common.publish`)."""
     from growlm.experiments.common import Context, finish, publish
+    from growlm.provenance import provenance
 
+    provenance()  # worked out now and kept: the report names the code that started, not later edits
     module = experiment_module(name)
     count = seeds if seeds is not None else getattr(module, "QUICK_SEEDS", None) if quick else None
     count = count if count is not None else getattr(module, "DEFAULT_SEEDS", 3)

@@ -14,9 +14,10 @@ An experiment is a function ``run(ctx: Context) -> Report``. The :class:`Context
 
 The experiment returns a :class:`Report` (title, Markdown body, figures, the paper's
 numbers beside ours). :func:`finish` writes ``OUT/report.md`` and ``OUT/experiment.json``
-with the command, device, date and commit, and :func:`publish` copies the report and its
-figures into ``docs/results.md`` / ``docs/figures/`` (replacing an earlier section of the
-same experiment and form).
+with the command, device, date and the code that ran (growlm's version, its checkout's commit
+when it runs from one, a hash of its source: :mod:`growlm.provenance`), and :func:`publish`
+copies the report and its figures into ``docs/results.md`` / ``docs/figures/`` (replacing an
+earlier section of the same experiment and form).
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +37,7 @@ from typing import Any
 
 from growlm.data.shared import CORPUS_SOURCES, TOKENIZER_32K, locate_shared
 from growlm.errors import ConfigError, GrowlmError
+from growlm.provenance import provenance
 from growlm.stats import Interval
 
 
@@ -251,21 +252,6 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, 
     return "\n".join(lines)
 
 
-def commit_id() -> str:
-    """``$GROWLM_COMMIT`` (set it where the checkout's .git is not the code that runs), else git's HEAD."""
-    if os.environ.get("GROWLM_COMMIT"):
-        return os.environ["GROWLM_COMMIT"]
-    root = Path(__file__).resolve().parents[3]
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "src"], capture_output=True,
-                               text=True, timeout=10).stdout.strip()
-        return head + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def device_description(device: str = "auto") -> str:
     import torch
 
@@ -283,6 +269,11 @@ def device_description(device: str = "auto") -> str:
     return f"CPU ({os.cpu_count()} cores, {cpu})"
 
 
+def _code_that_ran() -> dict[str, str | None]:
+    code = provenance()
+    return {"growlm": code.version, "commit": code.commit, "source_hash": code.source_hash}
+
+
 def environment(ctx: Context, argv: Sequence[str] | None = None) -> dict[str, Any]:
     import torch
     import transformers
@@ -290,16 +281,18 @@ def environment(ctx: Context, argv: Sequence[str] | None = None) -> dict[str, An
     command = "growlm " + " ".join(argv if argv is not None else sys.argv[1:])
     return {"experiment": ctx.name, "form": "quick" if ctx.quick else "full", "seeds": ctx.seeds,
             "command": command, "device": device_description(ctx.device),
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit_id(),
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), **_code_that_ran(),
             "torch": torch.__version__, "transformers": transformers.__version__}
 
 
 def finish(ctx: Context, report: Report, argv: Sequence[str] | None = None) -> Path:
     """Write ``OUT/report.md`` and ``OUT/experiment.json``; returns the report's path."""
     env = environment(ctx, argv)
+    code = ([f"commit `{env['commit']}`"] if env["commit"] else []) + [f"source `{env['source_hash']}`"]
     header = [f"## {report.title}", "",
               f"*{env['form']} form; command `{env['command']}`; device {env['device']}; {env['date']}; "
-              f"commit `{env['commit']}`; torch {env['torch']}; seeds {', '.join(map(str, ctx.seeds))}.*", ""]
+              f"growlm {env['growlm']} ({', '.join(code)}); torch {env['torch']}; "
+              f"seeds {', '.join(map(str, ctx.seeds))}.*", ""]
     figures = [f"![{p.stem}]({p.relative_to(ctx.out).as_posix()})" for p in report.figures]
     parts = ["\n".join(header), report.body.strip()]
     if report.paper:
