@@ -66,8 +66,6 @@ class InitScheme:
         return f"{self.kind}:{self.noise:g}" if self.kind in ("noise", "clone") and self.noise else self.kind
 
 
-# every --init value, as the CLI help and the error messages list them (growth/schemes.py, no torch)
-INIT_SCHEMES = tuple(scheme_names())
 # the schemes that only some operators define
 DEPTH_ONLY_SCHEMES = ("fresh", "stack")
 WIDTH_ONLY_SCHEMES = ("clone",)

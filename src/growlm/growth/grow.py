@@ -27,7 +27,6 @@ from growlm.errors import ConfigError, GrowthError, unknown_key_message
 from growlm.growth.attention_heads import grow_attention_heads
 from growlm.growth.base import (
     DEPTH_ONLY_SCHEMES,
-    INIT_SCHEMES,
     WIDTH_ONLY_SCHEMES,
     BlockFiller,
     GrowthStep,
@@ -49,6 +48,7 @@ from growlm.growth.depth import grow_depth
 from growlm.growth.ffn_width import grow_ffn_width
 from growlm.growth.hidden_size import grow_hidden_size
 from growlm.growth.nexus_rank import grow_nexus_rank
+from growlm.growth.schemes import scheme_names
 from growlm.growth.stack import grow_stack
 from growlm.growth.tokenformer_slots import grow_tokenformer_slots
 from growlm.growth.verify import compare_logits, compare_loss, gradient_reach, random_batch
@@ -160,11 +160,11 @@ def check_init(init: InitScheme, changes: dict[str, Any]) -> None:
     """``fresh`` and ``stack`` make whole new blocks; ``clone`` copies units of width fields."""
     width = sorted(set(changes) - set(DEPTH.fields))
     if init.kind in DEPTH_ONLY_SCHEMES and width:
-        valid = [s for s in INIT_SCHEMES if s.split(":")[0] not in DEPTH_ONLY_SCHEMES]
+        valid = [s for s in scheme_names() if s.split(":")[0] not in DEPTH_ONLY_SCHEMES]
         raise GrowthError(f"--init {init.kind} is defined for depth growth (num_hidden_layers) only; this request "
                           f"also grows {', '.join(width)}; schemes valid for width fields: {', '.join(valid)}")
     if init.kind in WIDTH_ONLY_SCHEMES and set(changes) & set(DEPTH.fields):
-        valid = [s for s in INIT_SCHEMES if s.split(":")[0] not in WIDTH_ONLY_SCHEMES]
+        valid = [s for s in scheme_names() if s.split(":")[0] not in WIDTH_ONLY_SCHEMES]
         raise GrowthError(f"--init {init} is defined for width fields only; num_hidden_layers takes "
                           f"{', '.join(valid)} (grow depth in a second step, e.g. with --init stack)")
 
