@@ -97,3 +97,14 @@ def assert_same_loss_and_gradients(model_a, model_b, vocab: int = 512, loss_tol:
     assert abs(losses[0] - losses[1]) <= loss_tol
     for (name, p), (_, q) in zip(model_a.named_parameters(), model_b.named_parameters(), strict=True):
         assert float((p.grad - q.grad).norm() / q.grad.norm().clamp_min(1e-30)) <= grad_tol, name
+
+
+def wait_until(condition, proc, deadline: float, what: str, poll_s: float = 0.02) -> None:
+    """Poll ``condition()`` while the subprocess ``proc`` runs, failing if it ends first or if
+    ``time.time()`` passes ``deadline`` (the kill-and-resume tests wait like this for a checkpoint)."""
+    import time
+
+    while not condition():
+        assert proc.poll() is None, f"the run ended before {what}"
+        assert time.time() < deadline, f"no {what} before the deadline"
+        time.sleep(poll_s)

@@ -23,7 +23,7 @@ from growlm.errors import ConfigError
 from growlm.training.config import build_train_config
 from growlm.training.determinism import current_settings, deterministic_mode
 from growlm.training.trainer import start_run
-from tests.conftest import REPO, train_config
+from tests.conftest import REPO, train_config, wait_until
 
 
 def test_key_is_checked(tiny_data, tmp_path):
@@ -88,14 +88,9 @@ def test_sigkill_then_resume_is_exact_with_deterministic_on(tiny_data, tmp_path)
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
-        while not (killed / "checkpoints" / "step-00000020").exists():
-            assert proc.poll() is None, "the run ended before its step-20 checkpoint"
-            assert time.time() < deadline, "no step-20 checkpoint within 120 s"
-            time.sleep(0.02)
-        while len(_losses(killed)) < 12:  # a few steps past the checkpoint, before the next one
-            assert proc.poll() is None, "the run finished before it could be killed"
-            assert time.time() < deadline, "no 12th logged row within 120 s"
-            time.sleep(0.01)
+        wait_until((killed / "checkpoints" / "step-00000020").exists, proc, deadline, "its step-20 checkpoint")
+        # a few steps past the checkpoint, before the next one
+        wait_until(lambda: len(_losses(killed)) >= 12, proc, deadline, "its 12th logged row", poll_s=0.01)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()

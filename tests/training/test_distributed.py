@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, wait_until
 
 STEPS = 16
 KILL_DELAY_S = random.Random(0).uniform(0.0, 0.5)  # seeded: the same delay after the checkpoint every run
@@ -90,11 +90,7 @@ def test_two_process_sigkill_resumes_exactly(tiny_data, tmp_path, strategy):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = tmp_path / "killed" / "checkpoints" / "step-00000008"
     try:
-        deadline = time.time() + 300
-        while not checkpoint.exists():
-            assert proc.poll() is None, "the run ended before its step-8 checkpoint"
-            assert time.time() < deadline, "no step-8 checkpoint within 300 s"
-            time.sleep(0.02)
+        wait_until(checkpoint.exists, proc, time.time() + 300, "its step-8 checkpoint")
         time.sleep(KILL_DELAY_S)
     finally:
         with contextlib.suppress(ProcessLookupError):  # gone already when a wait above failed

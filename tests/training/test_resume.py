@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.conftest import REPO, wait_until
 
 # seeded, so every run of the test kills at the same delay after the checkpoint
 KILL_DELAY_S = random.Random(0).uniform(0.0, 1.0)
@@ -40,11 +40,8 @@ def test_sigkill_then_resume_is_exact(tmp_path, shared):
     proc = subprocess.Popen(_train(*common, "--set", f"out_dir={killed}"), cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 300
-        while not (killed / "checkpoints" / "step-00000100").exists():
-            assert proc.poll() is None, "the run ended before its step-100 checkpoint"
-            assert time.time() < deadline, "no step-100 checkpoint within 300 s"
-            time.sleep(0.05)
+        wait_until((killed / "checkpoints" / "step-00000100").exists, proc, time.time() + 300,
+                   "its step-100 checkpoint", poll_s=0.05)
         time.sleep(KILL_DELAY_S)  # somewhere between two checkpoints
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -63,11 +60,9 @@ def test_sigterm_saves_a_checkpoint_and_resumes(tmp_path, shared):
             "--set", f"out_dir={run}"]
     proc = subprocess.Popen(_train(*args), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 300
-        while not (run / "metrics.jsonl").exists() or len((run / "metrics.jsonl").read_text().splitlines()) < 3:
-            assert proc.poll() is None, "the run ended before it logged 3 rows"
-            assert time.time() < deadline, "fewer than 3 logged rows within 300 s"
-            time.sleep(0.05)
+        metrics = run / "metrics.jsonl"
+        wait_until(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 3, proc,
+                   time.time() + 300, "3 logged rows", poll_s=0.05)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     finally:
