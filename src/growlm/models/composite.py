@@ -27,6 +27,9 @@ it. Because ``p >= w_e p_e`` for every ``e``, the mixture's loss per token is at
 logits (a product of experts) has no such bound: where two confident experts disagree it
 can be far worse than either.
 
+With ``adapter: true`` a :class:`HiddenAdapter` (zero at init, ``growlm compose --finetune adapter``)
+replaces each ``h_e`` by ``h_e + (A [h_1; ...; h_N] / sqrt(H))_e`` before the heads and the mixer.
+
 ``b`` and ``G`` start at zero, so a freshly composed ``weights`` or ``gate`` composite
 computes exactly the mean (and a ``prob_weights`` or ``prob_gate`` one exactly ``prob``):
 training the mixer (``growlm compose --mix-train``) starts from the untrained merge and
