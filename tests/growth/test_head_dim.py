@@ -129,3 +129,22 @@ def test_heads_widen_nexus_attention_to_d():
     assert result.new_config.num_attention_heads * result.new_config.head_dim == result.new_config.hidden_size
     check = verify_growth(model, result)
     assert check["passed"] and check["logits"]["max_rel_diff"] <= 1e-5
+
+
+def test_cli_grows_heads_and_head_dim(tmp_path, capsys):
+    """``growlm grow --set`` takes both routes (in process: the command line's own entry point)."""
+    import json
+
+    from growlm.cli.main import main
+
+    a, b = tmp_path / "A", tmp_path / "B"
+    assert main(["init", "nexus-tiny", "--out", str(a), "--set", "vocab_size=1000"]) == 0
+    # nexus-tiny: D = 128, 4 heads of 32 -> D = 192 and 6 heads of 64 (attention width 384)
+    assert main(["grow", str(a), "--out", str(b), "--set", "hidden_size=192", "--set", "num_attention_heads=6",
+                 "--set", "num_key_value_heads=6", "--set", "head_dim=64"]) == 0
+    report = json.loads((b / "growth.json").read_text())
+    assert report["operators"] == ["attention_heads", "head_dim", "hidden_size"]
+    assert report["verification"]["passed"] and report["verification"]["logits"]["max_rel_diff"] <= 1e-5
+    capsys.readouterr()
+    assert main(["grow", str(a), "--out", str(tmp_path / "C"), "--set", "head_dim=48"]) == 2
+    assert "not a multiple of the current head_dim=32" in capsys.readouterr().err
