@@ -155,3 +155,16 @@ def test_head_dim_with_every_other_operator():
     q = "model.layers.1.self_attn.q_proj.d_proj.weight"  # old layer 0, after a new block at the start
     assert result.placements[q].source == "model.layers.0.self_attn.q_proj.d_proj.weight"
     assert result.placements[q].scale == pytest.approx(2**0.5)  # the query scale; hidden size leaves Q alone
+
+
+def test_plan_validates_head_widening_before_running():
+    from growlm.training.plan import parse_plan, plan_shapes
+
+    base = {"out_dir": "x", "defaults": {"data": ".", "seq_len": 8}}
+    stages = [{"model": "nexus-240m"}, {"grow": {"hidden_size": 1024, "nexus_m": 1540, "nexus_a": 1730,
+                                                 "num_attention_heads": 16, "num_key_value_heads": 16}}]
+    rows = plan_shapes(parse_plan({**base, "stages": stages}))
+    assert rows[1]["parameters"] == 370_098_464  # nexus-440m (351,009,056) + W_D and W_O widened to D
+    stages[1]["grow"] = {"head_dim": 96}
+    with pytest.raises(GrowthError, match="stage stage2: head_dim=96 is not a multiple of the current head_dim=64"):
+        plan_shapes(parse_plan({**base, "stages": stages}))

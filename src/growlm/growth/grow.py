@@ -46,7 +46,7 @@ from growlm.growth.clone import (
 )
 from growlm.growth.depth import grow_depth
 from growlm.growth.ffn_width import grow_ffn_width
-from growlm.growth.head_dim import grow_head_dim
+from growlm.growth.head_dim import check_head_dim, grow_head_dim
 from growlm.growth.hidden_size import grow_hidden_size
 from growlm.growth.nexus_rank import grow_nexus_rank
 from growlm.growth.schemes import scheme_names
@@ -155,6 +155,8 @@ def check_request(config: GrowLMConfig, request: dict[str, Any]) -> dict[str, tu
         kv = changes.get("num_key_value_heads", (0, config.num_key_value_heads))[1]
         if heads % kv:
             raise GrowthError(f"num_key_value_heads={kv} does not divide num_attention_heads={heads}")
+    if "head_dim" in changes:
+        check_head_dim(config, changes["head_dim"][1])
     return changes
 
 

@@ -91,15 +91,22 @@ def rotary_positions(d0: int, d1: int) -> torch.Tensor:
     return torch.cat([first, first + half1])
 
 
-def grow_head_dim(
-    state: dict[str, torch.Tensor], old: GrowLMConfig, new: GrowLMConfig, filler: BlockFiller, options: dict
-) -> GrowthStep:
-    d0, d1 = old.head_dim, new.head_dim
-    if getattr(old, "qk_norm", False) or old.architecture == "qwen3":
+def check_head_dim(config: GrowLMConfig, new_head_dim: int) -> None:
+    """Refuse, in one line with the reason, a head_dim growth that cannot be lossless (before any work:
+    ``growlm plan show`` calls this through ``grow.check_request``)."""
+    if getattr(config, "qk_norm", False) or config.architecture == "qwen3":
         raise GrowthError(
             "head_dim cannot grow losslessly with QK-norm (qk_norm on): the per-head RMSNorm over the wider head "
             "makes new query/key features either change the old ones' normalisation or, zeroed, never train "
             "(growlm/growth/head_dim.py); grow num_attention_heads instead")
+    rotary_positions(config.head_dim, new_head_dim)
+
+
+def grow_head_dim(
+    state: dict[str, torch.Tensor], old: GrowLMConfig, new: GrowLMConfig, filler: BlockFiller, options: dict
+) -> GrowthStep:
+    d0, d1 = old.head_dim, new.head_dim
+    check_head_dim(old, d1)
     if filler.scheme.kind not in ("preserve", "zero", "noise", "random"):
         raise GrowthError(f"--init {filler.scheme} is not defined for head_dim growth; valid: preserve, zero, "
                           "noise:F, random")
