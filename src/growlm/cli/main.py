@@ -662,8 +662,8 @@ def build_parser() -> argparse.ArgumentParser:
                                               "for every task or TASK=SPLIT, e.g. --split arc_easy=validation")
     p.add_argument("--scoring", choices=list(SCORINGS), default=next(iter(SCORINGS)),
                    help="how multiple-choice tasks are scored: " + "; ".join(f"{k}: {v}" for k, v in SCORINGS.items()))
-    p.add_argument("--num-fewshot", type=int, default=0,
-                   help="mmlu: lead each prompt with the first N dev questions of its subject, solved (default 0)")
+    p.add_argument("--num-fewshot", type=int, default=0, metavar="N",
+                   help="mmlu: lead each prompt with the first N dev questions of its subject, solved")
     p.add_argument("--data", help="prepared data folder for the ppl task (its val split)")
     p.add_argument("--data-dir", help="benchmark files in Hugging Face schemas (default: $GROWLM_BENCHMARKS or "
                                       "../shared/benchmarks; else the hub)")

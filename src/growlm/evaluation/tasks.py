@@ -5,7 +5,7 @@ default task definitions (``lm_eval/tasks/{arc,piqa,openbookqa,hellaswag,lambada
 so that growlm's scores are the harness's scores; ``tests/evaluation/test_parity.py``
 checks that against lm-eval itself. SQuAD v1.1 is scored by generation (``squad``, docs/eval.md)
 or by the log-likelihood of its first gold answer (``squad_ll``: greedy match and perplexity).
-``mmlu`` is lm-eval's ``mmlu`` (:mod:`growlm.evaluation.mmlu`), read from local files only.
+``mmlu`` is lm-eval's ``mmlu`` (:mod:`growlm.evaluation.mmlu`) on the user's own files (none are shared).
 Multiple-choice tasks are scored by log-likelihood (lm-eval's way) or, with
 ``scoring="generate"``, by generating an answer letter (:mod:`growlm.evaluation.letters`).
 
@@ -359,7 +359,12 @@ def load_task_docs(spec: TaskSpec, data_dir: Path | None, limit: int | None = No
     elif explicit:
         raise _missing(root, spec, wanted, where)
     else:
-        docs, source = load_hub_docs(*spec.hub, wanted), f"hub:{spec.hub[0]}/{spec.hub[1] or 'default'}"
+        try:
+            docs = load_hub_docs(*spec.hub, wanted)
+        except EvalError as exc:
+            raise EvalError(f"{exc} (task {spec.name} has no local file: put {spec.file_for(wanted)} under "
+                            f"--data-dir, or pass --task-data {spec.name}=PATH)") from exc
+        source = f"hub:{spec.hub[0]}/{spec.hub[1] or 'default'}"
     if not docs:
         raise EvalError(f"task {spec.name}: no documents in {source} (split {wanted})")
     return TaskDocs(spec.name, docs[:limit] if limit else docs, wanted, spec.split, source, len(docs), note)
