@@ -340,7 +340,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         raise GrowlmError("pass --tasks (e.g. --tasks paper5 lambada_openai) or --data DATA_DIR for perplexity")
     options = dict(data_dir=args.data_dir, ppl_data=args.data, limit=args.limit, batch_size=args.batch_size,
                    device=args.device, seq_len=args.seq_len, max_batches=args.max_batches, say=_warn,
-                   dtype=args.dtype, split=args.split)
+                   dtype=args.dtype, split=args.split, scoring=args.scoring, num_fewshot=args.num_fewshot,
+                   task_data=args.task_data)
     if args.all_checkpoints:
         rows = evaluate_series(args.checkpoint, tasks, out=args.out, **options)
         out = Path(args.out) if args.out else Path(args.checkpoint) / "eval-series"
@@ -353,6 +354,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print(f"{task:<16} {where}" + "  ".join(
             f"{k} {v:.4f}" + (f" ± {metrics[k + '_stderr']:.4f}" if k + "_stderr" in metrics else "")
             for k, v in shown.items()))
+        for category, score in metrics.get("categories", {}).items():  # mmlu
+            print(f"  {category:<14} acc {score['acc']:.4f}  acc_macro {score['acc_macro']:.4f}  "
+                  f"({score['subjects']} subjects, {score['n']} questions)")
     for group, metrics in report["groups"].items():
         print(f"{group:<16} " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     out = Path(args.out) if args.out else Path(report["model"]["checkpoint"]) / "eval"
@@ -556,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     set_help = "set a config field (repeatable), e.g. --set nexus_m=1088"
     model_help = ("a model or checkpoint folder, a run folder (its newest good checkpoint) or a plan run folder "
                   "(the newest good checkpoint of its last completed stage)")
-    from growlm.evaluation.tasks import GROUPS, TASKS  # the task registry (no torch)
+    from growlm.evaluation.tasks import GROUPS, SCORINGS, TASKS  # the task registry (no torch)
     from growlm.growth.schemes import INIT_SCHEMES  # the growth init schemes (no torch)
 
     p = sub.add_parser("models", help="list model presets with parameter counts and FLOPs per token")
@@ -656,9 +660,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", nargs="+", help="score another split than lm-eval's standard one (test for ARC, "
                                               "OpenBookQA, LAMBADA; validation for PIQA, HellaSwag, SQuAD): SPLIT "
                                               "for every task or TASK=SPLIT, e.g. --split arc_easy=validation")
+    p.add_argument("--scoring", choices=list(SCORINGS), default=next(iter(SCORINGS)),
+                   help="how multiple-choice tasks are scored: " + "; ".join(f"{k}: {v}" for k, v in SCORINGS.items()))
+    p.add_argument("--num-fewshot", type=int, default=0, metavar="N",
+                   help="mmlu: lead each prompt with the first N dev questions of its subject, solved")
     p.add_argument("--data", help="prepared data folder for the ppl task (its val split)")
     p.add_argument("--data-dir", help="benchmark files in Hugging Face schemas (default: $GROWLM_BENCHMARKS or "
                                       "../shared/benchmarks; else the hub)")
+    p.add_argument("--task-data", nargs="+", metavar="TASK=PATH",
+                   help="one task's documents from a folder (SPLIT.jsonl[.gz], SPLIT.parquet or a hub snapshot's "
+                        "all/SPLIT-*.parquet) or a file (the split scored), e.g. --task-data mmlu=~/mmlu")
     p.add_argument("--limit", type=int, help="first N documents of each task")
     p.add_argument("--batch-size", type=int, default=16, help="questions (or windows) per batch")
     p.add_argument("--seq-len", type=int, help="ppl window length (default: the seq_len the checkpoint was trained "
