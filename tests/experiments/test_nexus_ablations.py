@@ -80,3 +80,19 @@ def test_verdict_and_settings():
         na.settings(Context("nexus-ablations", Path("/tmp/x"), quick=True, seeds=[0], options={"nope": 1}))
     axes = na.settings(Context("nexus-ablations", Path("/tmp/x"), quick=True, seeds=[0], options={"parts": "axes"}))
     assert na.arm_names(axes) == ["m-only", "a-only", "joint-m-led", "joint-a-led", "no-growth"]
+
+
+def test_drop_stale_forgets_records_without_weights(tmp_path: Path):
+    ctx = Context("nexus-ablations", tmp_path, quick=True, seeds=[0])
+    units = tmp_path / "units" / "flat" / "seed=0"
+    units.mkdir(parents=True)
+    kept = tmp_path / "model"
+    kept.mkdir()
+    (kept / "model.safetensors").write_bytes(b"")
+    (units / "grown.json").write_text(json.dumps({"model": str(tmp_path / "gone")}))
+    (units / "plan.json").write_text(json.dumps({"stages": [{"final_checkpoint": str(kept)}]}))
+    na.drop_stale(ctx, "flat/seed=0")  # the plan's weights are there: both records kept
+    assert (units / "plan.json").exists() and (units / "grown.json").exists()
+    (kept / "model.safetensors").unlink()  # the evaluation deletes the weights, the folder stays
+    na.drop_stale(ctx, "flat/seed=0")  # the plan's weights are gone: redo the plan, and the growth it needs
+    assert not (units / "plan.json").exists() and not (units / "grown.json").exists()

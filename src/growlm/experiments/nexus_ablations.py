@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from growlm.errors import ConfigError, unknown_key_message
+from growlm.errors import ConfigError, GrowlmError, unknown_key_message
 from growlm.experiments.common import Context, Job, Report, markdown_table, run_jobs
 from growlm.experiments.recipe import model_costs, pyplot, save_figure
 from growlm.stats import mean_interval
@@ -265,6 +265,10 @@ def arm_unit(ctx: Context, seed: int, name: str, data: str, size: dict[str, Any]
     arm = ARMS[name]
     key = f"{name}/seed={seed}"
     base_ckpt = json.loads((ctx.out / "units" / f"base/seed={seed}/final.json").read_text())["checkpoint"]
+    if not _has_weights(base_ckpt):
+        raise GrowlmError(f"the base checkpoint of seed {seed} ({base_ckpt}) is gone (a folder carried without its "
+                          "weights?): the unfinished arms must grow the same base; run into a fresh --out")
+    drop_stale(ctx, key)
     start, verified = base_ckpt, None
     if arm.route:
         m, a = route(s, arm)[0]
@@ -298,6 +302,26 @@ def arm_unit(ctx: Context, seed: int, name: str, data: str, size: dict[str, Any]
                           for i, st in enumerate(stages) for p in st["metrics"] if p.get("val_loss") is not None]}
 
     ctx.unit(f"{key}/final", evaluate)
+
+
+def drop_stale(ctx: Context, key: str) -> None:
+    """Forget the records of an unfinished arm whose weights are gone (deleted by an evaluation that was
+    interrupted before it wrote its record): the plan and the growth are then redone, not read back."""
+    units = ctx.out / "units" / key
+    if (units / "final.json").exists():
+        return
+    plan = units / "plan.json"
+    if plan.exists() and not _has_weights(json.loads(plan.read_text())["stages"][-1]["final_checkpoint"]):
+        plan.unlink()
+        shutil.rmtree(ctx.out / "runs" / key / "plan", ignore_errors=True)
+    grown = units / "grown.json"
+    if grown.exists() and not plan.exists() and not _has_weights(json.loads(grown.read_text())["model"]):
+        grown.unlink()
+        shutil.rmtree(ctx.out / "runs" / key / "grown", ignore_errors=True)
+
+
+def _has_weights(folder: str | Path) -> bool:
+    return any(Path(folder).glob("*.safetensors"))  # the evaluation deletes the files, not the folders
 
 
 def _job(function: str, key: str, tokens: int, **args: Any) -> Job:
