@@ -67,6 +67,9 @@ def test_three_layers_per_stage_expands_to_the_papers_form():
     rows = plan_shapes(plan)
     assert [r["config"]["num_hidden_layers"] for r in rows] == [3, 6]
     assert sum(r["tokens"] for r in rows) == 6 * 100
+    gpu = load_plan(REPO / "plans" / "frozen-substrate-gpu-by3.yaml")  # the shipped paper-form plan
+    assert [s.name for s in gpu.stages] == ["blocks-01-03", "blocks-04-06", "blocks-07-09-holistic"]
+    assert [r["config"]["num_hidden_layers"] for r in plan_shapes(gpu)] == [3, 6, 9]
 
 
 @pytest.mark.parametrize("spec, message", [
