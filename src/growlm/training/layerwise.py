@@ -7,9 +7,9 @@ ordinary plan stages (``training/plan.py`` runs them: resumable, with a FLOPs le
 out_dir: runs/frozen-substrate
 defaults: {data: ..., seq_len: 128, lr: 2.0e-3}
 layerwise:
-  model: nexus-tiny                 # preset of the 1-block start (num_hidden_layers is set to 1)
+  model: nexus-tiny                 # preset of the start (num_hidden_layers is set to layers_per_stage)
   model_overrides: {embedding: glyph}
-  depth: 6                          # blocks at the end
+  depth: 6                          # blocks at the end (a multiple of layers_per_stage)
   layers_per_stage: 1               # blocks appended per stage (the paper's later version: 3)
   tokens_per_block: 1_000_000       # token budget per block: a stage trains k x this (or max_steps_per_block)
   holistic_from: 4                  # from this depth on: LoRA on all blocks below the new one
