@@ -200,4 +200,6 @@ def test_plan_show_lists_the_multi_block_stages(tmp_path, capsys):
     assert [s.name for s in load_plan(path).stages] == ["blocks-01-02", "blocks-03-04-holistic"]
     main(["plan", "show", str(path)])
     shown = capsys.readouterr().out
-    assert "blocks-01-02" in shown and "blocks-03-04-holistic" in shown
+    lines = [line for line in shown.splitlines() if "GFLOP/token" in line]
+    assert [line.split()[0] for line in lines] == ["blocks-01-02", "blocks-03-04-holistic"]
+    assert len({line.index(" nexus ") for line in lines}) == 1  # the columns stay aligned past 16 characters
