@@ -156,5 +156,5 @@ def test_attention_spy_restores_the_functions_it_wraps():
     assert set(calls) == {"aten::scaled_dot_product_attention", "F.scaled_dot_product_attention"}
     described = json.loads(next(iter(calls["aten::scaled_dot_product_attention"])))
     assert described["args"][0] == {"shape": [1, 2, 4, 8], "stride": [64, 32, 8, 1], "dtype": "float32",
-                                    "contiguous": True}
+                                    "contiguous": True, "device": "cpu"}
     assert described["kwargs"] == {"is_causal": True}

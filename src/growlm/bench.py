@@ -224,7 +224,8 @@ def describe_value(value: Any) -> Any:
     """A JSON-able description of an operator argument: a tensor's layout, a scalar as is."""
     if isinstance(value, torch.Tensor):
         return {"shape": list(value.shape), "stride": list(value.stride()),
-                "dtype": str(value.dtype).removeprefix("torch."), "contiguous": value.is_contiguous()}
+                "dtype": str(value.dtype).removeprefix("torch."), "contiguous": value.is_contiguous(),
+                "device": value.device.type}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (list, tuple)):

@@ -181,6 +181,11 @@ def test_graphs_on_cuda_compiles_with_reduce_overhead_and_marks_every_step(monke
     x = torch.randn(4, 3)
     for calls in (1, 2):
         assert torch.equal(forward(x), model(x)) and len(marks) == calls
+    # gradient accumulation: a gradient held from the last micro-step leaves the graphs' memory first
+    model(x).sum().backward()
+    held = model.weight.grad
+    forward(x).sum().backward()
+    assert model.weight.grad is not held and torch.allclose(model.weight.grad, 2 * held)
 
 
 def test_graphs_wrapper_check_names_ddp_and_fsdp(monkeypatch):

@@ -116,7 +116,7 @@ def compile_model(model: nn.Module, mode: Any, device: torch.device,
             layer.compile()
         return model
     if mode == "graphs":
-        return GraphedStep(torch.compile(model, mode="reduce-overhead"))
+        return GraphedStep(torch.compile(model, mode="reduce-overhead"), model)
     return torch.compile(model)
 
 
@@ -125,13 +125,20 @@ class GraphedStep:
 
     ``cudagraph_mark_step_begin`` tells the CUDA-graph trees that the previous call's
     outputs are no longer needed (the trainer has already added the loss to its total and
-    run backward), so the next replay may reuse their memory instead of refusing to, or
-    copying; without it a second forward before the first's backward finished (gradient
-    accumulation) would be taken as the same step."""
+    run backward), so the next replay may reuse their memory. Gradients are outputs of the
+    recorded backward too: with gradient accumulation, a parameter's ``.grad`` after the
+    first micro-step *is* that memory, and the next replay would overwrite it before
+    autograd adds the second micro-step's gradient to it. So a gradient still held when the
+    next micro-step starts is first copied out of the graphs' pool (nothing to copy without
+    accumulation: the optimizer step sets the gradients to None)."""
 
-    def __init__(self, compiled: Callable[..., Any]) -> None:
+    def __init__(self, compiled: Callable[..., Any], model: nn.Module) -> None:
         self.compiled = compiled
+        self.params = [p for p in model.parameters() if p.requires_grad]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        for p in self.params:
+            if p.grad is not None:
+                p.grad = p.grad.clone()
         torch.compiler.cudagraph_mark_step_begin()
         return self.compiled(*args, **kwargs)
