@@ -15,8 +15,8 @@
 #   token    growlm bench tokenformer-240m --profile         (a, b)
 #   replay   the recorded attention calls replayed standalone, + F.sdpa per backend (c)
 #   small    experiments' 21-44M models: eager / compile true / compile graphs, tokens/s and loss diffs (d)
-#   dtrain   growlm train, recipe-nexus shape, compile: true vs graphs (steady tokens/s, loss diff) (d)
 #   prep     data prepare, 256 MB (repeated shared text), 16 workers; 1 worker on 32 MB (f)
+#   dtrain   growlm train, recipe-nexus shape, compile: true vs graphs (steady tokens/s, loss diff) (d)
 #   first    growlm train 240m presets: start -> first step, cold then warm cache; nexus also regional (g)
 #   det      benchmarks/gpu_determinism.sh whole (e; DET_STEPS=400 steps, as its default)
 set -u
@@ -25,7 +25,7 @@ export GROWLM_COMMIT=${GROWLM_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null |
 : "${OUT:?set OUT to the results folder}"
 R=$OUT/speed3
 BUDGET_S=${BUDGET_S:-525}
-SECTIONS=${SECTIONS:-"qwen3 nexus token replay small dtrain prep first det"}
+SECTIONS=${SECTIONS:-"qwen3 nexus token replay small prep dtrain first det"}
 SHARED=${GROWLM_SHARED:-.carry/shared}
 WORK=${WORK:-/tmp/speed3}
 G="python3 -m growlm.cli.main"
@@ -141,7 +141,7 @@ out_dir: $WORK/dtrain-$mode"
     rm -rf "$WORK/prep-one" ;;
   first)
     ensure_data || continue
-    # each preset twice with its own fresh cache: cold (compiles) then warm (loads); 4 steps of 4096 x 8
+    # each preset twice with its own fresh cache: cold (compiles) then warm (loads); 2 steps of 4096 x 8
     for spec in ${FIRST_RUNS:-nexus-240m:true nexus-240m:regional tokenformer-240m:true qwen3-240m:true}; do
       preset=${spec%%:*} mode=${spec##*:}
       cache=$WORK/inductor-first-$preset-$mode
@@ -149,7 +149,7 @@ out_dir: $WORK/dtrain-$mode"
       for temperature in cold warm; do
         est=$([ $temperature = cold ] && echo 70 || echo 35)
         fits $est "first ($preset $mode $temperature; FIRST_RUNS=$spec)" || continue 2
-        train_yaml "$WORK/first.yaml" "$preset" 4096 8 4 "$mode" "out_dir: $WORK/first-run"
+        train_yaml "$WORK/first.yaml" "$preset" 4096 8 2 "$mode" "out_dir: $WORK/first-run"
         rm -rf "$WORK/first-run"
         t0=$SECONDS
         run "first-$preset-$mode-$temperature" 120 env TORCHINDUCTOR_CACHE_DIR="$cache" $G train "$WORK/first.yaml" \
