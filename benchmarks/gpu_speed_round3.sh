@@ -19,13 +19,14 @@
 #   dtrain   growlm train, recipe-nexus shape, compile: true vs graphs (steady tokens/s, loss diff) (d)
 #   first    growlm train 240m presets: start -> first step, cold then warm cache; nexus also regional (g)
 #   det      benchmarks/gpu_determinism.sh whole (e; DET_STEPS=400 steps, as its default)
+#   graphs240  growlm bench nexus-240m / tokenformer-240m --compile graphs (CUDA graphs at 240m)
 set -u
 export PYTHONPATH=src PYTHONUNBUFFERED=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 export GROWLM_COMMIT=${GROWLM_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 : "${OUT:?set OUT to the results folder}"
 R=$OUT/speed3
 BUDGET_S=${BUDGET_S:-525}
-SECTIONS=${SECTIONS:-"qwen3 nexus token replay small prep dtrain first det"}
+SECTIONS=${SECTIONS:-"qwen3 nexus token replay small prep dtrain first det graphs240"}
 SHARED=${GROWLM_SHARED:-.carry/shared}
 WORK=${WORK:-/tmp/speed3}
 G="python3 -m growlm.cli.main"
@@ -111,16 +112,17 @@ for section in $SECTIONS; do
     fi ;;
   small)
     # graphs vs true vs eager on the experiments' shapes; no new shape/mode after SMALL_BUDGET_S
-    fits 100 small && run small 150 python3 $PY small --out "$R/small.json" --budget-s "${SMALL_BUDGET_S:-75}" \
+    # TORCH_LOGS=perf_hints: Inductor says why, if it declines to record a CUDA graph
+    fits 100 small && run small 150 env TORCH_LOGS=perf_hints python3 $PY small --out "$R/small.json" --budget-s "${SMALL_BUDGET_S:-75}" \
       --shapes "${SMALL_SHAPES:-recipe-nexus,growth-llama,growth-tokenformer,recipe-qwen3,growth-nexus}" ;;
   dtrain)
     fits 70 dtrain && ensure_data || continue
     # the recipe's nexus (21M) at the experiments' 256 x 64; eval once in the middle (eager, between replays)
     for mode in true graphs; do
-      train_yaml "$WORK/dtrain-$mode.yaml" nexus-tiny 256 64 "${DTRAIN_STEPS:-120}" "$mode" "model_overrides: {num_hidden_layers: 4, hidden_size: 256, intermediate_size: 768, nexus_m: 192, nexus_a: 256, num_attention_heads: 4, head_dim: 64}
+      train_yaml "$WORK/dtrain-$mode.yaml" nexus-tiny 256 "${DTRAIN_MB:-64}" "${DTRAIN_STEPS:-120}" "$mode" "model_overrides: {num_hidden_layers: 4, hidden_size: 256, intermediate_size: 768, nexus_m: 192, nexus_a: 256, num_attention_heads: 4, head_dim: 64}
 seed: 0
 out_dir: $WORK/dtrain-$mode"
-      sed -i 's/^eval_every: 100000/eval_every: 60/' "$WORK/dtrain-$mode.yaml"
+      sed -i "s/^eval_every: 100000/eval_every: $(( ${DTRAIN_STEPS:-120} / 2 ))/" "$WORK/dtrain-$mode.yaml"
       rm -rf "$WORK/dtrain-$mode"
       run "train-$mode" 80 $G train "$WORK/dtrain-$mode.yaml" || continue
       cp "$WORK/dtrain-$mode/summary.json" "$R/train-$mode.summary.json"
@@ -149,7 +151,7 @@ out_dir: $WORK/dtrain-$mode"
       for temperature in cold warm; do
         est=$([ $temperature = cold ] && echo 70 || echo 35)
         fits $est "first ($preset $mode $temperature; FIRST_RUNS=$spec)" || continue 2
-        train_yaml "$WORK/first.yaml" "$preset" 4096 8 2 "$mode" "out_dir: $WORK/first-run"
+        train_yaml "$WORK/first.yaml" "$preset" "${FIRST_SEQ:-4096}" "${FIRST_MB:-8}" 2 "$mode" "out_dir: $WORK/first-run"
         rm -rf "$WORK/first-run"
         t0=$SECONDS
         run "first-$preset-$mode-$temperature" 120 env TORCHINDUCTOR_CACHE_DIR="$cache" $G train "$WORK/first.yaml" \
@@ -167,9 +169,15 @@ EOF
     fits 190 det && ensure_data || continue
     # metrics.jsonl files stay in WORK (the results folder takes json/md/txt); the summary comes back
     run determinism 260 env OUT="$WORK/det-out" DATA="$DATA" WORK="$WORK/det" bash benchmarks/gpu_determinism.sh \
-      "${DET_STEPS:-400}" 32 512
+      "${DET_STEPS:-400}" "${DET_MB:-32}" "${DET_SEQ:-512}"
     cp "$WORK/det-out/determinism.json" "$R/determinism.json" 2>/dev/null || true
     for f in "$WORK"/det-out/*.log; do [ -f "$f" ] && tail -40 "$f" > "$R/logs/det-$(basename "$f" .log).txt"; done ;;
+  graphs240)
+    # the 240m presets with CUDA graphs (the ~1.8 ms/step launch gap of issue 14's profile)
+    for preset in ${GRAPHS240:-nexus-240m tokenformer-240m}; do
+      fits 80 "graphs240 ($preset)" && run "bench-$preset-graphs" 140 $G bench "$preset" $BENCH --compile graphs \
+        --out "$R/bench-$preset-graphs.json"
+    done ;;
   *) echo "unknown section $section" | tee -a "$R/skipped.txt" ;;
   esac
 done

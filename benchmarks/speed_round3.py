@@ -188,6 +188,7 @@ def small_shapes(form: str = "full") -> dict[str, tuple[str, dict[str, Any], int
 def small(out: Path, names: list[str], modes: list[str], steps: int, timed: int, budget_s: float,
           device_name: str = "cuda", form: str = "full") -> None:
     import torch
+    from torch._dynamo.utils import counters
 
     from growlm.models import model_class_for
     from growlm.models.accounting import model_cost
@@ -220,6 +221,7 @@ def small(out: Path, names: list[str], modes: list[str], steps: int, timed: int,
             if time.monotonic() - began > budget_s:
                 report["skipped"].append(f"{name} {mode}")
                 continue
+            counters.clear()
             torch.manual_seed(0)
             model = model_class_for(config)(config).to(device).float().train()
             params = sum(p.numel() for p in model.parameters())
@@ -263,7 +265,9 @@ def small(out: Path, names: list[str], modes: list[str], steps: int, timed: int,
                    "tokens_per_s_sync": round(windows["sync"]), "tokens_per_s_async": round(windows["async"]),
                    "mfu_sync": flops * windows["sync"] / peak, "mfu_async": flops * windows["async"] / peak,
                    "final_loss": losses[mode][-1],
-                   "max_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0}
+                   "max_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0,
+                   # graphs that Inductor declined to record (then the mode runs like compile: true)
+                   "cudagraph_skips": int(counters["inductor"].get("cudagraph_skips", 0))}
             if mode != modes[0] and modes[0] in losses:
                 row[f"max_abs_loss_diff_vs_{modes[0]}"] = max(
                     abs(a - b) for a, b in zip(losses[mode], losses[modes[0]], strict=True))
@@ -342,7 +346,8 @@ def summarise(out: Path) -> tuple[dict[str, Any], str]:
     bench = []
     for path in sorted(out.glob("bench-*.json")):
         for r in _load(path) or []:
-            bench.append({"preset": r["preset"], "model": r["name"], "tokens_per_s": round(r["tokens_per_s"]),
+            label = r["name"] + ("" if r.get("compiled") in (True, False) else f" compile {r.get('compiled')}")
+            bench.append({"preset": r["preset"], "model": label, "tokens_per_s": round(r["tokens_per_s"]),
                           "mfu_percent": 100 * r["mfu"], "peak_tflops": r["peak_tflops"],
                           "ms_per_step": 1e3 * r["seconds_per_step"], "memory_gb": r["max_memory_gb"],
                           "first_step_s": r["first_step_s"], "commit": r.get("commit")})
@@ -350,9 +355,11 @@ def summarise(out: Path) -> tuple[dict[str, Any], str]:
     by = {(r["preset"], r["model"]): r for r in bench}
     targets = []
     for preset, goal in (("nexus-240m", 62.0), ("tokenformer-240m", 55.0)):
-        if (preset, "growlm") in by:
-            mfu = by[(preset, "growlm")]["mfu_percent"]
-            targets.append({"target": f"{preset} >= {goal}% MFU", "measured": f"{mfu:.1f}%", "met": mfu >= goal})
+        for label in ("growlm", "growlm compile graphs"):
+            if (preset, label) in by:
+                mfu = by[(preset, label)]["mfu_percent"]
+                targets.append({"target": f"{preset} >= {goal}% MFU ({label})", "measured": f"{mfu:.1f}%",
+                                "met": mfu >= goal})
     if ("qwen3-240m", "growlm") in by and ("qwen3-240m", "transformers") in by:
         ratio = by[("qwen3-240m", "growlm")]["tokens_per_s"] / by[("qwen3-240m", "transformers")]["tokens_per_s"]
         s["qwen3_ratio"] = ratio
@@ -422,7 +429,8 @@ def summarise(out: Path) -> tuple[dict[str, Any], str]:
                       [("shape", "shape"), ("params_m", "M params"), ("seq_len", "seq"), ("micro_batch", "batch"),
                        ("mode", "mode"), ("tokens_per_s_sync", "tok/s (sync/step)"), ("mfu_sync", "MFU %"),
                        ("tokens_per_s_async", "tok/s (no sync)"), ("mfu_async", "MFU % no sync"),
-                       ("first_step_s", "first step s"), ("max_abs_loss_diff_vs_off", "max |dloss| vs eager"),
+                       ("first_step_s", "first step s"), ("cudagraph_skips", "graph skips"),
+                       ("max_abs_loss_diff_vs_off", "max |dloss| vs eager"),
                        ("max_abs_loss_diff_vs_true", "max |dloss| vs true"),
                        ("accumulation_max_rel_grad_norm_diff_vs_true", "accum. grad-norm rel. diff vs true")]), ""]
         if smallr.get("skipped"):
