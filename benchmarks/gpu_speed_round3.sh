@@ -8,7 +8,7 @@
 # $OUT/speed3/summary.md is the digest (benchmarks/speed_round3.py summary).
 #
 # Usage (GPU machine, repository root):
-#   GROWLM_SHARED=$PWD/.carry/shared OUT=<dir> [SECTIONS="..."] [BUDGET_S=525] bash benchmarks/gpu_speed_round3.sh
+#   GROWLM_SHARED=$PWD/.carry/shared OUT=<dir> [SECTIONS="..."] [BUDGET_S=515] bash benchmarks/gpu_speed_round3.sh
 # SECTIONS (default, in this order of priority; a section starts only if its estimate fits the budget):
 #   qwen3    growlm bench qwen3-240m --reference --profile   (a, b, c: the 1.448x loop, both models profiled)
 #   nexus    growlm bench nexus-240m --profile               (a, b)
@@ -25,7 +25,7 @@ export PYTHONPATH=src PYTHONUNBUFFERED=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segm
 export GROWLM_COMMIT=${GROWLM_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 : "${OUT:?set OUT to the results folder}"
 R=$OUT/speed3
-BUDGET_S=${BUDGET_S:-525}
+BUDGET_S=${BUDGET_S:-515}
 SECTIONS=${SECTIONS:-"qwen3 nexus token replay small prep dtrain first det graphs240"}
 SHARED=${GROWLM_SHARED:-.carry/shared}
 WORK=${WORK:-/tmp/speed3}
@@ -55,7 +55,9 @@ run() {
   shift 2
   local t0=$SECONDS
   echo "== $name ($SECONDS s, limit $limit s)"
-  timeout "$limit" "$@" > "$R/logs/$name.txt" 2>&1
+  # -k: growlm train answers SIGTERM by finishing its step and saving a checkpoint, which can take
+  # minutes (a compilation, a 3 GB save); SIGKILL 10 s later keeps the section inside its limit
+  timeout -k 10 "$limit" "$@" > "$R/logs/$name.txt" 2>&1
   local rc=$?
   echo "$name: $((SECONDS - t0)) s (rc $rc)" >> "$R/sections.txt"
   grep -E "tok/s|TFLOP|profile|done:|error|Error|rc=|first step|MB/s" "$R/logs/$name.txt" | grep -v -i warn | tail -8

@@ -365,11 +365,12 @@ def summarise(out: Path) -> tuple[dict[str, Any], str]:
         s["qwen3_ratio"] = ratio
         targets.append({"target": "qwen3-240m >= 1.5x transformers", "measured": f"{ratio:.3f}x", "met": ratio >= 1.5})
     s["targets"] = targets
-    md += ["## (a) Throughput, `growlm bench PRESET --seq-len 4096 --micro-batch 8 --steps 10 --warmup 4`", ""]
-    md += table(bench, [("preset", "preset"), ("model", "model"), ("tokens_per_s", "tokens/s"),
-                        ("mfu_percent", "MFU %"), ("peak_tflops", "matmul TFLOP/s"), ("ms_per_step", "ms/step"),
-                        ("memory_gb", "GiB"), ("first_step_s", "first step s"), ("commit", "commit")])
-    md += ["", *table(targets, [("target", "target"), ("measured", "measured"), ("met", "met")]), ""]
+    if bench:
+        md += ["## (a) Throughput, `growlm bench PRESET --seq-len 4096 --micro-batch 8 --steps 10 --warmup 4`", ""]
+        md += table(bench, [("preset", "preset"), ("model", "model"), ("tokens_per_s", "tokens/s"),
+                            ("mfu_percent", "MFU %"), ("peak_tflops", "matmul TFLOP/s"), ("ms_per_step", "ms/step"),
+                            ("memory_gb", "GiB"), ("first_step_s", "first step s"), ("commit", "commit")])
+        md += ["", *table(targets, [("target", "target"), ("measured", "measured"), ("met", "met")]), ""]
     # (b) profiles and (c) attention
     s["profiles"] = {}
     for path in sorted((out / "profile").glob("profile-*.json")):
@@ -430,8 +431,8 @@ def summarise(out: Path) -> tuple[dict[str, Any], str]:
                        ("mode", "mode"), ("tokens_per_s_sync", "tok/s (sync/step)"), ("mfu_sync", "MFU %"),
                        ("tokens_per_s_async", "tok/s (no sync)"), ("mfu_async", "MFU % no sync"),
                        ("first_step_s", "first step s"), ("cudagraph_skips", "graph skips"),
-                       ("max_abs_loss_diff_vs_off", "max |dloss| vs eager"),
-                       ("max_abs_loss_diff_vs_true", "max |dloss| vs true"),
+                       ("max_abs_loss_diff_vs_off", "max abs loss diff vs eager"),
+                       ("max_abs_loss_diff_vs_true", "max abs loss diff vs true"),
                        ("accumulation_max_rel_grad_norm_diff_vs_true", "accum. grad-norm rel. diff vs true")]), ""]
         if smallr.get("skipped"):
             md += [f"not run (budget): {', '.join(smallr['skipped'])}", ""]
@@ -451,7 +452,7 @@ def summarise(out: Path) -> tuple[dict[str, Any], str]:
                                      ("final_loss", "final loss"), ("logged", "logged steps")])]
         diff = _load(out / "train-graphs-diff.json")
         if diff:
-            md += ["", f"max |loss(graphs) - loss(true)| over logged steps: {diff.get('max_abs_loss_diff')}"]
+            md += ["", f"max abs(loss(graphs) - loss(true)) over logged steps: {diff.get('max_abs_loss_diff')}"]
         md.append("")
         s["trainer"] = trainer_rows
     # (e) determinism
@@ -488,7 +489,7 @@ def summarise(out: Path) -> tuple[dict[str, Any], str]:
                       "steady_tokens_per_s": t.get("steady_tokens_per_s")})
     if first:
         s["first_step"] = first
-        md += ["## (g) `growlm train` start -> first optimizer step (seq 4096 x 8)", "",
+        md += ["## (g) `growlm train` start -> first optimizer step (2 steps; seq 4096 x 8 unless FIRST_SEQ/FIRST_MB)", "",
                *table(first, [("run", "run"), ("time_to_first_step_s", "trainer start -> first step s"),
                               ("first_step_s", "first step s"), ("process_s", "process wall s"),
                               ("steady_tokens_per_s", "steady tok/s")]), ""]
