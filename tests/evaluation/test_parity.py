@@ -155,3 +155,44 @@ def test_harness_loader_reads_the_standard_split_or_the_one_asked(shared, tmp_pa
     with pytest.warns(UserWarning, match="standard test split is not in"):
         fallback = utils.load_openbookqa(data_dir=str(shared / "benchmarks"))
     assert list(fallback) == ["test"] and len(fallback["test"]) == 500
+
+
+def test_mmlu_prompts_equal_lm_evals_own_mmlu_tasks(tmp_path, monkeypatch):
+    """lm-eval's own mmlu_abstract_algebra (log-likelihood) and its generative twin, their YAMLs included
+    unchanged but for the dataset's location (a local folder in the cais/mmlu schema written here): growlm's
+    mmlu asks the same (context, continuation) pairs, zero- and two-shot, and its generation prompt is the
+    generative task's context."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from growlm.evaluation.tasks import build_examples
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    bench = tmp_path / "cais-mmlu"
+    (bench / "abstract_algebra").mkdir(parents=True)
+    rows = [{"question": f" What is {i} + {i}? ", "subject": "abstract_algebra",
+             "choices": [str(2 * i), "x ", " y", "z"], "answer": i % 4} for i in range(6)]
+    for split in ("test", "dev"):
+        (bench / "abstract_algebra" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (bench / "README.md").write_text("---\nconfigs:\n- config_name: abstract_algebra\n  data_files:\n"
+                                     "  - split: test\n    path: abstract_algebra/test.jsonl\n"
+                                     "  - split: dev\n    path: abstract_algebra/dev.jsonl\n---\n")
+    mmlu = Path(lm_eval.__file__).parent / "tasks" / "mmlu"
+    (tmp_path / "tasks").mkdir()
+    for name, variant in (("mmlu_here", "default"), ("mmlu_generative_here", "generative")):
+        (tmp_path / "tasks" / f"{name}.yaml").write_text(
+            f"include: {mmlu / variant / 'mmlu_abstract_algebra.yaml'}\ntask: {name}\ndataset_path: {bench}\n"
+            f"dataset_kwargs:\n  cache_dir: {tmp_path / 'hf-cache'}\n")
+    loaded = TaskManager(include_path=str(tmp_path / "tasks")).load(["mmlu_here", "mmlu_generative_here"])["tasks"]
+    task, generative = loaded["mmlu_here"], loaded["mmlu_generative_here"]
+    docs = list(task.test_docs())
+    assert docs == rows
+    for shots in (0, 2):
+        ours = build_examples("mmlu", rows, rows, num_fewshot=shots)
+        for doc, example in zip(docs, ours, strict=True):
+            context = task.fewshot_context(doc, num_fewshot=shots)
+            requests = task.construct_requests(doc, context)
+            assert [r.arguments for r in requests] == [(example.context, " " + c) for c in example.choices]
+            assert example.gold == task.doc_to_target(doc)
+            assert generative.fewshot_context(doc, num_fewshot=shots) == example.context
+            assert generative.doc_to_target(doc) == "ABCD"[example.gold]

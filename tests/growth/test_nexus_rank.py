@@ -143,7 +143,7 @@ def test_optimizer_moments_are_carried_into_place():
     ("request_", "message"),
     [({"nexus_m": 8}, "would shrink nexus_m"),
      ({"nexus_q": 99}, "unknown nexus growth field 'nexus_q'"),
-     ({"head_dim": 999}, "field 'head_dim' cannot be grown for architecture 'nexus'"),
+     ({"rope_theta": 999.0}, "field 'rope_theta' cannot be grown for architecture 'nexus'"),
      ({}, "nothing to grow")],
 )
 def test_impossible_requests_name_the_field(request_, message):

@@ -104,7 +104,7 @@ BASE = {"out_dir": "x", "defaults": {"data": ".", "seq_len": 8}}
      ([{"model": "nexus-tiny"}, {"model": "qwen3-tiny"}], "only the first stage names a model", ConfigError),
      ([{"name": "a", "model": "nexus-tiny"}, {"name": "a"}], "stage names must be unique", ConfigError),
      ([{"model": "nexus-tiny"}, {"grow": {"nexus_m": 100}}], "would shrink nexus_m", GrowthError),
-     ([{"model": "nexus-tiny"}, {"grow": {"head_dim": 64}}], "stage stage2: field 'head_dim' cannot be grown",
+     ([{"model": "nexus-tiny"}, {"grow": {"rope_theta": 1e6}}], "stage stage2: field 'rope_theta' cannot be grown",
       GrowthError),
      ([{"model": "nexus-tiny"}, {"grow": {"num_hidden_layers": 5}, "grow_options": {"at": 1}}],
       "unknown growth option 'at'", ConfigError),

@@ -265,12 +265,13 @@ def cmd_plan_show(args: argparse.Namespace) -> None:
         _print_json(rows)
         return
     print(f"plan {args.plan}: {len(rows)} stage(s), out_dir {plan.out_dir}")
+    width = max(16, *(len(r["stage"]) for r in rows))  # long names (blocks-07-09-holistic) keep the columns
     total = 0
     for r in rows:
         changes = ", ".join(f"{k} {o}->{n}" for k, (o, n) in r["changes"].items()) or "from " + (
             r["architecture"] + " preset/init")
         total += r["train_flops_upper_bound"]
-        print(f"  {r['stage']:<16} {r['architecture']:<11} {r['parameters'] / 1e6:9.2f}M params  "
+        print(f"  {r['stage']:<{width}} {r['architecture']:<11} {r['parameters'] / 1e6:9.2f}M params  "
               f"{r['train_flops_per_token'] / 1e9:7.3f} GFLOP/token  {r['tokens']:>15,} tokens  "
               f"{r['train_flops_upper_bound']:.3e} FLOPs  [{changes}{'; init ' + r['init'] if r['init'] else ''}]")
     print(f"  total training FLOPs (everything trainable): {total:.3e}")
@@ -280,7 +281,7 @@ def cmd_plan_show(args: argparse.Namespace) -> None:
     start = 0
     for r in rows:
         factor = f" (lr_factor {r['lr_factor']:g})" if r["lr_factor"] != 1.0 else ""
-        print(f"  {r['stage']:<16} {r['schedule']:<8} plan steps {start:>9,} - {start + r['steps'] - 1:<9,} "
+        print(f"  {r['stage']:<{width}} {r['schedule']:<8} plan steps {start:>9,} - {start + r['steps'] - 1:<9,} "
               f"lr {r['lr_first']:.3e} -> {r['lr_last']:.3e}{factor}")
         start += r["steps"]
     print(f"  {sparkline(curve)}  (lr over {len(curve):,} steps)")
@@ -340,7 +341,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         raise GrowlmError("pass --tasks (e.g. --tasks paper5 lambada_openai) or --data DATA_DIR for perplexity")
     options = dict(data_dir=args.data_dir, ppl_data=args.data, limit=args.limit, batch_size=args.batch_size,
                    device=args.device, seq_len=args.seq_len, max_batches=args.max_batches, say=_warn,
-                   dtype=args.dtype, split=args.split)
+                   dtype=args.dtype, split=args.split, scoring=args.scoring, num_fewshot=args.num_fewshot,
+                   task_data=args.task_data)
     if args.all_checkpoints:
         rows = evaluate_series(args.checkpoint, tasks, out=args.out, **options)
         out = Path(args.out) if args.out else Path(args.checkpoint) / "eval-series"
@@ -353,6 +355,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print(f"{task:<16} {where}" + "  ".join(
             f"{k} {v:.4f}" + (f" ± {metrics[k + '_stderr']:.4f}" if k + "_stderr" in metrics else "")
             for k, v in shown.items()))
+        for category, score in metrics.get("categories", {}).items():  # mmlu
+            print(f"  {category:<14} acc {score['acc']:.4f}  acc_macro {score['acc_macro']:.4f}  "
+                  f"({score['subjects']} subjects, {score['n']} questions)")
     for group, metrics in report["groups"].items():
         print(f"{group:<16} " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     out = Path(args.out) if args.out else Path(report["model"]["checkpoint"]) / "eval"
@@ -426,7 +431,7 @@ def cmd_compose(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from growlm.bench import bench
 
-    compile_model = {"auto": None, "on": True, "off": False, "regional": "regional"}[args.compile]
+    compile_model = {"auto": None, "on": True, "off": False, "regional": "regional", "graphs": "graphs"}[args.compile]
     if args.nexus_pad is not None and args.nexus_pad < 1:
         raise ConfigError(f"--nexus-pad must be a positive integer, got {args.nexus_pad}")
     bench(args.preset, seq_len=args.seq_len, micro_batch=args.micro_batch, steps=args.steps, warmup=args.warmup,
@@ -566,7 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     set_help = "set a config field (repeatable), e.g. --set nexus_m=1088"
     model_help = ("a model or checkpoint folder, a run folder (its newest good checkpoint) or a plan run folder "
                   "(the newest good checkpoint of its last completed stage)")
-    from growlm.evaluation.tasks import GROUPS, TASKS  # the task registry (no torch)
+    from growlm.evaluation.tasks import GROUPS, SCORINGS, TASKS  # the task registry (no torch)
     from growlm.growth.schemes import INIT_SCHEMES  # the growth init schemes (no torch)
 
     p = sub.add_parser("models", help="list model presets with parameter counts and FLOPs per token")
@@ -666,9 +671,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", nargs="+", help="score another split than lm-eval's standard one (test for ARC, "
                                               "OpenBookQA, LAMBADA; validation for PIQA, HellaSwag, SQuAD): SPLIT "
                                               "for every task or TASK=SPLIT, e.g. --split arc_easy=validation")
+    p.add_argument("--scoring", choices=list(SCORINGS), default=next(iter(SCORINGS)),
+                   help="how multiple-choice tasks are scored: " + "; ".join(f"{k}: {v}" for k, v in SCORINGS.items()))
+    p.add_argument("--num-fewshot", type=int, default=0, metavar="N",
+                   help="mmlu: lead each prompt with the first N dev questions of its subject, solved")
     p.add_argument("--data", help="prepared data folder for the ppl task (its val split)")
     p.add_argument("--data-dir", help="benchmark files in Hugging Face schemas (default: $GROWLM_BENCHMARKS or "
                                       "../shared/benchmarks; else the hub)")
+    p.add_argument("--task-data", nargs="+", metavar="TASK=PATH",
+                   help="one task's documents from a folder (SPLIT.jsonl[.gz], SPLIT.parquet or a hub snapshot's "
+                        "all/SPLIT-*.parquet) or a file (the split scored), e.g. --task-data mmlu=~/mmlu")
     p.add_argument("--limit", type=int, help="first N documents of each task")
     p.add_argument("--batch-size", type=int, default=16, help="questions (or windows) per batch")
     p.add_argument("--seq-len", type=int, help="ppl window length (default: the seq_len the checkpoint was trained "
@@ -734,8 +746,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--micro-batch", type=int, default=8, help="sequences per step")
     p.add_argument("--steps", type=int, default=20, help="timed steps")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation, allocator)")
-    p.add_argument("--compile", choices=("auto", "on", "off", "regional"), default="auto",
-                   help="auto: on for CUDA; regional: each decoder layer compiled (faster to compile)")
+    p.add_argument("--compile", choices=("auto", "on", "off", "regional", "graphs"), default="auto",
+                   help="auto: on for CUDA; regional: each decoder layer compiled (faster to compile); "
+                        "graphs: on, with CUDA graphs")
     p.add_argument("--reference", action="store_true", help="also time transformers' own model (qwen3, llama)")
     p.add_argument("--loss-chunk-tokens", type=int, default=0, help="compute the loss in chunks of this many "
                                                                     "tokens (0: at once)")

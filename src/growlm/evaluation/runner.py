@@ -15,6 +15,11 @@ its ``perplexity`` is ``exp(-mean log-likelihood)`` (per target, not per token);
 ``bits_per_byte`` divides the summed negative log-likelihood by ln 2 and the targets' UTF-8 bytes. Standard errors are those of a mean
 (sample standard deviation over sqrt(n)); for perplexities, by the delta method
 (``ppl * stderr(mean log-likelihood)``).
+
+With ``scoring="generate"`` multiple-choice tasks are scored by a generated answer letter
+instead (:mod:`growlm.evaluation.letters`): ``acc`` counts unparsed answers as wrong, and
+``unparsed``, ``chance`` and ``answer_counts`` are reported beside it. ``mmlu`` adds
+per-subject and per-category scores (:mod:`growlm.evaluation.mmlu`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import csv
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,9 +38,23 @@ import torch
 from tqdm.auto import tqdm
 
 from growlm.data.tokenizer import load_tokenizer
+from growlm.errors import unknown_key_message
+from growlm.evaluation.letters import MAX_NEW_TOKENS, lettered_prompt, letters_for, parse_letter
 from growlm.evaluation.loglikelihood import LoglikelihoodScorer
+from growlm.evaluation.mmlu import aggregate
 from growlm.evaluation.squad import best_over_answers, generate_answers
-from growlm.evaluation.tasks import GROUPS, TASKS, EvalError, load_task_docs, resolve_splits, resolve_tasks
+from growlm.evaluation.tasks import (
+    GROUPS,
+    SCORINGS,
+    TASKS,
+    EvalError,
+    Example,
+    build_examples,
+    load_task_docs,
+    resolve_splits,
+    resolve_task_data,
+    resolve_tasks,
+)
 from growlm.models import storage
 from growlm.models.accounting import model_cost
 from growlm.system import tune_cpu_allocator
@@ -76,13 +96,26 @@ class Evaluator:
     """Runs tasks on one loaded model."""
 
     def __init__(self, model, tokenizer, device: torch.device, autocast: torch.dtype | None, batch_size: int,
-                 progress: bool = True) -> None:
+                 progress: bool = True, scoring: str = "loglikelihood", num_fewshot: int = 0) -> None:
+        if scoring not in SCORINGS:
+            raise EvalError(unknown_key_message("scoring", scoring, SCORINGS))
         self.model, self.tokenizer, self.device, self.autocast = model, tokenizer, device, autocast
-        self.batch_size, self.progress = batch_size, progress
+        self.batch_size, self.progress, self.scoring, self.num_fewshot = batch_size, progress, scoring, num_fewshot
         self.scorer = LoglikelihoodScorer(model, tokenizer, device, autocast, batch_size)
 
-    def multiple_choice(self, name: str, docs: list[dict]) -> tuple[dict, list[dict]]:
-        examples = [TASKS[name].to_example(d) for d in docs]
+    def multiple_choice(self, name: str, docs: list[dict], fewshot_docs: list[dict] | None = None
+                        ) -> tuple[dict, list[dict]]:
+        examples = build_examples(name, docs, fewshot_docs, self.num_fewshot)
+        score = self._by_letter if self.scoring == "generate" else self._by_loglikelihood
+        metrics, samples = score(name, examples)
+        for example, sample in zip(examples, samples, strict=True):
+            if example.subject is not None:
+                sample["subject"] = example.subject
+        if any(e.subject is not None for e in examples):
+            metrics.update(aggregate([e.subject or "" for e in examples], [s["acc"] for s in samples]))
+        return {**metrics, "scoring": self.scoring, "num_fewshot": self.num_fewshot}, samples
+
+    def _by_loglikelihood(self, name: str, examples: list[Example]) -> tuple[dict, list[dict]]:
         scores = self.scorer.score([(e.context, [" " + c for c in e.choices]) for e in examples], desc=name,
                                    progress=self.progress)
         acc, acc_norm, samples = [], [], []
@@ -96,7 +129,36 @@ class Evaluator:
                             "gold": example.gold, "loglikelihoods": lls.tolist(),
                             "is_greedy": [s.is_greedy for s in score], "pred": pred, "pred_norm": pred_norm,
                             "acc": acc[-1], "acc_norm": acc_norm[-1]})
-        return _summary({"acc": acc, "acc_norm": acc_norm}), samples
+        # letter choices are all one character long: acc_norm would repeat acc (lm-eval's mmlu reports acc only)
+        lettered = all(e.lettered for e in examples)
+        return _summary({"acc": acc} if lettered else {"acc": acc, "acc_norm": acc_norm}), samples
+
+    def _by_letter(self, name: str, examples: list[Example]) -> tuple[dict, list[dict]]:
+        self._need_stop_token(name)
+        prompts = [e.context if e.lettered else lettered_prompt(e.context, e.choices) for e in examples]
+        with tqdm(total=len(examples), desc=name, disable=not self.progress, leave=False) as bar:
+            texts = generate_answers(self.model, self.tokenizer, prompts, self.device, self.autocast,
+                                     self.batch_size, max_new_tokens=MAX_NEW_TOKENS, progress=bar, cut=str)
+        acc, unparsed, samples, counts = [], [], [], Counter()
+        for i, (example, prompt, text) in enumerate(zip(examples, prompts, texts, strict=True)):
+            letters = letters_for(len(example.choices))
+            pred = parse_letter(text, len(example.choices))
+            acc.append(float(pred == example.gold))
+            unparsed.append(float(pred is None))
+            counts[letters[pred] if pred is not None else "unparsed"] += 1
+            samples.append({"task": name, "doc_id": i, "context": prompt, "choices": list(example.choices),
+                            "gold": example.gold, "gold_letter": letters[example.gold], "generated": text,
+                            "pred": pred, "pred_letter": None if pred is None else letters[pred], "acc": acc[-1]})
+        metrics = _summary({"acc": acc, "unparsed": unparsed})
+        # a uniform guess among the valid letters scores this in expectation; below it is worse than guessing
+        metrics["chance"] = float(np.mean([1.0 / len(e.choices) for e in examples]))
+        metrics["answer_counts"] = dict(sorted(counts.items()))
+        return metrics, samples
+
+    def _need_stop_token(self, name: str) -> None:
+        if self.tokenizer.eos_token_id is None and self.tokenizer.pad_token_id is None:
+            raise EvalError(f"task {name} generates text, but the checkpoint's tokenizer has no end-of-sequence "
+                            "or padding token to stop and pad with")
 
     def loglikelihood(self, name: str, docs: list[dict]) -> tuple[dict, list[dict]]:
         examples = [TASKS[name].to_example(d) for d in docs]
@@ -113,9 +175,7 @@ class Evaluator:
         return metrics, samples
 
     def generate(self, name: str, docs: list[dict]) -> tuple[dict, list[dict]]:
-        if self.tokenizer.eos_token_id is None and self.tokenizer.pad_token_id is None:
-            raise EvalError(f"task {name} generates text, but the checkpoint's tokenizer has no end-of-sequence "
-                            "or padding token to stop and pad with")
+        self._need_stop_token(name)
         examples = [TASKS[name].to_example(d) for d in docs]
         with tqdm(total=len(examples), desc=name, disable=not self.progress, leave=False) as bar:
             answers = generate_answers(self.model, self.tokenizer, [e.context for e in examples], self.device,
@@ -154,6 +214,12 @@ def _markdown(results: dict[str, Any]) -> str:
             stderr = metrics.get(f"{name}_stderr")
             lines.append(f"| {task} | {split} | {name} | {value:.4f} | {'' if stderr is None else f'{stderr:.4f}'} | "
                          f"{metrics.get('n', metrics.get('tokens', ''))} |")
+    for task, metrics in results["results"].items():  # mmlu: its categories, then its subjects
+        parts = [*metrics.get("categories", {}).items(), *metrics.get("subjects", {}).items()]
+        for part, score in parts:
+            extra = f", macro {score['acc_macro']:.4f}" if "acc_macro" in score else ""
+            lines.append(f"| {task}/{part} | {metrics.get('split', '')} | acc{extra} | {score['acc']:.4f} | | "
+                         f"{score['n']} |")
     for group, metrics in results["groups"].items():
         lines.append(f"| **{group}** | | " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()) + " | | | |")
     notes = results.get("split_notes") or []
@@ -177,6 +243,9 @@ def evaluate_checkpoint(
     say: Callable[[str], None] = print,
     dtype: str = "auto",
     split: str | list[str] | dict[str, str] | None = None,
+    scoring: str = "loglikelihood",
+    num_fewshot: int = 0,
+    task_data: list[str] | dict[str, str | Path] | None = None,
 ) -> dict[str, Any]:
     """Score ``tasks`` on one checkpoint and write results.json, samples.jsonl and results.md.
 
@@ -185,6 +254,11 @@ def evaluate_checkpoint(
     for every task, or ``{"arc_easy": "validation"}`` / ``"arc_easy=validation"``); when the
     standard split's file is absent another local split is scored and a note says so, in the
     output (``say``) and in results.json.
+
+    ``scoring`` picks how multiple-choice tasks are scored (:data:`~growlm.evaluation.tasks.SCORINGS`:
+    log-likelihood, lm-eval's default, or a generated answer letter); ``num_fewshot`` leads each
+    mmlu prompt with that many solved dev examples; ``task_data`` (``{"mmlu": PATH}`` or
+    ``["mmlu=PATH"]``) reads a task from a folder or file of its own.
     """
     from growlm.evaluation.tasks import default_benchmarks_dir
     from growlm.system import pick_autocast, pick_device
@@ -200,8 +274,13 @@ def evaluate_checkpoint(
     if not any((folder / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
         raise EvalError(f"checkpoint {folder} holds no tokenizer: evaluation needs the tokenizer it was trained "
                         "with (growlm checkpoints carry it; copy it in with tokenizer.save_pretrained)")
+    if scoring not in SCORINGS:
+        raise EvalError(unknown_key_message("scoring", scoring, SCORINGS))
     chosen = resolve_splits(split, names)
-    loaded = {n: load_task_docs(TASKS[n], bench, limit, explicit, chosen.get(n)) for n in names if n != "ppl"}
+    paths = resolve_task_data(task_data, names)
+    loaded = {n: load_task_docs(TASKS[n], bench, limit, explicit, chosen.get(n), paths.get(n))
+              for n in names if n != "ppl"}
+    fewshot = {n: _fewshot_docs(n, num_fewshot, bench, explicit, paths.get(n)) for n in loaded} if num_fewshot else {}
     docs = {n: t.docs for n, t in loaded.items()}
     for task in loaded.values():
         say(f"{task.task}: {task.split} split, {len(task.docs)} of {task.total} documents ({task.source})")
@@ -216,7 +295,7 @@ def evaluate_checkpoint(
     model = storage.load_model(folder, run_device, say).to(weights).eval()
     tokenizer = load_tokenizer(folder)
     autocast = pick_autocast("auto", run_device) if dtype == "auto" else None
-    evaluator = Evaluator(model, tokenizer, run_device, autocast, batch_size, progress)
+    evaluator = Evaluator(model, tokenizer, run_device, autocast, batch_size, progress, scoring, num_fewshot)
     started = time.time()
     report_info = model_info(folder, model)
     results: dict[str, dict[str, Any]] = {}
@@ -227,9 +306,11 @@ def evaluate_checkpoint(
             trained = report_info.get("trained_seq_len")
             metrics, rows = evaluator.perplexity(Path(ppl_data), seq_len or trained, max_batches)
         else:
-            runner = {"multiple_choice": evaluator.multiple_choice, "loglikelihood": evaluator.loglikelihood,
-                      "generate": evaluator.generate}[kind]
-            metrics, rows = runner(name, docs[name])
+            if kind == "multiple_choice":
+                metrics, rows = evaluator.multiple_choice(name, docs[name], fewshot.get(name))
+            else:
+                metrics, rows = {"loglikelihood": evaluator.loglikelihood, "generate": evaluator.generate}[kind](
+                    name, docs[name])
             metrics["n"] = len(docs[name])
             metrics.update(loaded[name].record())
         results[name] = metrics
@@ -237,11 +318,13 @@ def evaluate_checkpoint(
     groups = {}
     for group, members in GROUPS.items():
         if all(m in results for m in members):
-            groups[group] = {k: float(np.mean([results[m][k] for m in members])) for k in ("acc", "acc_norm")}
+            shared = [k for k in ("acc", "acc_norm", "unparsed") if all(k in results[m] for m in members)]
+            groups[group] = {k: float(np.mean([results[m][k] for m in members])) for k in shared}
     notes = [t.note for t in loaded.values() if t.note]
     report = {"model": report_info, "results": results, "groups": groups,
               "splits": {n: t.split for n, t in loaded.items()}, "split_notes": notes,
-              "settings": {"tasks": names, "split": chosen or None, "limit": limit, "batch_size": batch_size, "data_dir": str(bench),
+              "settings": {"tasks": names, "split": chosen or None, "scoring": scoring, "num_fewshot": num_fewshot,
+                           "task_data": {k: str(v) for k, v in paths.items()} or None, "limit": limit, "batch_size": batch_size, "data_dir": str(bench),
                            "device": str(run_device), "dtype": dtype},
               "seconds": round(time.time() - started, 2)}
     out = Path(out) if out else folder / "eval"
@@ -252,6 +335,20 @@ def evaluate_checkpoint(
             f.write(json.dumps(row) + "\n")
     (out / "results.md").write_text(_markdown(report))
     return report
+
+
+def _fewshot_docs(name: str, num_fewshot: int, bench: Path | None, explicit: bool,
+                  task_data: Path | None) -> list[dict[str, Any]]:
+    """The pool a task's few-shot examples come from (its ``fewshot_split``: mmlu's dev)."""
+    spec = TASKS[name]
+    if spec.fewshot_split is None:
+        raise EvalError(f"--num-fewshot {num_fewshot}: few-shot prompts are supported for "
+                        f"{', '.join(t for t, s in TASKS.items() if s.fewshot_split)} only, not {name}")
+    if task_data is not None and task_data.is_file():
+        raise EvalError(f"--num-fewshot {num_fewshot} needs {name}'s {spec.fewshot_split} split, but --task-data "
+                        f"{name}={task_data} is one file: give a folder holding {spec.split}.* and "
+                        f"{spec.fewshot_split}.* (.jsonl, .jsonl.gz or .parquet)")
+    return load_task_docs(spec, bench, None, explicit, spec.fewshot_split, task_data).docs
 
 
 SERIES_METRICS = {"multiple_choice": ("acc", "acc_norm"), "loglikelihood": ("acc", "perplexity"),
@@ -275,7 +372,8 @@ def evaluate_series(run_dir: str | Path, tasks: list[str], out: str | Path | Non
                "tokens": report["model"].get("tokens_seen")}
         for task, metrics in report["results"].items():
             for metric in SERIES_METRICS[TASKS[task].kind]:
-                row[f"{task}/{metric}"] = metrics[metric]
+                if metric in metrics:  # no acc_norm for letter scoring or mmlu
+                    row[f"{task}/{metric}"] = metrics[metric]
         for group, metrics in report["groups"].items():
             for metric, value in metrics.items():
                 row[f"{group}/{metric}"] = value

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -66,8 +66,9 @@ def first_line(text: str) -> str:
 @torch.no_grad()
 def generate_answers(model, tokenizer, prompts: Sequence[str], device: torch.device,
                      autocast: torch.dtype | None = None, batch_size: int = 8, max_new_tokens: int = 32,
-                     progress=None) -> list[str]:
-    """Greedy continuations of ``prompts`` (left-padded batches through transformers' generate)."""
+                     progress=None, cut: Callable[[str], str] = first_line) -> list[str]:
+    """Greedy continuations of ``prompts`` (left-padded batches through transformers' generate), each
+    passed through ``cut`` (default: its first line, stripped)."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     limit = int(model.config.max_position_embeddings) - max_new_tokens
     answers: list[str] = []
@@ -82,7 +83,7 @@ def generate_answers(model, tokenizer, prompts: Sequence[str], device: torch.dev
         with autocast_context(device, autocast):
             out = model.generate(ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
                                  do_sample=False, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
-        answers += [first_line(tokenizer.decode(row[width:], skip_special_tokens=True)) for row in out.cpu()]
+        answers += [cut(tokenizer.decode(row[width:], skip_special_tokens=True)) for row in out.cpu()]
         if progress is not None:
             progress.update(len(encoded))
     return answers

@@ -5,10 +5,15 @@ default task definitions (``lm_eval/tasks/{arc,piqa,openbookqa,hellaswag,lambada
 so that growlm's scores are the harness's scores; ``tests/evaluation/test_parity.py``
 checks that against lm-eval itself. SQuAD v1.1 is scored by generation (``squad``, docs/eval.md)
 or by the log-likelihood of its first gold answer (``squad_ll``: greedy match and perplexity).
+``mmlu`` is lm-eval's ``mmlu`` (:mod:`growlm.evaluation.mmlu`) on the user's own files (none are shared).
+Multiple-choice tasks are scored by log-likelihood (lm-eval's way) or, with
+``scoring="generate"``, by generating an answer letter (:mod:`growlm.evaluation.letters`).
 
 Data comes from local files in the Hugging Face schemas (``--data-dir``, default
-``$GROWLM_BENCHMARKS`` or ``../shared/benchmarks``): ``TASK/SPLIT.jsonl.gz``. When no local
-copy exists the task is loaded from the hub with ``datasets`` (online only).
+``$GROWLM_BENCHMARKS`` or ``../shared/benchmarks``): ``TASK/SPLIT.jsonl.gz`` (or ``.jsonl``,
+``.parquet``, or the hub's ``all/SPLIT-*.parquet`` shards); ``task_data`` (``--task-data
+TASK=PATH``) names one task's folder or file instead. When no local copy exists the task is
+loaded from the hub with ``datasets`` (online only).
 
 Each task is scored on the split lm-eval scores (its YAML's ``test_split``, else its
 ``validation_split``): test for ARC, OpenBookQA and LAMBADA, validation for PIQA,
@@ -44,6 +49,8 @@ class Example:
     gold: int | None = None
     target: str | None = None
     answers: tuple[str, ...] = ()  # SQuAD gold answers
+    subject: str | None = None  # MMLU: per-subject and per-category scores
+    lettered: bool = False  # the context lists the choices as "A. ..." and the choices are the letters
 
 
 def _hellaswag_clean(text: str) -> str:
@@ -93,6 +100,16 @@ def _squad_ll(doc: dict[str, Any]) -> Example:
     return Example(SQUAD_PROMPT.format(**doc), target=" " + doc["answers"]["text"][0])
 
 
+def _mmlu(doc: dict[str, Any], shots: Iterable[dict[str, Any]] = ()) -> Example:
+    from growlm.evaluation import mmlu
+
+    try:
+        text = mmlu.context(doc, list(shots))
+    except mmlu.MMLUError as exc:
+        raise EvalError(str(exc)) from exc
+    return Example(text, mmlu.LETTERS, int(doc["answer"]), subject=doc["subject"], lettered=True)
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     name: str
@@ -103,6 +120,7 @@ class TaskSpec:
     title: str
     split: str = ""  # the split lm-evaluation-harness scores (its task's test_split, else validation_split)
     splits: tuple[str, ...] = ()  # every split with gold labels, the standard one first
+    fewshot_split: str | None = None  # where --num-fewshot examples come from (lm-eval's fewshot_split)
 
     @property
     def local_file(self) -> str | None:
@@ -111,6 +129,10 @@ class TaskSpec:
 
     def file_for(self, split: str) -> str:
         return f"{self.folder}/{split}.jsonl.gz"
+
+
+# the forms a split's local file may take under a task's folder (the last: a hub snapshot's shards)
+LOCAL_FORMS = ("{split}.jsonl.gz", "{split}.jsonl", "{split}.parquet", "{split}-*.parquet", "all/{split}-*.parquet")
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -130,7 +152,15 @@ TASKS: dict[str, TaskSpec] = {
                       "validation", ("validation", "train")),
     "squad_ll": TaskSpec("squad_ll", "loglikelihood", "squad", ("rajpurkar/squad", None), _squad_ll, "SQuAD (LL)",
                          "validation", ("validation", "train")),
+    "mmlu": TaskSpec("mmlu", "multiple_choice", "mmlu", ("cais/mmlu", "all"), _mmlu, "MMLU", "test",
+                     ("test", "validation", "dev"), fewshot_split="dev"),
     "ppl": TaskSpec("ppl", "perplexity", None, None, None, "PPL"),
+}
+# how multiple-choice tasks are scored (--scoring): the first is the default
+SCORINGS: dict[str, str] = {
+    "loglikelihood": "the choice with the highest log-likelihood (lm-eval's acc, acc_norm)",
+    "generate": "greedy generation of an answer letter; no valid letter counts as wrong, so scores can fall "
+                "below chance (the frozen-substrate paper's scoring)",
 }
 GROUPS: dict[str, list[str]] = {"paper5": ["piqa", "openbookqa", "hellaswag", "arc_easy", "arc_challenge"]}
 
@@ -182,6 +212,28 @@ def resolve_splits(split: str | Iterable[str] | Mapping[str, str] | None, tasks:
     return chosen
 
 
+def resolve_task_data(entries: Iterable[str] | Mapping[str, str | Path] | None, tasks: list[str]) -> dict[str, Path]:
+    """``--task-data TASK=PATH`` entries: a folder or a file of one task's documents, in place of
+    ``DATA_DIR/TASK``."""
+    if not entries:
+        return {}
+    pairs = list(entries.items()) if isinstance(entries, Mapping) else [
+        tuple(part.strip() for part in e.partition("=")[::2]) if "=" in e else (e, "") for e in entries]
+    chosen: dict[str, Path] = {}
+    for task, path in pairs:
+        if not path:
+            raise EvalError(f"--task-data {task}: give TASK=PATH (a folder or a .jsonl/.jsonl.gz/.parquet file), "
+                            "e.g. --task-data mmlu=mmlu/")
+        if task not in TASKS or TASKS[task].folder is None:
+            raise EvalError(unknown_key_message("task", task, [t for t, s in TASKS.items() if s.folder]) +
+                            f" (in --task-data {task}={path})")
+        if task not in tasks:
+            raise EvalError(f"--task-data {task}={path}: task {task} is not among the tasks evaluated "
+                            f"({', '.join(tasks)})")
+        chosen[task] = Path(path)
+    return chosen
+
+
 @dataclass(frozen=True)
 class TaskDocs:
     """A task's documents and where they came from: the split, the source, and why if not the standard one."""
@@ -228,13 +280,46 @@ def load_hub_docs(path: str, name: str | None, split: str) -> list[dict[str, Any
         raise EvalError(f"cannot load {path} ({name or 'default'}, {split}) with datasets: {exc}") from exc
 
 
+def read_docs(path: Path) -> list[dict[str, Any]]:
+    """A split's documents from a ``.jsonl``, ``.jsonl.gz`` or ``.parquet`` file."""
+    if not path.name.endswith(".parquet"):
+        return read_jsonl(path)
+    import pyarrow
+    import pyarrow.parquet
+
+    try:
+        return pyarrow.parquet.read_table(path).to_pylist()
+    except (OSError, pyarrow.ArrowException) as exc:
+        raise EvalError(f"cannot read benchmark file {path}: {exc}") from exc
+
+
+def find_local(root: Path, split: str) -> list[Path]:
+    """The split's file(s) under a task's folder, in the first of :data:`LOCAL_FORMS` present."""
+    for form in LOCAL_FORMS:
+        pattern = form.format(split=split)
+        found = sorted(root.glob(pattern)) if "*" in pattern else [root / pattern]
+        found = [f for f in found if f.is_file()]
+        if found:
+            return found
+    return []
+
+
+def _missing(root: Path, spec: TaskSpec, split: str, where: str) -> EvalError:
+    hub = spec.hub[0] if spec.hub else spec.name
+    return EvalError(f"benchmark file {root / f'{split}.jsonl.gz'} is missing (task {spec.name}, split {split}); "
+                     f"{where} must hold {split}.jsonl.gz (or {split}.jsonl, {split}.parquet, "
+                     f"all/{split}-*.parquet) under {root.name}/ in the Hugging Face schema of {hub}")
+
+
 def load_task_docs(spec: TaskSpec, data_dir: Path | None, limit: int | None = None, explicit: bool = False,
-                   split: str | None = None) -> TaskDocs:
+                   split: str | None = None, task_data: str | Path | None = None) -> TaskDocs:
     """The task's documents, from the standard split unless ``split`` asks for another.
 
     Looked up in order: the requested (or standard) split's local file; when no split was
     requested and the standard file is absent, another labelled split's local file (said in
     ``note``); then, unless the folder was given explicitly, the hub through ``datasets``.
+    ``task_data`` replaces ``data_dir/TASK``: a folder (explicit: no hub), or one file that
+    holds the split scored.
     """
     if spec.folder is None or spec.hub is None:
         raise EvalError(f"task {spec.name} has no documents")
@@ -245,26 +330,67 @@ def load_task_docs(spec: TaskSpec, data_dir: Path | None, limit: int | None = No
     note = None if wanted == spec.split else (
         f"{spec.name}: scoring the {wanted} split as asked (--split); lm-eval's {spec.name} scores {spec.split}, "
         "so these numbers are not comparable with published lm-eval tables")
-    local = data_dir / spec.file_for(wanted) if data_dir is not None else None
-    if local is not None and not local.exists() and split is None:
-        others = [data_dir / spec.file_for(s) for s in spec.splits if s not in (wanted, "train")]
-        fallback = next((p for p in others if p.exists()), None)
-        if fallback is not None:
-            local, wanted = fallback, fallback.name.split(".")[0]
-            note = (f"{spec.name}: the standard {spec.split} split is not in {data_dir} "
-                    f"({spec.file_for(spec.split)} absent); scoring the {wanted} split instead, so these numbers "
+    where = "--data-dir"
+    root = data_dir / spec.folder if data_dir is not None else None
+    if task_data is not None:
+        task_data = Path(task_data)
+        if task_data.is_file():  # one file: the split scored
+            docs = read_docs(task_data)
+            if not docs:
+                raise EvalError(f"task {spec.name}: no documents in {task_data}")
+            return TaskDocs(spec.name, docs[:limit] if limit else docs, wanted, spec.split, str(task_data),
+                            len(docs), note)
+        if not task_data.is_dir():
+            raise EvalError(f"--task-data {spec.name}={task_data}: no such file or folder")
+        root, explicit, where = task_data, True, f"--task-data {spec.name}={task_data}"
+    files = find_local(root, wanted) if root is not None else []
+    if root is not None and not files and split is None:
+        for other in spec.splits:
+            if other in (wanted, "train", spec.fewshot_split) or not (found := find_local(root, other)):
+                continue
+            files, wanted = found, other
+            note = (f"{spec.name}: the standard {spec.split} split is not in {root} "
+                    f"({spec.split}.jsonl.gz absent); scoring the {wanted} split instead, so these numbers "
                     f"are not comparable with published lm-eval tables (pass --split {wanted} to choose it "
                     "explicitly)")
-    if local is not None and local.exists():
-        docs, source = read_jsonl(local), str(local)
+            break
+    if files:
+        docs, source = [d for f in files for d in read_docs(f)], ", ".join(str(f) for f in files)
     elif explicit:
-        raise EvalError(f"benchmark file {local} is missing (task {spec.name}, split {wanted}); --data-dir must "
-                        f"hold {spec.file_for(wanted)} in the Hugging Face schema of {spec.hub[0]}")
+        raise _missing(root, spec, wanted, where)
     else:
-        docs, source = load_hub_docs(*spec.hub, wanted), f"hub:{spec.hub[0]}/{spec.hub[1] or 'default'}"
+        try:
+            docs = load_hub_docs(*spec.hub, wanted)
+        except EvalError as exc:
+            raise EvalError(f"{exc} (task {spec.name} has no local file: put {spec.file_for(wanted)} under "
+                            f"--data-dir, or pass --task-data {spec.name}=PATH)") from exc
+        source = f"hub:{spec.hub[0]}/{spec.hub[1] or 'default'}"
     if not docs:
         raise EvalError(f"task {spec.name}: no documents in {source} (split {wanted})")
     return TaskDocs(spec.name, docs[:limit] if limit else docs, wanted, spec.split, source, len(docs), note)
+
+
+def build_examples(name: str, docs: list[dict[str, Any]], fewshot_docs: list[dict[str, Any]] | None = None,
+                   num_fewshot: int = 0) -> list[Example]:
+    """The task's examples; with ``num_fewshot``, each prompt leads with that many solved examples taken
+    from ``fewshot_docs`` (supported where lm-eval's order of them is fixed: mmlu, the first of each subject)."""
+    spec = TASKS[name]
+    if num_fewshot < 0:
+        raise EvalError(f"--num-fewshot must be 0 or more, got {num_fewshot}")
+    if num_fewshot == 0:
+        return [spec.to_example(d) for d in docs]
+    if name != "mmlu":
+        raise EvalError(f"--num-fewshot {num_fewshot}: few-shot prompts are supported for mmlu only, not {name} "
+                        "(lm-eval draws other tasks' examples at random)")
+    from growlm.evaluation import mmlu
+
+    try:
+        for doc in docs:
+            mmlu.check_doc(doc)
+        pool = mmlu.fewshot_pool(fewshot_docs or [], {d.get("subject", "") for d in docs}, num_fewshot)
+    except mmlu.MMLUError as exc:
+        raise EvalError(str(exc)) from exc
+    return [_mmlu(d, pool[d.get("subject", "")]) for d in docs]
 
 
 def load_docs(spec: TaskSpec, data_dir: Path | None, limit: int | None = None, explicit: bool = False,

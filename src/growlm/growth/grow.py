@@ -46,6 +46,7 @@ from growlm.growth.clone import (
 )
 from growlm.growth.depth import grow_depth
 from growlm.growth.ffn_width import grow_ffn_width
+from growlm.growth.head_dim import check_head_dim, grow_head_dim
 from growlm.growth.hidden_size import grow_hidden_size
 from growlm.growth.nexus_rank import grow_nexus_rank
 from growlm.growth.schemes import scheme_names
@@ -85,15 +86,16 @@ TOKENFORMER_SLOTS = Operator("tokenformer_slots", ("qkv_slots", "proj_slots", "f
 FFN_WIDTH = Operator("ffn_width", ("intermediate_size",), grow_ffn_width, clone=clone_ffn)
 HEADS = Operator("attention_heads", ("num_attention_heads", "num_key_value_heads"), grow_attention_heads,
                  clone=clone_heads)
+HEAD_DIM = Operator("head_dim", ("head_dim",), grow_head_dim)  # not Qwen3: QK-norm makes it a saddle (head_dim.py)
 HIDDEN = Operator("hidden_size", ("hidden_size",), grow_hidden_size, clone=clone_hidden)
 DEPTH = Operator("depth", ("num_hidden_layers",), grow_depth, ("layers_at",), stack=grow_stack)
 
 # architecture -> operators, in the order they are applied (depth last: new blocks get the final shapes)
 OPERATORS: dict[str, list[Operator]] = {
-    "nexus": [NEXUS_RANK, FFN_WIDTH, HEADS, HIDDEN, DEPTH],
+    "nexus": [NEXUS_RANK, FFN_WIDTH, HEADS, HEAD_DIM, HIDDEN, DEPTH],
     "qwen3": [FFN_WIDTH, HEADS, HIDDEN, DEPTH],
-    "llama": [FFN_WIDTH, HEADS, HIDDEN, DEPTH],
-    "tokenformer": [TOKENFORMER_SLOTS, HEADS, HIDDEN, DEPTH],
+    "llama": [FFN_WIDTH, HEADS, HEAD_DIM, HIDDEN, DEPTH],
+    "tokenformer": [TOKENFORMER_SLOTS, HEADS, HEAD_DIM, HIDDEN, DEPTH],
 }
 
 
@@ -153,6 +155,8 @@ def check_request(config: GrowLMConfig, request: dict[str, Any]) -> dict[str, tu
         kv = changes.get("num_key_value_heads", (0, config.num_key_value_heads))[1]
         if heads % kv:
             raise GrowthError(f"num_key_value_heads={kv} does not divide num_attention_heads={heads}")
+    if "head_dim" in changes:
+        check_head_dim(config, changes["head_dim"][1])
     return changes
 
 
