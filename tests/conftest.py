@@ -23,6 +23,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _messages_as_the_cli_shows_them() -> None:
+    """growlm logs its messages; show them as the command line does (plain lines on stderr, or
+    stdout for a command's results), so a test reads what a user reads."""
+    from growlm.logs import show_messages
+
+    show_messages()
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     if not (SHARED / "corpus").is_dir():

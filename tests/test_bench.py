@@ -48,8 +48,7 @@ def test_find_batch_catches_out_of_memory_and_frees_between_tries(monkeypatch):
 
     monkeypatch.setattr(bench_module.TrainLoop, "step", step)
     model, config = _tiny_nexus()
-    row = find_batch(model, "nexus-tiny", 8, torch.device("cpu"), False, config.vocab_size, start=2, limit=64,
-                     say=lambda _: None)
+    row = find_batch(model, "nexus-tiny", 8, torch.device("cpu"), False, config.vocab_size, start=2, limit=64)
     assert row["max_micro_batch"] == 6 and not row["bounded"]
     assert [(t["micro_batch"], t["fits"]) for t in row["tries"]] == [(2, True), (4, True), (8, False), (6, True),
                                                                       (7, False)]
@@ -64,7 +63,7 @@ def test_find_batch_does_not_hide_other_errors(monkeypatch):
     monkeypatch.setattr(bench_module.TrainLoop, "step", step)
     model, config = _tiny_nexus()
     with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
-        find_batch(model, "nexus-tiny", 8, torch.device("cpu"), False, config.vocab_size, say=lambda _: None)
+        find_batch(model, "nexus-tiny", 8, torch.device("cpu"), False, config.vocab_size)
 
 
 def test_activation_checkpointing_switch_reaches_growlm_and_transformers_models():
@@ -90,7 +89,7 @@ def test_kernel_groups():
 def test_bench_on_cpu_writes_results_profile_and_variant(tmp_path):
     out = tmp_path / "bench.json"
     rows = bench("nexus-tiny", seq_len=16, micro_batch=1, steps=1, warmup=1, device="cpu", out=out,
-                 profile=tmp_path / "prof", profile_steps=1, nexus_fused=False, say=lambda _: None)
+                 profile=tmp_path / "prof", profile_steps=1, nexus_fused=False)
     saved = json.loads(out.read_text())
     assert saved == rows and len(rows) == 1
     row = rows[0]
@@ -106,14 +105,13 @@ def test_bench_on_cpu_writes_results_profile_and_variant(tmp_path):
 def test_bench_records_inline_rotary_tables_and_the_pattention_kernel_and_restores_the_default():
     from growlm.models import layers
 
-    row = bench("tokenformer-tiny", seq_len=16, micro_batch=1, steps=1, warmup=1, device="cpu", rotary_inline=True,
-                say=lambda _: None)[0]
+    row = bench("tokenformer-tiny", seq_len=16, micro_batch=1, steps=1, warmup=1, device="cpu", rotary_inline=True)[0]
     assert row["variant"] == {"fused_linears": False, "rotary_inline": True, "pattention_kernel": False}
     assert layers.ROTARY_OPAQUE is not False  # the inline tables were for that run only
 
 
 def test_activation_checkpointing_does_not_change_the_loss():
-    kwargs = dict(seq_len=16, micro_batch=2, steps=2, warmup=1, device="cpu", say=lambda _: None)
+    kwargs = dict(seq_len=16, micro_batch=2, steps=2, warmup=1, device="cpu")
     plain = bench("qwen3-tiny", **kwargs)[0]
     checkpointed = bench("qwen3-tiny", activation_checkpointing=True, **kwargs)[0]
     assert checkpointed["activation_checkpointing"] and not plain["activation_checkpointing"]
@@ -126,7 +124,7 @@ def test_profile_records_each_attention_call_with_its_layout(tmp_path):
     for reference in (False, True):
         prof = tmp_path / f"prof-{reference}"
         bench("qwen3-tiny", seq_len=16, micro_batch=2, steps=1, warmup=1, device="cpu", reference=reference,
-              profile=prof, profile_steps=2, say=lambda _: None)
+              profile=prof, profile_steps=2)
         for path in prof.glob("profile-*.json"):
             attention = json.loads(path.read_text())["attention"]
             sdpa = [s for s in attention["signatures"] if s["op"] == "F.scaled_dot_product_attention"]

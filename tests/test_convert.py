@@ -206,5 +206,5 @@ def test_a_frozen_substrate_survives_the_transformers_round_trip(tmp_path, capsy
         assert not back.get_input_embeddings().weight.requires_grad
         assert fingerprint(back, "b", folder).table_sha256 == fingerprint(model, "a").table_sha256
         assert fingerprint(back, "b").embedding_fields == fingerprint(model, "a").embedding_fields
-    record = compose([tmp_path / "g", tmp_path / "back"], tmp_path / "composed", say=lambda _: None)
+    record = compose([tmp_path / "g", tmp_path / "back"], tmp_path / "composed")
     assert record["substrate"]["embedding_fields"]["embedding"] == "binary"

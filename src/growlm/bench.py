@@ -51,10 +51,11 @@ import contextlib
 import datetime as dt
 import gc
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,34 @@ from growlm.models import model_class_for
 from growlm.models.accounting import model_cost
 from growlm.models.presets import build_config
 from growlm.training.compiling import compile_model as compile_model_for_training
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchOptions:
+    """What ``growlm bench`` measures and how: one field per flag of the command (its ``--help``
+    says what each does); :func:`bench` also takes them as keywords."""
+
+    seq_len: int = 4096
+    micro_batch: int = 8
+    steps: int = 20
+    warmup: int = 5
+    compile_model: bool | str | None = None  # None: on for CUDA, off elsewhere
+    reference: bool = False
+    device: str = "auto"
+    loss_chunk_tokens: int = 0
+    out: str | Path | None = None
+    activation_checkpointing: bool = False
+    nexus_fused: bool | None = None
+    nexus_pad: int | None = None
+    profile: str | Path | None = None
+    profile_steps: int = 3
+    find: bool = False
+    find_batch_max: int = 1024
+    find_batch_budget_s: float | None = None
+    fuse_linears: bool | None = None
+    rotary_inline: bool = False
 
 
 @dataclass
@@ -146,11 +175,14 @@ def random_batches(vocab: int, micro_batch: int, seq_len: int, device: torch.dev
     return [torch.randint(0, vocab, (micro_batch, seq_len + 1), generator=generator).to(device) for _ in range(count)]
 
 
-def time_training(model: torch.nn.Module, name: str, preset: str, flops_per_token: int, seq_len: int,
-                  micro_batch: int, steps: int, warmup: int, compile_model: bool | str, peak: float,
-                  device: torch.device, vocab: int, loss_chunk_tokens: int = 0, activation_checkpointing: bool = False,
-                  variant: dict[str, Any] | None = None, profile: Path | None = None, profile_steps: int = 3,
-                  say: Callable[[str], None] = print) -> BenchResult:
+def time_training(model: torch.nn.Module, name: str, preset: str, flops_per_token: int, options: BenchOptions, *,
+                  peak: float, device: torch.device, vocab: int, variant: dict[str, Any] | None = None
+                  ) -> BenchResult:
+    """Time ``options.steps`` training steps of ``model`` after ``options.warmup`` (``options.compile_model``
+    already resolved to on or off, as :func:`bench` does)."""
+    seq_len, micro_batch, steps, warmup = options.seq_len, options.micro_batch, options.steps, options.warmup
+    compile_model, loss_chunk_tokens = options.compile_model, options.loss_chunk_tokens
+    activation_checkpointing, profile = options.activation_checkpointing, options.profile
     set_activation_checkpointing(model, activation_checkpointing)
     loop = TrainLoop(model, device, compile_model, loss_chunk_tokens)
     batches = random_batches(vocab, micro_batch, seq_len, device)
@@ -176,9 +208,9 @@ def time_training(model: torch.nn.Module, name: str, preset: str, flops_per_toke
                          flops_per_token, achieved / 1e12, peak / 1e12, achieved / peak if peak else 0.0, memory,
                          final, first, activation_checkpointing, dict(variant or {}))
     if profile is not None:
-        summary = profile_steps_of(loop, batches, profile_steps, profile, f"{preset}-{name}"
+        summary = profile_steps_of(loop, batches, options.profile_steps, Path(profile), f"{preset}-{name}"
                                    + "".join(f"-{k}-{v}" for k, v in sorted((variant or {}).items())))
-        say(profile_line(summary))
+        logger.info(profile_line(summary))
     return result
 
 
@@ -425,8 +457,7 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 def find_batch(model: torch.nn.Module, preset: str, seq_len: int, device: torch.device, compile_model: bool | str,
                vocab: int, start: int = 1, limit: int = 1024, budget_s: float | None = None,
-               activation_checkpointing: bool = False, loss_chunk_tokens: int = 0,
-               say: Callable[[str], None] = print) -> dict[str, Any]:
+               activation_checkpointing: bool = False, loss_chunk_tokens: int = 0) -> dict[str, Any]:
     """The largest micro-batch of ``model`` that trains at ``seq_len`` on ``device`` (module doc)."""
     set_activation_checkpointing(model, activation_checkpointing)
     loop = TrainLoop(model, device, compile_model, loss_chunk_tokens)
@@ -454,8 +485,8 @@ def find_batch(model: torch.nn.Module, preset: str, seq_len: int, device: torch.
             torch.cuda.empty_cache()
         details.append({"micro_batch": micro_batch, "fits": ok, "peak_memory_gb": round(peak, 2),
                         "seconds": round(time.perf_counter() - tic, 2)})
-        say(f"  micro-batch {micro_batch}: {'fits' if ok else 'out of memory'} "
-            f"(peak {peak:.1f} GiB, {details[-1]['seconds']:.1f} s)")
+        logger.info(f"  micro-batch {micro_batch}: {'fits' if ok else 'out of memory'} "
+                    f"(peak {peak:.1f} GiB, {details[-1]['seconds']:.1f} s)")
         return ok
 
     best, _, bounded = largest_fitting(fits, start, limit, budget_s)
@@ -513,74 +544,65 @@ def _variant(model: torch.nn.Module, nexus_fused: bool | None, nexus_pad: int | 
     return {**variant, "nexus_fused": bool(on), "nexus_pad": layer.pad if on else 1}
 
 
-def bench(preset: str, seq_len: int = 4096, micro_batch: int = 8, steps: int = 20, warmup: int = 5,
-          compile_model: bool | str | None = None, reference: bool = False, device: str = "auto",
-          loss_chunk_tokens: int = 0, out: str | Path | None = None, say=print,
-          activation_checkpointing: bool = False, nexus_fused: bool | None = None, nexus_pad: int | None = None,
-          profile: str | Path | None = None, profile_steps: int = 3, find: bool = False,
-          find_batch_max: int = 1024, find_batch_budget_s: float | None = None,
-          fuse_linears: bool | None = None, rotary_inline: bool = False) -> list[dict[str, Any]]:
+def bench(preset: str, options: BenchOptions | None = None, **fields: Any) -> list[dict[str, Any]]:
+    """Time (or, with ``find``, size the micro-batch of) ``preset`` on this machine; ``options``, or
+    :class:`BenchOptions`' fields as keywords (``bench("nexus-tiny", seq_len=16, device="cpu")``)."""
     from growlm.system import measure_matmul_flops
 
-    if rotary_inline:
+    options = replace(options or BenchOptions(), **fields)
+    if options.rotary_inline:
         from growlm.models.layers import rotary_tables_inline
 
         with rotary_tables_inline():
-            return bench(preset, seq_len=seq_len, micro_batch=micro_batch, steps=steps, warmup=warmup,
-                         compile_model=compile_model, reference=reference, device=device,
-                         loss_chunk_tokens=loss_chunk_tokens, out=out, say=say,
-                         activation_checkpointing=activation_checkpointing, nexus_fused=nexus_fused,
-                         nexus_pad=nexus_pad, profile=profile, profile_steps=profile_steps, find=find,
-                         find_batch_max=find_batch_max, find_batch_budget_s=find_batch_budget_s,
-                         fuse_linears=fuse_linears)
+            return bench(preset, replace(options, rotary_inline=False))
+    o = options
+    seq_len, micro_batch, device = o.seq_len, o.micro_batch, o.device
+    activation_checkpointing = o.activation_checkpointing
     run_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                               ("cpu" if device == "auto" else device))
-    compile_model = run_device.type == "cuda" if compile_model is None else compile_model
+    compile_model = run_device.type == "cuda" if o.compile_model is None else o.compile_model
+    o = replace(o, compile_model=compile_model, profile=Path(o.profile) if o.profile else None)
     config = build_config(preset)
     environment = run_environment(run_device)
     torch.manual_seed(0)
     model = model_class_for(config)(config)
-    variant = _variant(model, nexus_fused, nexus_pad, fuse_linears, run_device)
-    if find:
-        say(f"largest micro-batch of {preset} at sequence {seq_len}"
-            f"{' with activation checkpointing' if activation_checkpointing else ''}"
-            f"{' (compiled)' if compile_model else ''}:")
+    variant = _variant(model, o.nexus_fused, o.nexus_pad, o.fuse_linears, run_device)
+    if o.find:
+        logger.info(f"largest micro-batch of {preset} at sequence {seq_len}"
+                    f"{' with activation checkpointing' if activation_checkpointing else ''}"
+                    f"{' (compiled)' if compile_model else ''}:")
         row = find_batch(model, preset, seq_len, run_device, compile_model, config.vocab_size, micro_batch,
-                         find_batch_max, find_batch_budget_s, activation_checkpointing, loss_chunk_tokens, say)
+                         o.find_batch_max, o.find_batch_budget_s, activation_checkpointing, o.loss_chunk_tokens)
         row.update(variant=variant, **environment)
-        say(f"{preset} seq {seq_len}: largest micro-batch {row['max_micro_batch']}"
-            f"{' (lower bound: time budget reached)' if row['bounded'] else ''}")
-        if out:
-            Path(out).write_text(json.dumps([row], indent=2))
+        logger.info(f"{preset} seq {seq_len}: largest micro-batch {row['max_micro_batch']}"
+                    f"{' (lower bound: time budget reached)' if row['bounded'] else ''}")
+        if o.out:
+            Path(o.out).write_text(json.dumps([row], indent=2))
         return [row]
     cost = model_cost(config, seq_len)
     peak = measure_matmul_flops(run_device) if run_device.type == "cuda" else 0.0
     if peak:
-        say(f"measured bf16 matmul rate: {peak / 1e12:.1f} TFLOP/s")
-    profile_dir = Path(profile) if profile else None
-    common = dict(seq_len=seq_len, micro_batch=micro_batch, steps=steps, warmup=warmup, compile_model=compile_model,
-                  peak=peak, device=run_device, vocab=config.vocab_size,
-                  activation_checkpointing=activation_checkpointing, profile=profile_dir,
-                  profile_steps=profile_steps, say=say)
-    results = [time_training(model, "growlm", preset, cost.train_flops_per_token,
-                             loss_chunk_tokens=loss_chunk_tokens, variant=variant, **common)]
-    say(_line(results[-1]))
-    if reference:
+        logger.info(f"measured bf16 matmul rate: {peak / 1e12:.1f} TFLOP/s")
+    shared = dict(peak=peak, device=run_device, vocab=config.vocab_size)
+    results = [time_training(model, "growlm", preset, cost.train_flops_per_token, o, variant=variant, **shared)]
+    logger.info(_line(results[-1]))
+    if o.reference:
         if config.architecture not in ("qwen3", "llama"):
-            say(f"no transformers reference for {config.architecture}")
+            logger.info(f"no transformers reference for {config.architecture}")
         else:
             del model
             torch.manual_seed(0)
             if run_device.type == "cuda":
                 gc.collect()
                 torch.cuda.empty_cache()
+            # the reference computes its loss at once (transformers' model has no chunked loss)
             results.append(time_training(_reference_model(config), "transformers", preset,
-                                         cost.train_flops_per_token, **common))
-            say(_line(results[-1]))
-            say(f"growlm / transformers tokens/s: {results[0].tokens_per_s / results[1].tokens_per_s:.3f}")
+                                         cost.train_flops_per_token, replace(o, loss_chunk_tokens=0), **shared))
+            logger.info(_line(results[-1]))
+            logger.info(f"growlm / transformers tokens/s: {results[0].tokens_per_s / results[1].tokens_per_s:.3f}")
     rows = [{**asdict(r), **environment} for r in results]
-    if out:
-        Path(out).write_text(json.dumps(rows, indent=2))
+    if o.out:
+        Path(o.out).write_text(json.dumps(rows, indent=2))
     return rows
 
 

@@ -8,7 +8,7 @@ fields and copies tensors unchanged (the mapping, and what is refused, lives in
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import logging
 from pathlib import Path
 
 import torch
@@ -28,10 +28,12 @@ from growlm.models.storage import (
     transformers_type,
 )
 
+logger = logging.getLogger(__name__)
+
 CONVERTIBLE = "Qwen3- and Llama-shaped models (growlm architectures qwen3, llama)"
 
 
-def from_hf(src: str | Path, out: str | Path, say: Callable[[str], None] = print) -> GrowLMConfig:
+def from_hf(src: str | Path, out: str | Path) -> GrowLMConfig:
     """Convert a transformers checkpoint folder into a growlm model folder."""
     src, out = Path(src), Path(out)
     if not (src / "config.json").exists():
@@ -48,17 +50,17 @@ def from_hf(src: str | Path, out: str | Path, say: Callable[[str], None] = print
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     copied = copy_tokenizer_files(src, out)
-    say(f"converted {GROWLM_TO_HF[config.architecture]} {src} -> growlm {config.architecture} {out}"
-        + (f" (tokenizer: {', '.join(copied)})" if copied else " (no tokenizer files found)"))
+    logger.info(f"converted {GROWLM_TO_HF[config.architecture]} {src} -> growlm {config.architecture} {out}"
+                + (f" (tokenizer: {', '.join(copied)})" if copied else " (no tokenizer files found)"))
     return config
 
 
-def to_hf(src: str | Path, out: str | Path, say: Callable[[str], None] = print) -> None:
+def to_hf(src: str | Path, out: str | Path) -> None:
     """Convert a growlm model folder back into a transformers checkpoint."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     out = Path(out)
-    src = resolve_model_dir(src, say)  # a model folder, or a run's newest good checkpoint
+    src = resolve_model_dir(src)  # a model folder, or a run's newest good checkpoint
     if transformers_type(src):
         raise CheckpointError(f"{src} is already a transformers {transformers_type(src)} checkpoint; "
                               "drop --to-hf to convert it into growlm")
@@ -67,7 +69,7 @@ def to_hf(src: str | Path, out: str | Path, say: Callable[[str], None] = print) 
         raise ConfigError(f"{src} is a growlm {config.architecture} model, which transformers has no class for "
                           f"(--to-hf converts {CONVERTIBLE}); the folder itself loads in transformers after "
                           "`import growlm`")
-    model = load_model(src, "cpu", say)
+    model = load_model(src, "cpu")
     hf_config = AutoConfig.for_model(GROWLM_TO_HF[config.architecture], **hf_config_dict(config))
     with torch.device("meta"):
         hf_model = AutoModelForCausalLM.from_config(hf_config)
@@ -79,7 +81,7 @@ def to_hf(src: str | Path, out: str | Path, say: Callable[[str], None] = print) 
     out.mkdir(parents=True, exist_ok=True)
     hf_model.save_pretrained(out)
     copy_tokenizer_files(src, out)
-    say(f"converted growlm {config.architecture} {src} -> transformers {GROWLM_TO_HF[config.architecture]} {out}")
+    logger.info(f"converted growlm {config.architecture} {src} -> transformers {GROWLM_TO_HF[config.architecture]} {out}")
     if config.frozen_embedding:
-        say(f"note: transformers trains every parameter of this model; its frozen {config.embedding} substrate is "
-            f"kept in config.json ({GROWLM_EMBEDDING}) and is frozen again wherever growlm reads the folder")
+        logger.info(f"note: transformers trains every parameter of this model; its frozen {config.embedding} substrate is "
+                    f"kept in config.json ({GROWLM_EMBEDDING}) and is frozen again wherever growlm reads the folder")

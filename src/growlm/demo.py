@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import time
@@ -37,6 +38,8 @@ from growlm.plotting import plot_loss_curves
 from growlm.system import tune_cpu_allocator
 from growlm.training.config import build_train_config
 from growlm.training.trainer import read_metrics, start_run
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -90,12 +93,11 @@ def run_demo(out: Path, shared: Path | None = None, quick: bool = False) -> dict
     for name in RUNS:
         shutil.rmtree(out / name, ignore_errors=True)
     started = time.time()
-    say = print
 
     train_files = sorted((shared / "corpus" / "train").glob("*.jsonl.gz"))
     val_files = sorted((shared / "corpus" / "val").glob("*.jsonl.gz"))
-    say(f"[1/6] drawing {plan.train_docs} training documents across {len(train_files)} sources in proportion, "
-        "tokenizing them with the 32k SentencePiece vocabulary")
+    logger.info(f"[1/6] drawing {plan.train_docs} training documents across {len(train_files)} sources in proportion, "
+                "tokenizing them with the 32k SentencePiece vocabulary")
     train_slice = draw_documents(train_files, plan.train_docs, out / "slice", seed=SLICE_SEED)
     validation = split_account(val_files)
     data = out / "data"
@@ -104,30 +106,30 @@ def run_demo(out: Path, shared: Path | None = None, quick: bool = False) -> dict
     train_split, val_split = TokenSplit(data, "train"), TokenSplit(data, "val")
     entropy = unigram_entropy(train_split)
     drawn = ", ".join(f"{source} {row['documents']}" for source, row in train_slice.items())
-    say(f"      {train_split.num_tokens:,} training tokens ({drawn} documents), "
-        f"{val_split.num_tokens:,} validation tokens; unigram entropy {entropy:.3f} nats/token")
+    logger.info(f"      {train_split.num_tokens:,} training tokens ({drawn} documents), "
+                f"{val_split.num_tokens:,} validation tokens; unigram entropy {entropy:.3f} nats/token")
 
-    say(f"[2/6] training nexus-tiny for {plan.base_steps} steps")
+    logger.info(f"[2/6] training nexus-tiny for {plan.base_steps} steps")
     base = _train(out / "base", plan, data, plan.base_steps, model="nexus-tiny")
     base_ckpt = storage.list_checkpoints(out / "base")[-1]
 
     changes = ", ".join(f"{k} -> {v}" for k, v in plan.grow_to.items())
-    say(f"[3/6] growing the Nexus-Rank projections ({changes}) with --init preserve")
-    growth = grow_checkpoint(base_ckpt, out / "grown", plan.grow_to, parse_init("preserve"), say=say)
+    logger.info(f"[3/6] growing the Nexus-Rank projections ({changes}) with --init preserve")
+    growth = grow_checkpoint(base_ckpt, out / "grown", plan.grow_to, parse_init("preserve"))
     check = growth["verification"]
     base_val, grown_val = _val_loss(base_ckpt, val_split, plan), _val_loss(out / "grown", val_split, plan)
-    say(f"      max |Δlogit| {check['logits']['max_abs_diff']:.2e} (relative {check['logits']['max_rel_diff']:.2e}); "
-        f"val loss {base_val:.5f} before, {grown_val:.5f} after; every new block trains within two steps: "
-        f"{check['gradients']['every_block_got_gradient']}")
+    logger.info(f"      max |Δlogit| {check['logits']['max_abs_diff']:.2e} (relative {check['logits']['max_rel_diff']:.2e}); "
+                f"val loss {base_val:.5f} before, {grown_val:.5f} after; every new block trains within two steps: "
+                f"{check['gradients']['every_block_got_gradient']}")
 
-    say(f"[4/6] continuing the grown model for {plan.extra_steps} steps on unseen data")
+    logger.info(f"[4/6] continuing the grown model for {plan.extra_steps} steps on unseen data")
     # Continued training re-warms to a third of the base's peak: the base ended its cosine at 3e-4, and
     # jumping back to 3e-3 costs both arms more than the extra steps can repay at this scale.
     grown = _train(out / "grown-continued", plan, data, plan.extra_steps, init_from=str(out / "grown"), lr=1e-3)
-    say(f"[5/6] control: the ungrown model for the same {plan.extra_steps} steps on the same data")
+    logger.info(f"[5/6] control: the ungrown model for the same {plan.extra_steps} steps on the same data")
     control = _train(out / "control", plan, data, plan.extra_steps, init_from=str(base_ckpt), lr=1e-3)
 
-    say("[6/6] writing the report")
+    logger.info("[6/6] writing the report")
     results = {
         "plan": plan.__dict__,
         "data": {"train_tokens": train_split.num_tokens, "val_tokens": val_split.num_tokens,
@@ -149,7 +151,7 @@ def run_demo(out: Path, shared: Path | None = None, quick: bool = False) -> dict
                      markers=[(plan.base_steps * tokens_per_step, "growth (M, A)")], x_label="training tokens")
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "report.md").write_text(_report(results, plan))
-    say(f"done in {results['seconds']:.0f} s: {out / 'report.md'}, {out / 'curves.png'}")
+    logger.info(f"done in {results['seconds']:.0f} s: {out / 'report.md'}, {out / 'curves.png'}")
     return results
 
 

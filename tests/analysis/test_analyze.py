@@ -38,12 +38,10 @@ def grown_runs(tiny_data, tmp_path_factory) -> dict[str, Path]:
          "snapshots": 7}]})
     run_plan(plan)
     base = next((root / "plan").glob("stage-01-*")) / "train"
-    grow_checkpoint(base, root / "grown2", {"nexus_m": 80, "nexus_a": 96}, parse_init("noise:0.2"),
-                    say=lambda _m: None)
+    grow_checkpoint(base, root / "grown2", {"nexus_m": 80, "nexus_a": 96}, parse_init("noise:0.2"))
     start_run(train_config(tiny_data, root / "scale2", model=None, init_from=str(root / "grown2"), max_steps=12,
                            snapshots=7, eval_every=100, checkpoint_every=100))
-    grow_checkpoint(base, root / "grown-zero", {"nexus_m": 64, "nexus_a": 80}, parse_init("zero"),
-                    say=lambda _m: None)
+    grow_checkpoint(base, root / "grown-zero", {"nexus_m": 64, "nexus_a": 80}, parse_init("zero"))
     start_run(train_config(tiny_data, root / "zero", model=None, init_from=str(root / "grown-zero"), max_steps=4,
                            snapshots=3, eval_every=100, checkpoint_every=100))
     start_run(train_config(tiny_data, root / "short", model=None, init_from=str(root / "grown2"), max_steps=4,

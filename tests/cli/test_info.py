@@ -47,8 +47,8 @@ def test_a_run_folder(run, tiny_data):
 def test_growth_history_follows_the_chain(run, tmp_path):
     newest = storage.list_checkpoints(run)[-1]
     first, second = tmp_path / "g1", tmp_path / "g2"
-    grow_checkpoint(run, first, {"nexus_m": 170}, parse_init("preserve"), say=lambda _m: None)
-    grow_checkpoint(first, second, {"num_hidden_layers": 5}, parse_init("preserve"), say=lambda _m: None,
+    grow_checkpoint(run, first, {"nexus_m": 170}, parse_init("preserve"))
+    grow_checkpoint(first, second, {"num_hidden_layers": 5}, parse_init("preserve"),
                     verify=False)
     info = describe(second)
     assert info["kind"] == "checkpoint"  # the optimizer state came along: a trainer_state.json too

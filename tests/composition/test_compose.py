@@ -56,7 +56,7 @@ def experts(tmp_path_factory, tokenizer):
 @pytest.fixture(scope="module")
 def composite(experts, tmp_path_factory):
     out = tmp_path_factory.mktemp("composite") / "mean"
-    compose(experts, out, say=lambda _: None)
+    compose(experts, out)
     return out
 
 
@@ -107,7 +107,7 @@ def test_generate_with_cache_is_greedy_decoding_of_the_mean(composite):
 
 def test_save_load_round_trip_keeps_every_tensor_and_the_ties(experts, tmp_path):
     out = tmp_path / "gate"
-    compose(experts, out, mixing="gate", say=lambda _: None)
+    compose(experts, out, mixing="gate")
     model = storage.load_model(out)
     with torch.no_grad():  # a mixer that is not at its zero init, so that its tensors are really checked
         model.mixer.bias.copy_(torch.tensor([0.5, -0.25, 0.1]))
@@ -130,10 +130,9 @@ def test_save_load_round_trip_keeps_every_tensor_and_the_ties(experts, tmp_path)
 
 def test_mixer_training_moves_only_the_mixer(experts, tiny_data, tmp_path):
     out = tmp_path / "mixed"
-    compose(experts, out, mixing="gate", say=lambda _: None)
+    compose(experts, out, mixing="gate")
     before = storage.load_model(out).state_dict()
-    record = train_mixer(out, tiny_data, steps=4, seq_len=32, batch_size=2, eval_batches=2, device="cpu",
-                         say=lambda _: None)
+    record = train_mixer(out, tiny_data, steps=4, seq_len=32, batch_size=2, eval_batches=2, device="cpu")
     after = storage.load_model(out).state_dict()
     experts_keys = [k for k in before if k.startswith("experts.")]
     assert experts_keys and all(torch.equal(before[k], after[k]) for k in experts_keys)
@@ -179,7 +178,7 @@ def test_different_embedding_tables_are_refused_in_one_line(experts, tokenizer, 
     other = tmp_path / "other"
     storage.save_model(_expert("llama", 9, None), other, tokenizer)
     with pytest.raises(CompositionError) as exc:
-        compose([experts[0], other], tmp_path / "x", say=lambda _: None)
+        compose([experts[0], other], tmp_path / "x")
     message = _one_line(exc)
     assert "different substrates" in message and "embedding tables differ in" in message
     assert str(experts[0]) in message and str(other) in message
@@ -190,7 +189,7 @@ def test_different_vocabularies_and_tokenizers_are_refused(experts, tokenizer, t
     model = make_model(small_config("qwen3", seed=4, vocab_size=512, hidden_size=32))
     storage.save_model(model, small, tokenizer)
     with pytest.raises(CompositionError) as exc:
-        compose([experts[1], small], tmp_path / "x", say=lambda _: None)
+        compose([experts[1], small], tmp_path / "x")
     assert "different vocabularies (vocab_size 32000 vs 512)" in _one_line(exc)
 
     gpt2 = load_tokenizer(SHARED / "tokenizers" / "gpt2-50k")
@@ -198,19 +197,19 @@ def test_different_vocabularies_and_tokenizers_are_refused(experts, tokenizer, t
     foreign = tmp_path / "foreign"
     storage.save_model(_expert("qwen3", 5, table), foreign, gpt2)
     with pytest.raises(CompositionError) as exc:
-        compose([experts[0], foreign], tmp_path / "y", say=lambda _: None)
+        compose([experts[0], foreign], tmp_path / "y")
     assert "different tokenizers (32000 vs 50257 tokens)" in _one_line(exc)
 
     rewritten = tmp_path / "rewritten"  # the same tokenizer, its config file rewritten: composes
     shutil.copytree(experts[1], rewritten)
     config = json.loads((rewritten / "tokenizer_config.json").read_text())
     (rewritten / "tokenizer_config.json").write_text(json.dumps({**config, "comment": "saved elsewhere"}, indent=4))
-    compose([experts[0], rewritten], tmp_path / "ok", say=lambda _: None)
+    compose([experts[0], rewritten], tmp_path / "ok")
 
     bare = tmp_path / "bare"
     storage.save_model(_expert("qwen3", 6, table), bare)
     with pytest.raises(CompositionError) as exc:
-        compose([experts[0], bare], tmp_path / "z", say=lambda _: None)
+        compose([experts[0], bare], tmp_path / "z")
     assert f"{bare} holds no tokenizer" in _one_line(exc)
 
 
@@ -250,10 +249,10 @@ def test_experts_on_a_built_substrate_compose_and_other_kinds_are_refused(tokeni
         install_substrate(model, tokenizer)
         folders[name] = tmp_path / name
         storage.save_model(model, folders[name], tokenizer)
-    record = compose([folders["a"], folders["b"]], tmp_path / "ab", say=lambda _: None)
+    record = compose([folders["a"], folders["b"]], tmp_path / "ab")
     assert record["substrate"]["embedding_fields"]["embedding"] == "binary"
     composite = storage.load_model(tmp_path / "ab")
     assert composite.config.embedding == "binary"
     with pytest.raises(CompositionError) as exc:
-        compose([folders["a"], folders["c"]], tmp_path / "ac", say=lambda _: None)
+        compose([folders["a"], folders["c"]], tmp_path / "ac")
     assert "different substrates (embedding='binary' vs 'random_binary')" in _one_line(exc)

@@ -167,14 +167,14 @@ def test_fine_tuned_composites_save_load_generate_and_run_from_the_cli(expert_fo
     full = tmp_path / "full"  # the whole composite, substrate frozen, through the Python API
     assert main(["compose", *expert_folders, "--out", str(full)]) == 0
     record = finetune(full, tiny_data, steps=3, mode="full", seq_len=32, batch_size=2, device="cpu",
-                      eval_batches=1, say=lambda _: None)
+                      eval_batches=1)
     tuned = storage.load_model(full)
     assert record["frozen_params"] == 2 * 32000 * 32  # the two tables, nothing else
     for index, expert in enumerate(experts):
         assert torch.equal(tuned.experts[index].get_input_embeddings().weight, expert.get_input_embeddings().weight)
     assert not torch.equal(tuned.experts[0].lm_head.weight, experts[0].lm_head.weight)
     report = evaluate_checkpoint(full, ["ppl"], out=tmp_path / "eval", ppl_data=tiny_data, max_batches=1,
-                                 batch_size=2, device="cpu", progress=False, seq_len=32, say=lambda _: None)
+                                 batch_size=2, device="cpu", progress=False, seq_len=32)
     assert report["results"]["ppl"]["loss"] > 0
     assert main(["compose", *expert_folders, "--out", str(tmp_path / "x"), "--finetune", "full"]) == 2
     assert "--finetune full needs data" in capsys.readouterr().err

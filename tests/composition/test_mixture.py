@@ -173,7 +173,6 @@ def test_cli_compose_with_prob_mixing_and_eval(tmp_path, tiny_data, capsys):
     losses = {}
     for name, folder in (("mix", out), *((f, f) for f in folders)):
         report = evaluate_checkpoint(folder, ["ppl"], out=tmp_path / "eval" / str(len(losses)), ppl_data=tiny_data,
-                                     max_batches=1, batch_size=2, device="cpu", progress=False, seq_len=32,
-                                     say=lambda _: None)
+                                     max_batches=1, batch_size=2, device="cpu", progress=False, seq_len=32)
         losses[name] = report["results"]["ppl"]["loss"]
     assert 0 < losses["mix"] <= min(losses[f] for f in folders) + math.log(2) + 1e-4

@@ -150,14 +150,15 @@ def _bench_with_test_split(shared, folder):
     return [json.loads(line) for line in lines[:40]]
 
 
-def test_standard_split_by_default_fallback_and_choice_are_recorded(untrained, shared, tmp_path):
+def test_standard_split_by_default_fallback_and_choice_are_recorded(untrained, shared, tmp_path, caplog):
     """arc_easy reads test (lm-eval's split); openbookqa, whose test file is absent, falls back to validation
     and says so in the output and results.json; --split picks another split."""
     bench = tmp_path / "bench"
     test_rows = _bench_with_test_split(shared, bench)
-    said = []
+    caplog.set_level("INFO", logger="growlm")
     report = evaluate_checkpoint(untrained, "arc_easy,openbookqa", out=tmp_path / "a", data_dir=bench, limit=3,
-                                 batch_size=4, device="cpu", progress=False, say=said.append)
+                                 batch_size=4, device="cpu", progress=False)
+    said = caplog.messages
     arc, obqa = report["results"]["arc_easy"], report["results"]["openbookqa"]
     assert {k: arc[k] for k in ("split", "standard_split", "documents_in_split", "documents", "n")} == \
         {"split": "test", "standard_split": True, "documents_in_split": 40, "documents": 3, "n": 3}
@@ -173,7 +174,7 @@ def test_standard_split_by_default_fallback_and_choice_are_recorded(untrained, s
     assert first["context"] == f"Question: {test_rows[0]['question']}\nAnswer:"
 
     chosen = evaluate_checkpoint(untrained, ["arc_easy"], out=tmp_path / "b", data_dir=bench, limit=2,
-                                 device="cpu", progress=False, say=said.append, split="arc_easy=validation")
+                                 device="cpu", progress=False, split="arc_easy=validation")
     arc = chosen["results"]["arc_easy"]
     assert (arc["split"], arc["documents_in_split"], chosen["settings"]["split"]) == \
         ("validation", 570, {"arc_easy": "validation"})

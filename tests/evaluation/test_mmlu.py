@@ -86,7 +86,7 @@ def test_prompt_and_targets_are_lm_evals_mmlu(untrained, mmlu_dir, tmp_path, mon
 
     monkeypatch.setattr(LoglikelihoodScorer, "score", recording)
     report = evaluate_checkpoint(untrained, ["mmlu"], out=tmp_path / "out", task_data={"mmlu": mmlu_dir},
-                                 num_fewshot=1, device="cpu", progress=False, say=lambda _: None)
+                                 num_fewshot=1, device="cpu", progress=False)
     assert asked[1] == (EXPECTED_ONE_SHOT, [" A", " B", " C", " D"])
     assert len(asked) == 6 and all(ctx.endswith("\nAnswer:") for ctx, _ in asked)
     result = report["results"]["mmlu"]
@@ -145,7 +145,7 @@ def test_generation_scoring_counts_unparsed_answers_as_wrong(untrained, mmlu_dir
 
     monkeypatch.setattr(runner, "generate_answers", fake_generate)
     report = evaluate_checkpoint(untrained, ["mmlu"], out=tmp_path / "a", task_data={"mmlu": mmlu_dir},
-                                 scoring="generate", device="cpu", progress=False, say=lambda _: None)
+                                 scoring="generate", device="cpu", progress=False)
     result = report["results"]["mmlu"]
     assert prompts_seen == [e.context for e in build_examples("mmlu", mmlu_rows(2))]  # lm-eval's mmlu prompt
     assert (result["acc"], result["unparsed"], result["chance"]) == (pytest.approx(3 / 6), pytest.approx(2 / 6), 0.25)
@@ -159,7 +159,7 @@ def test_generation_scoring_counts_unparsed_answers_as_wrong(untrained, mmlu_dir
     canned[:] = [" The"] * 6
     prompts_seen.clear()
     below = evaluate_checkpoint(untrained, ["mmlu"], out=tmp_path / "b", task_data={"mmlu": mmlu_dir},
-                                scoring="generate", device="cpu", progress=False, say=lambda _: None)
+                                scoring="generate", device="cpu", progress=False)
     assert below["results"]["mmlu"]["acc"] == 0.0 < below["results"]["mmlu"]["chance"]
     assert below["results"]["mmlu"]["unparsed"] == 1.0
 
@@ -167,7 +167,7 @@ def test_generation_scoring_counts_unparsed_answers_as_wrong(untrained, mmlu_dir
 def test_generation_scoring_end_to_end_on_other_tasks(untrained, shared, tmp_path):
     """A real (untrained) model generates; ARC gets growlm's lettered prompt; acc never exceeds the parsed share."""
     report = evaluate_checkpoint(untrained, ["arc_easy"], out=tmp_path, data_dir=shared / "benchmarks", limit=3,
-                                 batch_size=3, scoring="generate", device="cpu", progress=False, say=lambda _: None)
+                                 batch_size=3, scoring="generate", device="cpu", progress=False)
     result = report["results"]["arc_easy"]
     assert result["acc"] <= 1 - result["unparsed"] and sum(result["answer_counts"].values()) == 3
     assert "acc_norm" not in result and report["groups"] == {}

@@ -116,7 +116,7 @@ def test_arc_easy_test_split_equals_lm_eval_arc_easy(trained, shared, tmp_path, 
     bench = tmp_path / "bench"
     test_rows = _arc_easy_folder(shared, bench)
     ours = evaluate_checkpoint(trained, ["arc_easy"], out=tmp_path / "ours", data_dir=bench, limit=LIMIT,
-                               batch_size=8, device="cpu", dtype="float64", progress=False, say=lambda _: None)
+                               batch_size=8, device="cpu", dtype="float64", progress=False)
     result = ours["results"]["arc_easy"]
     assert (result["split"], result["standard_split"], result["documents_in_split"], result["n"]) == \
         ("test", True, 570, LIMIT)

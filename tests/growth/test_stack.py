@@ -89,8 +89,7 @@ def test_checkpoint_moments_fresh_vs_carry_and_a_stale_tmp_folder(tmp_path):
     # a crashed earlier attempt left a file in OUT.tmp: it must not end up in the grown folder
     (tmp_path / "carry.tmp").mkdir()
     (tmp_path / "carry.tmp" / "stale.bin").write_text("left by a crash")
-    report = grow_checkpoint(tmp_path / "src", tmp_path / "carry", {"intermediate_size": 80}, parse_init("clone"),
-                             say=lambda _: None)
+    report = grow_checkpoint(tmp_path / "src", tmp_path / "carry", {"intermediate_size": 80}, parse_init("clone"))
     assert not (tmp_path / "carry" / "stale.bin").exists() and not (tmp_path / "carry.tmp").exists()
     assert report["moments"] == "carry" and "copied with their units" in report["optimizer_state"]
     grown_names = json.loads((tmp_path / "carry" / storage.TRAINER_STATE).read_text())["param_names"]
@@ -102,8 +101,7 @@ def test_checkpoint_moments_fresh_vs_carry_and_a_stale_tmp_folder(tmp_path):
     assert torch.allclose(up["exp_avg_sq"], torch.full_like(up["exp_avg"], 0.25 / 4))
     assert torch.allclose(down["exp_avg"], torch.full_like(down["exp_avg"], 0.5))  # read axis: m
 
-    report = grow_checkpoint(tmp_path / "src", tmp_path / "fresh", {"intermediate_size": 80}, parse_init("clone"),
-                             say=lambda _: None, moments="fresh")
+    report = grow_checkpoint(tmp_path / "src", tmp_path / "fresh", {"intermediate_size": 80}, parse_init("clone"), moments="fresh")
     assert report["moments"] == "fresh" and report["optimizer_state"].startswith("fresh")
     assert torch.load(tmp_path / "fresh" / storage.OPTIMIZER, weights_only=False)["state"] == {}
     with pytest.raises(GrowthError, match="unknown moments 'warm'; valid: carry, fresh"):

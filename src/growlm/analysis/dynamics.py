@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,8 @@ from growlm.analysis.statistics import (
 )
 from growlm.errors import unknown_key_message
 from growlm.models import storage
+
+logger = logging.getLogger(__name__)
 
 STATISTICS = ("pca", "harmonic", "fisher", "law")
 FEATURES = ("theta", "rho", "noc", "z", "perf")
@@ -119,8 +122,7 @@ def _paper5_average(results: dict[str, Any]) -> float | None:
     return float(np.mean([100 * results["results"][t][PAPER_METRIC[t]] for t in tasks]))
 
 
-def _evaluate(run: RunSource, point_folder: Path, out: Path, settings: AnalysisSettings, benchmarks: bool,
-              say: Callable[[str], None]) -> dict[str, Any]:
+def _evaluate(run: RunSource, point_folder: Path, out: Path, settings: AnalysisSettings, benchmarks: bool) -> dict[str, Any]:
     """Validation perplexity (``growlm.evaluation.perplexity.evaluate_loss`` on the data's val split,
     first ``ppl_batches`` batches of ``seq_len`` windows) and, when asked, the benchmarks through
     ``growlm eval``'s library call (first ``limit`` documents of each task)."""
@@ -132,7 +134,7 @@ def _evaluate(run: RunSource, point_folder: Path, out: Path, settings: AnalysisS
         from growlm.system import pick_autocast, pick_device
 
         device = pick_device(settings.device)
-        model = storage.load_model(point_folder, device, say).float().eval()
+        model = storage.load_model(point_folder, device).float().eval()
         seq_len = settings.seq_len or run.seq_len or min(1024, int(model.config.max_position_embeddings))
         result = evaluate_loss(model, TokenSplit(data, "val"), seq_len, settings.batch_size, settings.ppl_batches,
                                device, pick_autocast("auto", device))
@@ -142,7 +144,7 @@ def _evaluate(run: RunSource, point_folder: Path, out: Path, settings: AnalysisS
 
         report = evaluate_checkpoint(point_folder, list(settings.tasks), out=out, data_dir=settings.benchmarks,
                                      limit=settings.limit, batch_size=settings.batch_size, device=settings.device,
-                                     progress=False, say=say)
+                                     progress=False)
         row["paper5"] = _paper5_average(report)
     return row
 
@@ -175,7 +177,7 @@ def weight_statistics(growth: dict[str, Any], growth_folder: str, folders: Seque
     return out
 
 
-def analyse_run(run: RunSource, out: Path, settings: AnalysisSettings, say: Callable[[str], None],
+def analyse_run(run: RunSource, out: Path, settings: AnalysisSettings,
                 pool: Any = None) -> dict[str, Any]:
     """The per-snapshot statistics of one run (growth point first); with ``pool`` (an executor) the
     weight statistics are computed there, one task per snapshot, while this process evaluates."""
@@ -191,7 +193,7 @@ def analyse_run(run: RunSource, out: Path, settings: AnalysisSettings, say: Call
     for i, point in enumerate(run.points):
         benchmarks = settings.benchmark_points == "all" or i in (0, len(run.points) - 1)
         evaluations.append(_evaluate(run, point.folder, out / "eval" / run.label / f"step-{point.step:08d}",
-                                     settings, benchmarks, say))
+                                     settings, benchmarks))
     if futures is not None:
         weights = [f.result()[0] for f in futures]
     else:
@@ -206,8 +208,8 @@ def analyse_run(run: RunSource, out: Path, settings: AnalysisSettings, say: Call
         row = {"run": run.label, "step": point.step, "tokens": point.tokens, "snapshot": str(point.folder),
                **weight, **evaluation}
         rows.append(row)
-        say(f"{run.label} step {point.step}: NOC {row['noc']:.4f}, Z {row['z']:.4g}"
-            + (f", ppl {row['ppl']:.2f}" if "ppl" in row else ""))
+        logger.info(f"{run.label} step {point.step}: NOC {row['noc']:.4f}, Z {row['z']:.4g}"
+                    + (f", ppl {row['ppl']:.2f}" if "ppl" in row else ""))
     base = rows[0]
     if settings.definitions == "paper":  # θ, ρ, R against the run's own growth point
         theta, rho, radius = radial_energy([r["z"] for r in rows], [r["noc"] for r in rows])
@@ -240,7 +242,7 @@ def _performance_measure(rows: list[dict[str, Any]], definitions: str = "growlm"
 
 
 def analyse(paths: Sequence[str | Path], out: str | Path, settings: AnalysisSettings | None = None,
-            names: Sequence[str] | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
+            names: Sequence[str] | None = None) -> dict[str, Any]:
     """Analyse grown runs; writes everything to ``out`` and returns the ``dynamics.json`` content."""
     settings = settings or AnalysisSettings()
     settings.check()
@@ -274,9 +276,9 @@ def analyse(paths: Sequence[str | Path], out: str | Path, settings: AnalysisSett
 
         # spawn: the parent may hold CUDA; the workers only read safetensors and use numpy/scipy
         with ProcessPoolExecutor(settings.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            results = [analyse_run(run, out, settings, say, pool) for run in runs]
+            results = [analyse_run(run, out, settings, pool) for run in runs]
     else:
-        results = [analyse_run(run, out, settings, say) for run in runs]
+        results = [analyse_run(run, out, settings) for run in runs]
     rows = [row for r in results for row in r["rows"]]
 
     scales: dict[str, float] | None = None

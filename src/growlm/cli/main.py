@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Any, NoReturn
 
 from growlm.errors import ConfigError, GrowlmError
+from growlm.logs import show_messages
 
 # Start-up: this module imports no torch, transformers or numpy, and neither does building the
 # parser, so ``growlm --help`` answers at once; each handler imports what it needs
@@ -188,14 +189,15 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 # -- data ---------------------------------------------------------------------------------------
 def cmd_data_prepare(args: argparse.Namespace) -> None:
-    from growlm.data.prepare import prepare, summary_lines
+    from growlm.data.prepare import PrepareOptions, prepare, summary_lines
 
-    meta = prepare(args.inputs, args.tokenizer, args.out, val_inputs=args.val or (),
-                   val_fraction=args.val_fraction, text_field=args.text_field,
-                   max_docs_per_file=args.max_docs_per_file, max_tokens=args.max_tokens,
-                   shard_tokens=args.shard_tokens, seed=args.seed, overwrite=args.overwrite,
-                   workers=args.workers, piece_chars=args.piece_chars,
-                   **({"batch_bytes": args.batch_bytes} if args.batch_bytes else {}))
+    options = PrepareOptions(val_inputs=args.val or (), val_fraction=args.val_fraction, text_field=args.text_field,
+                             max_docs_per_file=args.max_docs_per_file, max_tokens=args.max_tokens,
+                             shard_tokens=args.shard_tokens, seed=args.seed, overwrite=args.overwrite,
+                             workers=args.workers, piece_chars=args.piece_chars)
+    if args.batch_bytes:
+        options.batch_bytes = args.batch_bytes
+    meta = prepare(args.inputs, args.tokenizer, args.out, options)
     print(f"wrote {args.out} ({meta['tokenizer']['class']}, vocab {meta['tokenizer']['vocab_size']}, "
           f"{meta['dtype']}) in {meta['seconds']:.1f} s with {meta['workers']} worker(s): "
           f"{meta['text_mb_per_s']:.2f} MB/s, {meta['tokens_per_s']:,.0f} tokens/s")
@@ -306,7 +308,7 @@ def cmd_grow(args: argparse.Namespace) -> None:
 
     options = {"layers_at": args.layers_at} if args.layers_at else {}
     report = grow_checkpoint(args.checkpoint, args.out, parse_assignments(args.set), parse_init(args.init),
-                             seed=args.seed, verify=not args.no_verify, say=_warn, options=options,
+                             seed=args.seed, verify=not args.no_verify, options=options,
                              moments=args.moments)
     changes = ", ".join(f"{k} {v['old']} -> {v['new']}" for k, v in report["changes"].items())
     print(f"grew {report['architecture']} ({changes}) with --init {report['init']}: "
@@ -334,21 +336,21 @@ def cmd_grow(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from growlm.evaluation.runner import evaluate_checkpoint, evaluate_series
+    from growlm.evaluation.runner import EvalOptions, evaluate_checkpoint, evaluate_series
 
     tasks = args.tasks or (["ppl"] if args.data else None)
     if not tasks:
         raise GrowlmError("pass --tasks (e.g. --tasks paper5 lambada_openai) or --data DATA_DIR for perplexity")
-    options = dict(data_dir=args.data_dir, ppl_data=args.data, limit=args.limit, batch_size=args.batch_size,
-                   device=args.device, seq_len=args.seq_len, max_batches=args.max_batches, say=_warn,
-                   dtype=args.dtype, split=args.split, scoring=args.scoring, num_fewshot=args.num_fewshot,
-                   task_data=args.task_data)
+    options = EvalOptions(data_dir=args.data_dir, ppl_data=args.data, limit=args.limit, batch_size=args.batch_size,
+                          device=args.device, seq_len=args.seq_len, max_batches=args.max_batches, dtype=args.dtype,
+                          split=args.split, scoring=args.scoring, num_fewshot=args.num_fewshot,
+                          task_data=args.task_data)
     if args.all_checkpoints:
-        rows = evaluate_series(args.checkpoint, tasks, out=args.out, **options)
+        rows = evaluate_series(args.checkpoint, tasks, args.out, options)
         out = Path(args.out) if args.out else Path(args.checkpoint) / "eval-series"
         print(f"evaluated {len(rows)} checkpoints; wrote {out / 'series.csv'} and {out / 'series.png'}")
         return
-    report = evaluate_checkpoint(args.checkpoint, tasks, out=args.out, **options)
+    report = evaluate_checkpoint(args.checkpoint, tasks, args.out, options)
     for task, metrics in report["results"].items():
         shown = {k: v for k, v in metrics.items() if isinstance(v, float) and not k.endswith("_stderr")}
         where = f"[{metrics['split']}] " if "split" in metrics else ""
@@ -410,12 +412,12 @@ def cmd_compose(args: argparse.Namespace) -> None:
     if args.mix_train and mixing in ("mean", "prob"):
         raise GrowlmError(f"--mix-train trains a mixing layer: use --mixing weights, gate, prob_weights or "
                           f"prob_gate ({mixing} has none)")
-    record = compose(args.models, args.out, mixing=mixing, say=_warn)
+    record = compose(args.models, args.out, mixing=mixing)
     print(f"composed {len(record['experts'])} experts ({record['parameters']:,} parameters, mixing {mixing}) "
           f"into {args.out}")
     if args.mix_train:
         mix = train_mixer(args.out, args.mix_train, args.steps, seq_len=args.seq_len, batch_size=args.batch_size,
-                          lr=args.mix_lr, seed=args.seed, device=args.device, say=_warn)
+                          lr=args.mix_lr, seed=args.seed, device=args.device)
         print(f"mixer trained for {mix['steps']} steps: val loss {mix['val_loss_before']:.4f} -> "
               f"{mix['val_loss_after']:.4f}")
     if args.finetune != "none":
@@ -423,25 +425,25 @@ def cmd_compose(args: argparse.Namespace) -> None:
 
         ft = finetune(args.out, args.finetune_data or args.mix_train, args.finetune_steps or args.steps,
                       mode=args.finetune, lr=args.finetune_lr, seq_len=args.seq_len, batch_size=args.batch_size,
-                      seed=args.seed, device=args.device, say=_warn)
+                      seed=args.seed, device=args.device)
         print(f"fine-tuned ({args.finetune}, {ft['trainable_params']:,} parameters) for {ft['steps']} steps: "
               f"val loss {ft['val_loss_before']:.4f} -> {ft['val_loss_after']:.4f}")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from growlm.bench import bench
+    from growlm.bench import BenchOptions, bench
 
     compile_model = {"auto": None, "on": True, "off": False, "regional": "regional", "graphs": "graphs"}[args.compile]
     if args.nexus_pad is not None and args.nexus_pad < 1:
         raise ConfigError(f"--nexus-pad must be a positive integer, got {args.nexus_pad}")
-    bench(args.preset, seq_len=args.seq_len, micro_batch=args.micro_batch, steps=args.steps, warmup=args.warmup,
-          compile_model=compile_model, reference=args.reference, device=args.device,
-          loss_chunk_tokens=args.loss_chunk_tokens, out=args.out,
-          activation_checkpointing=args.activation_checkpointing,
-          nexus_fused=False if args.nexus_unfused else None, nexus_pad=args.nexus_pad, profile=args.profile,
-          profile_steps=args.profile_steps, find=args.find_batch, find_batch_max=args.find_batch_max,
-          find_batch_budget_s=args.find_batch_budget_s, fuse_linears=False if args.unfused_linears else None,
-          rotary_inline=args.rotary_inline)
+    bench(args.preset, BenchOptions(
+        seq_len=args.seq_len, micro_batch=args.micro_batch, steps=args.steps, warmup=args.warmup,
+        compile_model=compile_model, reference=args.reference, device=args.device,
+        loss_chunk_tokens=args.loss_chunk_tokens, out=args.out, activation_checkpointing=args.activation_checkpointing,
+        nexus_fused=False if args.nexus_unfused else None, nexus_pad=args.nexus_pad, profile=args.profile,
+        profile_steps=args.profile_steps, find=args.find_batch, find_batch_max=args.find_batch_max,
+        find_batch_budget_s=args.find_batch_budget_s, fuse_linears=False if args.unfused_linears else None,
+        rotary_inline=args.rotary_inline))
 
 
 def cmd_analyze(args: argparse.Namespace) -> None:
@@ -453,7 +455,7 @@ def cmd_analyze(args: argparse.Namespace) -> None:
                                 max_values=args.max_values, state=args.state.split(",") if args.state else None,
                                 skip=args.skip or [], seq_len=args.seq_len, benchmark_points=args.benchmark_points,
                                 workers=args.workers, definitions=args.definitions, pooling=args.pooling)
-    report = analyse(args.runs, args.out, settings, names=args.names, say=_warn)
+    report = analyse(args.runs, args.out, settings, names=args.names)
     print(f"wrote {Path(args.out) / 'dynamics.json'}, dynamics.csv, {Path(report['tables']).name} and "
           f"{len(report['figures'])} figures to {args.out}")
 
@@ -834,6 +836,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
+    show_messages()  # the library logs; the command line shows each message as a plain line
     try:
         args.func(args)
     except GrowlmError as exc:

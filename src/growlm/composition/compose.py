@@ -13,7 +13,8 @@ mixer was trained.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +24,22 @@ from growlm.models import storage
 from growlm.models.accounting import model_cost
 from growlm.models.composite import MIXINGS, CompositeForCausalLM
 
+logger = logging.getLogger(__name__)
+
 COMPOSITION_FILE = "composition.json"
 
 
-def load_experts(paths: Sequence[str | Path], say: Callable[[str], None] = print) -> list[tuple[Any, Any, Path]]:
+def load_experts(paths: Sequence[str | Path]) -> list[tuple[Any, Any, Path]]:
     """``(fingerprint, model, folder)`` per path, models on the CPU in their stored dtype."""
     found = []
     for path in paths:
-        folder = storage.resolve_model_dir(path, say)
-        model = storage.load_model(folder, "cpu", say)
+        folder = storage.resolve_model_dir(path)
+        model = storage.load_model(folder, "cpu")
         found.append((fingerprint(model, str(path), folder), model, folder))
     return found
 
 
-def compose(paths: Sequence[str | Path], out: str | Path, mixing: str = "mean",
-            say: Callable[[str], None] = print) -> dict[str, Any]:
+def compose(paths: Sequence[str | Path], out: str | Path, mixing: str = "mean") -> dict[str, Any]:
     """Check that the models share a substrate, write the composite to ``out``; returns composition.json."""
     if mixing not in MIXINGS:
         raise ConfigError(unknown_key_message("mixing", mixing, MIXINGS))
@@ -46,7 +48,7 @@ def compose(paths: Sequence[str | Path], out: str | Path, mixing: str = "mean",
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise CompositionError(f"--out {out} exists and is not empty")
-    experts = load_experts(paths, say)
+    experts = load_experts(paths)
     check_same_substrate([(fp, model) for fp, model, _ in experts])
     models = [model for _, model, _ in experts]
     composite = CompositeForCausalLM.from_experts(models, mixing)

@@ -26,7 +26,7 @@ after is only measured and recorded under ``finetune`` in ``composition.json``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,8 @@ from growlm.composition.substrate import CompositionError
 from growlm.errors import ConfigError, unknown_key_message
 from growlm.models import storage
 from growlm.system import pick_device
+
+logger = logging.getLogger(__name__)
 
 FINETUNES = {
     "none": "no fine-tune (the merge as composed)",
@@ -69,8 +71,7 @@ def trainable_parameters(model: Any, mode: str) -> list[Any]:
 
 
 def finetune(folder: str | Path, data: str | Path, steps: int, mode: str = "full", lr: float | None = None,
-             seq_len: int = 256, batch_size: int = 8, seed: int = 0, device: str = "auto", eval_batches: int = 8,
-             say: Callable[[str], None] = print) -> dict[str, Any]:
+             seq_len: int = 256, batch_size: int = 8, seed: int = 0, device: str = "auto", eval_batches: int = 8) -> dict[str, Any]:
     """Fine-tune the composite in ``folder`` in place (``mode`` full or adapter); returns the ``finetune`` record."""
     if mode not in ("full", "adapter"):
         raise ConfigError(unknown_key_message("finetune", mode, [m for m in FINETUNES if m != "none"]))
@@ -79,7 +80,7 @@ def finetune(folder: str | Path, data: str | Path, steps: int, mode: str = "full
     lr = DEFAULT_LR[mode] if lr is None else lr
     folder = Path(folder)
     run_device = pick_device(device)
-    model = storage.load_model(folder, run_device, say)
+    model = storage.load_model(folder, run_device)
     if getattr(model.config, "architecture", None) != "composite":
         raise CompositionError(f"{folder} is not a composite (architecture {model.config.architecture}); "
                                "--finetune fine-tunes what growlm compose wrote")

@@ -14,9 +14,9 @@ on it, so that split stays a fair place to report the composite's perplexity.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,20 +29,21 @@ from growlm.evaluation.perplexity import evaluate_loss
 from growlm.models import storage
 from growlm.system import pick_autocast, pick_device
 
+logger = logging.getLogger(__name__)
+
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def train_mixer(folder: str | Path, data: str | Path, steps: int, seq_len: int = 256, batch_size: int = 8,
-                lr: float = 1e-2, seed: int = 0, device: str = "auto", eval_batches: int = 8,
-                say: Callable[[str], None] = print) -> dict[str, Any]:
+                lr: float = 1e-2, seed: int = 0, device: str = "auto", eval_batches: int = 8) -> dict[str, Any]:
     """Train the mixer of the composite in ``folder`` in place; returns the ``mix_train`` record."""
     if steps < 1:
         raise CompositionError(f"--steps must be at least 1, got {steps}")
     folder = Path(folder)
     run_device = pick_device(device)
-    model = storage.load_model(folder, run_device, say)
+    model = storage.load_model(folder, run_device)
     if getattr(model, "mixer", None) is None:
         raise CompositionError(f"{folder} mixes with '{model.config.mixing}', which has nothing to train; "
                                "compose with --mixing weights, gate, prob_weights or prob_gate")

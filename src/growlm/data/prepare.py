@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import multiprocessing
 import multiprocessing.context
 import os
@@ -40,6 +41,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
@@ -49,6 +51,8 @@ from tqdm.auto import tqdm
 from growlm.data.chunking import Encoder, init_worker, parse_line, run_in_worker
 from growlm.data.tokenizer import end_of_document_id, load_tokenizer
 from growlm.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "growlm-tokens-v1"
 SUFFIXES = (".txt", ".jsonl", ".jsonl.gz", ".txt.gz")
@@ -362,23 +366,27 @@ class _Run:
                 executor.shutdown(wait=True, cancel_futures=True)
 
 
-def prepare(
-    inputs: Sequence[str | Path],
-    tokenizer_spec: str,
-    out_dir: str | Path,
-    val_inputs: Sequence[str | Path] = (),
-    val_fraction: float = 0.01,
-    text_field: str = "text",
-    max_docs_per_file: int | None = None,
-    max_tokens: int | None = None,
-    shard_tokens: int = 100_000_000,
-    seed: int = 0,
-    overwrite: bool = False,
-    workers: int | None = None,
-    piece_chars: int | None = PIECE_CHARS,
-    batch_bytes: int = BATCH_BYTES,
-    show_progress: bool = True,
-) -> dict[str, Any]:
+@dataclass
+class PrepareOptions:
+    """How :func:`prepare` reads and writes (``growlm data prepare``'s flags, one field each; its
+    ``--help`` says what each does). :func:`prepare` also takes these fields as keywords."""
+
+    val_inputs: Sequence[str | Path] = ()
+    val_fraction: float = 0.01
+    text_field: str = "text"
+    max_docs_per_file: int | None = None
+    max_tokens: int | None = None
+    shard_tokens: int = 100_000_000
+    seed: int = 0
+    overwrite: bool = False
+    workers: int | None = None
+    piece_chars: int | None = PIECE_CHARS
+    batch_bytes: int = BATCH_BYTES
+    show_progress: bool = True
+
+
+def prepare(inputs: Sequence[str | Path], tokenizer_spec: str, out_dir: str | Path,
+            options: PrepareOptions | None = None, **fields: Any) -> dict[str, Any]:
     """Tokenize ``inputs`` into ``out_dir``; returns the metadata written to meta.json.
 
     ``workers``: encoding processes (default: every core; fewer when the input is smaller
@@ -386,8 +394,12 @@ def prepare(
     ``piece_chars``: documents longer than this are encoded in pieces (exactly; see
     ``chunking.py``), 0 to encode every document whole. ``batch_bytes``: text per work item.
     """
+    o = replace(options or PrepareOptions(), **fields)
+    val_inputs, val_fraction, text_field, seed = o.val_inputs, o.val_fraction, o.text_field, o.seed
+    max_docs_per_file, max_tokens, shard_tokens, workers = o.max_docs_per_file, o.max_tokens, o.shard_tokens, o.workers
+    piece_chars, batch_bytes, show_progress = o.piece_chars, o.batch_bytes, o.show_progress
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not overwrite:
+    if out.exists() and any(out.iterdir()) and not o.overwrite:
         raise DataError(f"output folder {out} exists and is not empty (pass --overwrite to replace it)")
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"val fraction must be in [0, 1), got {val_fraction}")
@@ -401,15 +413,15 @@ def prepare(
     val_files = list_input_files(val_inputs, ignored) if val_inputs else []
     if ignored:
         shown = ", ".join(map(str, ignored[:5])) + (f" and {len(ignored) - 5} more" if len(ignored) > 5 else "")
-        tqdm.write(f"note: ignored {len(ignored)} file(s) of other types in the input folders: {shown} "
-                   f"(read: {', '.join(SUFFIXES)})", file=sys.stderr)
+        logger.info(f"note: ignored {len(ignored)} file(s) of other types in the input folders: {shown} "
+                    f"(read: {', '.join(SUFFIXES)})")
     tokenizer = load_tokenizer(tokenizer_spec)
     eod = end_of_document_id(tokenizer)
     vocab = len(tokenizer)
     dtype = np.dtype(np.uint16 if vocab <= np.iinfo(np.uint16).max + 1 else np.uint32)
     encoder = Encoder(tokenizer, text_field, piece_chars, eod=eod, dtype=dtype)
     if encoder.disabled_reason:
-        tqdm.write(f"note: documents are tokenized whole ({encoder.disabled_reason})", file=sys.stderr)
+        logger.info(f"note: documents are tokenized whole ({encoder.disabled_reason})")
     total_bytes = sum(os.path.getsize(p) for p in [*train_files, *val_files])
     requested = workers or default_workers()
     used = max(1, min(requested, -(-total_bytes // batch_bytes)))  # no processes for a few batches' work
@@ -441,7 +453,7 @@ def prepare(
     for f, (path, fixed_split) in enumerate(run.files):
         files_meta.append({"path": str(path), "split": fixed_split or "train+val", "documents": run.docs[f]})
         if run.docs[f] == 0:
-            tqdm.write(f"warning: {path} contains no usable document", file=sys.stderr)
+            logger.warning(f"warning: {path} contains no usable document")
     if splits["train"]["documents"] == 0:
         shutil.rmtree(tmp)
         raise DataError(
@@ -451,8 +463,8 @@ def prepare(
     if splits["val"]["documents"] == 0 and (val_files or val_fraction > 0):
         why = (f"{', '.join(map(str, val_files))} gave no usable document" if val_files else
                f"val_fraction {val_fraction} of {splits['train']['documents']} document(s) drew none")
-        tqdm.write(f"warning: the validation split is empty ({why}), so training will run without validation; "
-                   "give held-out files with --val (data.val) or a larger --val-fraction", file=sys.stderr)
+        logger.warning(f"warning: the validation split is empty ({why}), so training will run without validation; "
+                       "give held-out files with --val (data.val) or a larger --val-fraction")
     tokenizer.save_pretrained(tmp / "tokenizer")
     text_bytes = sum(info["bytes"] for info in splits.values())
     tokens = sum(info["tokens"] for info in splits.values())

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,8 @@ from growlm.evaluation.tasks import (
 from growlm.models import storage
 from growlm.models.accounting import model_cost
 from growlm.system import tune_cpu_allocator
+
+logger = logging.getLogger(__name__)
 
 # "auto": fp32 weights, bf16 autocast on CUDA; the others set the weights' dtype, no autocast
 EVAL_DTYPES = {"auto": torch.float32, "float32": torch.float32, "float64": torch.float64,
@@ -228,24 +231,32 @@ def _markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclass
+class EvalOptions:
+    """How :func:`evaluate_checkpoint` scores (``growlm eval``'s flags, one field each; its ``--help``
+    says what each does). The function also takes these fields as keywords."""
+
+    data_dir: str | Path | None = None
+    ppl_data: str | Path | None = None
+    limit: int | None = None
+    batch_size: int = 16
+    device: str = "auto"
+    seq_len: int | None = None
+    max_batches: int | None = None
+    progress: bool = True
+    dtype: str = "auto"
+    split: str | list[str] | dict[str, str] | None = None
+    scoring: str = "loglikelihood"
+    num_fewshot: int = 0
+    task_data: list[str] | dict[str, str | Path] | None = None
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     tasks: list[str],
     out: str | Path | None = None,
-    data_dir: str | Path | None = None,
-    ppl_data: str | Path | None = None,
-    limit: int | None = None,
-    batch_size: int = 16,
-    device: str = "auto",
-    seq_len: int | None = None,
-    max_batches: int | None = None,
-    progress: bool = True,
-    say: Callable[[str], None] = print,
-    dtype: str = "auto",
-    split: str | list[str] | dict[str, str] | None = None,
-    scoring: str = "loglikelihood",
-    num_fewshot: int = 0,
-    task_data: list[str] | dict[str, str | Path] | None = None,
+    options: EvalOptions | None = None,
+    **fields: Any,
 ) -> dict[str, Any]:
     """Score ``tasks`` on one checkpoint and write results.json, samples.jsonl and results.md.
 
@@ -253,7 +264,7 @@ def evaluate_checkpoint(
     validation for PIQA, HellaSwag and SQuAD) unless ``split`` names another (``"validation"``
     for every task, or ``{"arc_easy": "validation"}`` / ``"arc_easy=validation"``); when the
     standard split's file is absent another local split is scored and a note says so, in the
-    output (``say``) and in results.json.
+    output (logged) and in results.json.
 
     ``scoring`` picks how multiple-choice tasks are scored (:data:`~growlm.evaluation.tasks.SCORINGS`:
     log-likelihood, lm-eval's default, or a generated answer letter); ``num_fewshot`` leads each
@@ -263,6 +274,10 @@ def evaluate_checkpoint(
     from growlm.evaluation.tasks import default_benchmarks_dir
     from growlm.system import pick_autocast, pick_device
 
+    o = replace(options or EvalOptions(), **fields)
+    data_dir, ppl_data, limit, batch_size, device = o.data_dir, o.ppl_data, o.limit, o.batch_size, o.device
+    seq_len, max_batches, progress, dtype, split = o.seq_len, o.max_batches, o.progress, o.dtype, o.split
+    scoring, num_fewshot, task_data = o.scoring, o.num_fewshot, o.task_data
     names = resolve_tasks(tasks)
     if "ppl" in names and ppl_data is None:
         raise EvalError("task ppl needs --data DATA_DIR (a folder written by `growlm data prepare`)")
@@ -270,7 +285,7 @@ def evaluate_checkpoint(
     bench = Path(data_dir) if explicit else default_benchmarks_dir()
     if explicit and not bench.is_dir():
         raise EvalError(f"--data-dir {bench} does not exist")
-    folder = storage.resolve_model_dir(checkpoint, say)
+    folder = storage.resolve_model_dir(checkpoint)
     if not any((folder / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
         raise EvalError(f"checkpoint {folder} holds no tokenizer: evaluation needs the tokenizer it was trained "
                         "with (growlm checkpoints carry it; copy it in with tokenizer.save_pretrained)")
@@ -283,16 +298,16 @@ def evaluate_checkpoint(
     fewshot = {n: _fewshot_docs(n, num_fewshot, bench, explicit, paths.get(n)) for n in loaded} if num_fewshot else {}
     docs = {n: t.docs for n, t in loaded.items()}
     for task in loaded.values():
-        say(f"{task.task}: {task.split} split, {len(task.docs)} of {task.total} documents ({task.source})")
+        logger.info(f"{task.task}: {task.split} split, {len(task.docs)} of {task.total} documents ({task.source})")
         if task.note:
-            say(f"note: {task.note}")
+            logger.info(f"note: {task.note}")
     run_device = pick_device(device)
     if run_device.type == "cpu":
         tune_cpu_allocator()
     if dtype not in EVAL_DTYPES:
         raise EvalError(f"--dtype must be one of {', '.join(EVAL_DTYPES)}, got {dtype!r}")
     weights = EVAL_DTYPES[dtype]
-    model = storage.load_model(folder, run_device, say).to(weights).eval()
+    model = storage.load_model(folder, run_device).to(weights).eval()
     tokenizer = load_tokenizer(folder)
     autocast = pick_autocast("auto", run_device) if dtype == "auto" else None
     evaluator = Evaluator(model, tokenizer, run_device, autocast, batch_size, progress, scoring, num_fewshot)
@@ -356,7 +371,7 @@ SERIES_METRICS = {"multiple_choice": ("acc", "acc_norm"), "loglikelihood": ("acc
 
 
 def evaluate_series(run_dir: str | Path, tasks: list[str], out: str | Path | None = None,
-                    **kwargs: Any) -> list[dict[str, Any]]:
+                    options: EvalOptions | None = None, **fields: Any) -> list[dict[str, Any]]:
     """Every checkpoint of a run: one results folder each, plus ``series.csv`` and ``series.png``."""
     from growlm.plotting import plot_score_series
 
@@ -367,7 +382,7 @@ def evaluate_series(run_dir: str | Path, tasks: list[str], out: str | Path | Non
     out = Path(out) if out else run_dir / "eval-series"
     rows = []
     for folder in checkpoints:
-        report = evaluate_checkpoint(folder, tasks, out=out / folder.name, **kwargs)
+        report = evaluate_checkpoint(folder, tasks, out / folder.name, options, **fields)
         row = {"checkpoint": folder.name, "step": report["model"].get("step"),
                "tokens": report["model"].get("tokens_seen")}
         for task, metrics in report["results"].items():

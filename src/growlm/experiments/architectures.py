@@ -16,6 +16,7 @@ Nothing is tuned on any of these: one learning rate for all, fixed before the ru
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from growlm.experiments.common import Context, Report, markdown_table
@@ -34,6 +35,8 @@ from growlm.experiments.recipe import (
     train_values,
 )
 from growlm.stats import group_intervals
+
+logger = logging.getLogger(__name__)
 
 DESCRIPTION = "Nexusformer vs Qwen3 vs Transformer++ vs TokenFormer at matched parameters and tokens (Table 1)"
 DEFAULT_SEEDS = 3
@@ -68,7 +71,7 @@ def run(ctx: Context) -> Report:
             costs = model_costs(preset, overrides, size.seq_len)
             values = {**train_values(ctx, size, data, seed, size.base_tokens), "model": preset,
                       "model_overrides": overrides}
-            ctx.say(f"architectures: {arch} seed {seed} ({costs['total_params'] / 1e6:.2f}M parameters)")
+            logger.info(f"architectures: {arch} seed {seed} ({costs['total_params'] / 1e6:.2f}M parameters)")
             trained = ctx.train(f"{arch}/seed={seed}", values)
 
             def evaluate(folder, trained=trained):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
+import logging
 import os
 import platform
 import re
@@ -37,14 +38,11 @@ from typing import Any
 
 from growlm.data.shared import CORPUS_SOURCES, TOKENIZER_32K, locate_shared
 from growlm.errors import ConfigError, GrowlmError
+from growlm.logs import show_messages, shown_level
 from growlm.provenance import provenance
 from growlm.stats import Interval
 
-
-def _say(message: str) -> None:
-    from tqdm.auto import tqdm
-
-    tqdm.write(message, file=sys.stderr)
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,7 +57,6 @@ class Context:
     shared: Path | None = None
     data_root: Path = Path("data/experiments")
     benchmarks: Path | None = None
-    say: Callable[[str], None] = _say
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -123,7 +120,7 @@ class Context:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if (out / "meta.json").exists():
                 return out
-            self.say(f"preparing {out} ({', '.join(sources)})")
+            logger.info(f"preparing {out} ({', '.join(sources)})")
             train = [self.shared_dir / "corpus" / "train" / f"{s}.jsonl.gz" for s in sources]
             val = [self.shared_dir / "corpus" / "val" / f"{s}.jsonl.gz" for s in sources]
             if val_docs_per_file:
@@ -196,7 +193,7 @@ class Context:
 
         return evaluate_checkpoint(checkpoint, list(tasks), out=out, data_dir=self.benchmarks_dir,
                                    ppl_data=ppl_data, limit=limit, batch_size=batch_size, device=self.device,
-                                   max_batches=max_batches, progress=False, say=self.say)
+                                   max_batches=max_batches, progress=False)
 
 
 def _head_documents(path: Path, count: int, folder: Path) -> Path:
@@ -363,10 +360,13 @@ def _context_fields(ctx: Context) -> dict[str, Any]:
             "options": dict(ctx.options)}
 
 
-def _worker_setup(threads: int) -> None:
+def _worker_setup(threads: int, messages: int | None = None) -> None:
+    """A job process: its share of the cores, and the parent's messages shown as the parent shows them."""
     import torch
 
     torch.set_num_threads(max(1, threads))
+    if messages is not None:
+        show_messages(messages)
 
 
 def _run_job(fields: dict[str, Any], function: str, args: dict[str, Any]) -> tuple[float, int]:
@@ -423,7 +423,7 @@ def run_jobs(ctx: Context, jobs: Sequence[Job], parallel: int = 1, min_free_gb: 
     fields = _context_fields(ctx)
     if probe and parallel > 1 and len(pending) > 1:
         first = pending.pop(0)
-        ctx.say(f"{phase}: {first.key} alone (throughput probe)")
+        logger.info(f"{phase}: {first.key} alone (throughput probe)")
         seconds, _ = _run_job(fields, first.function, first.args)
         record["alone"] = {"key": first.key, "tokens": first.tokens, "seconds": round(seconds, 2),
                            "tokens_per_s": round(first.tokens / seconds, 1) if seconds else None}
@@ -431,14 +431,14 @@ def run_jobs(ctx: Context, jobs: Sequence[Job], parallel: int = 1, min_free_gb: 
     pids: set[int] = set()
     if parallel <= 1:
         for job in pending:
-            ctx.say(f"{phase}: {job.key}")
+            logger.info(f"{phase}: {job.key}")
             pids.add(_run_job(fields, job.function, job.args)[1])
     else:
         threads = max(1, torch.get_num_threads() // parallel) if ctx.device == "cpu" or \
             not torch.cuda.is_available() else max(1, (os.cpu_count() or 1) // parallel)
         queue = list(pending)
         with futures.ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_worker_setup, initargs=(threads,)) as pool:
+                                         initializer=_worker_setup, initargs=(threads, shown_level())) as pool:
             running: dict[futures.Future, Job] = {}
             while queue or running:
                 while queue and len(running) < parallel:
@@ -446,8 +446,8 @@ def run_jobs(ctx: Context, jobs: Sequence[Job], parallel: int = 1, min_free_gb: 
                     if running and free is not None and free < min_free_gb:
                         break  # wait for a running job to free its memory
                     job = queue.pop(0)
-                    ctx.say(f"{phase}: {job.key} ({len(running) + 1} running"
-                            + (f", {free:.0f} GiB free)" if free is not None else ")"))
+                    logger.info(f"{phase}: {job.key} ({len(running) + 1} running"
+                                + (f", {free:.0f} GiB free)" if free is not None else ")"))
                     running[pool.submit(_run_job, fields, job.function, job.args)] = job
                 done, _ = futures.wait(list(running), timeout=5.0, return_when=futures.FIRST_COMPLETED)
                 for future in done:

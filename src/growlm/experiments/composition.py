@@ -45,6 +45,7 @@ is resumable and the results do not depend on which process ran it.
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 from dataclasses import asdict, dataclass
@@ -53,6 +54,8 @@ from typing import Any
 
 from growlm.experiments.common import Context, Report, markdown_table
 from growlm.stats import group_intervals, mean_interval
+
+logger = logging.getLogger(__name__)
 
 DESCRIPTION = "modular composition: prose and technical experts on one frozen substrate, merged by mean logits"
 DEFAULT_SEEDS = 3
@@ -173,16 +176,16 @@ def _compose_unit(ctx: Context, key: str, experts: list[str], mixing: str, mix_d
     def work(folder: Path) -> dict[str, Any]:
         model = folder / "model"
         shutil.rmtree(model, ignore_errors=True)  # an interrupted earlier attempt
-        record = compose(experts, model, mixing=mixing, say=ctx.say)
+        record = compose(experts, model, mixing=mixing)
         if mix_data is not None and finetune_mode is None:
             record["mix_train"] = train_mixer(model, mix_data, size.mix_steps, seq_len=size.seq_len,
                                               batch_size=size.mix_batch_size, seed=seed, device=ctx.device,
-                                              eval_batches=size.eval_batches, say=ctx.say)
+                                              eval_batches=size.eval_batches)
         if finetune_mode is not None:
             lr = size.ft_lr if finetune_mode == "full" else size.adapter_lr
             record["finetune"] = finetune(model, mix_data, size.mix_steps, mode=finetune_mode, lr=lr,
                                           seq_len=size.seq_len, batch_size=size.mix_batch_size, seed=seed,
-                                          device=ctx.device, eval_batches=size.eval_batches, say=ctx.say)
+                                          device=ctx.device, eval_batches=size.eval_batches)
         return {**record, "model": str(model)}
 
     return ctx.unit(key, work)
@@ -197,7 +200,7 @@ def _evaluate_unit(ctx: Context, key: str, checkpoint: str, data: dict[str, Path
 
     def work(folder: Path) -> dict[str, Any]:
         device = pick_device(ctx.device)
-        model = storage.load_model(checkpoint, device, ctx.say).eval()
+        model = storage.load_model(checkpoint, device).eval()
         autocast = pick_autocast("auto", device)
         return {split: evaluate_loss(model, TokenSplit(path, "val"), size.seq_len, size.eval_batch_size,
                                      size.eval_batches, device, autocast) for split, path in data.items()}

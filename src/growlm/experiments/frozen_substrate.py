@@ -50,12 +50,15 @@ of the nested settings as ``model.FIELD``, ``train.KEY``, ``lora.KEY`` (e.g.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from pathlib import Path
 from typing import Any
 
 from growlm.experiments.common import Context, Report, markdown_table
 from growlm.stats import group_intervals
+
+logger = logging.getLogger(__name__)
 
 DESCRIPTION = "layer-wise constructive growth on a frozen substrate vs monolithic baselines of the same depth"
 DEFAULT_SEEDS = 3
@@ -203,7 +206,7 @@ def run(ctx: Context) -> Report:
         # monolithic (first arm, depth) points that a plan's first stage already is (see arms())
         same_run: dict[int, dict[str, Any]] = {}
         for arm, k_per_stage in (("constructive", 1), *([(grouped, per_stage)] if grouped else [])):
-            ctx.say(f"frozen-substrate: seed {seed}, {arm} to depth {depth}")
+            logger.info(f"frozen-substrate: seed {seed}, {arm} to depth {depth}")
             plan = ctx.plan(f"{arm}/seed={seed}", constructive_plan(s, substrate, data, seed, k_per_stage))
             for i, stage in enumerate(plan["stages"], start=1):
                 k = i * k_per_stage
@@ -217,7 +220,7 @@ def run(ctx: Context) -> Report:
                 if a == 0 and k in same_run:  # a plan's first stage is this very run (see arms())
                     records.append({**same_run[k], "arm": arm})
                     continue
-                ctx.say(f"frozen-substrate: seed {seed}, {arm} depth {k}")
+                logger.info(f"frozen-substrate: seed {seed}, {arm} depth {k}")
                 result = ctx.train(f"{arm}/depth={k}/seed={seed}", monolithic_run(s, substrate, data, arm, k, seed))
                 checkpoint = _final_checkpoint(Path(result["run"]))
                 scores = evaluate(f"{arm}/depth={k}/seed={seed}", str(checkpoint))

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from growlm.experiments.common import Context, Report, markdown_table
+from growlm.logs import quiet
 from growlm.stats import mean_interval
 
 DESCRIPTION = ("Nexusformer §5: grow one base to 3 scales x {zero, preserve, noise:0.1, noise:0.2}, snapshots, "
@@ -92,8 +93,9 @@ def _seed(ctx: Context, seed: int, sizes: dict[str, Any], data: Path) -> dict[st
                 grown, run = folder / "grown", folder / "train"
                 if not (grown / "growth.json").exists():
                     shutil.rmtree(grown, ignore_errors=True)
-                    grow_checkpoint(base["run"], grown, {"nexus_m": scale[0], "nexus_a": scale[1]}, parse_init(init),
-                                    seed=seed, say=lambda _m: None)
+                    with quiet():  # one line per grown run is the experiment's own
+                        grow_checkpoint(base["run"], grown, {"nexus_m": scale[0], "nexus_a": scale[1]},
+                                        parse_init(init), seed=seed)
                 if (run / "config.yaml").exists():
                     summary = resume_run(run)
                 else:
@@ -114,7 +116,8 @@ def _seed(ctx: Context, seed: int, sizes: dict[str, Any], data: Path) -> dict[st
                                     benchmarks=str(ctx.benchmarks_dir) if sizes["tasks"] else None,
                                     max_values=sizes["max_values"], benchmark_points="ends",
                                     workers=sizes["workers"])
-        report = analyse(runs, folder, settings, names=names, say=lambda _m: None)
+        with quiet():  # the analysis' per-snapshot lines would bury the experiment's
+            report = analyse(runs, folder, settings, names=names)
         return {**{k: v for k, v in report.items() if k not in ("tables", "figures")}, "folder": str(folder)}
 
     return ctx.unit(f"analysis/seed={seed}", analysis)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import shutil
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ from growlm.experiments.common import Context, Job, Report, markdown_table, run_
 from growlm.experiments.recipe import pyplot, save_figure
 from growlm.experiments.saving import Endpoint, saving, saving_against, summarise
 from growlm.stats import mean_interval
+
+logger = logging.getLogger(__name__)
 
 DESCRIPTION = "growth recipes (identity, stack, clone, Nexus M/A, TokenFormer slots) vs annealed scratch curves"
 DEFAULT_SEEDS = 8
@@ -346,7 +349,7 @@ def run_unit(ctx: Context, key: str, plan: dict[str, Any], data: str, seq_len: i
         # recorded with infinite losses and no FLOPs, so its saving is "undefined" and it counts
         # against its recipe (every seed counts, failures included).
         message = str(error)
-        ctx.say(f"growth-recipes: {key} failed: {message}")
+        logger.info(f"growth-recipes: {key} failed: {message}")
         ctx.unit(f"{key}/final", lambda folder: {"tune": math.inf, "report": math.inf, "windows": 0,
                                                  "flops": math.nan, "tokens": math.nan, "seconds": math.nan,
                                                  "train_seconds": math.nan, "failed": message,
@@ -422,7 +425,7 @@ def run(ctx: Context) -> Report:
     arm_names = size.arm_list
     skipped = {a: why for a in arm_names if (why := missing_feature(ARMS[a], have))}
     for arm, why in skipped.items():
-        ctx.say(f"growth-recipes: arm {arm} skipped ({why})")
+        logger.info(f"growth-recipes: arm {arm} skipped ({why})")
     arms = [a for a in arm_names if a not in skipped]
     archs = [a for a in ARCHS if a == "llama" or any(ARMS[x].arch == a for x in arms)]
     paper_seeds = ctx.seeds[:max(1, size.paper_seeds)]

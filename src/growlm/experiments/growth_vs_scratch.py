@@ -31,6 +31,7 @@ final loss as the target is reported too when both architectures run.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -52,6 +53,8 @@ from growlm.experiments.recipe import (
     train_values,
 )
 from growlm.stats import mean_interval
+
+logger = logging.getLogger(__name__)
 
 DESCRIPTION = "growth vs training the target from scratch: validation loss against ledger FLOPs, compute saving"
 DEFAULT_SEEDS = 3
@@ -99,7 +102,7 @@ def run(ctx: Context) -> Report:
     records: list[dict[str, Any]] = []
     for seed in ctx.seeds:
         for arch in archs:
-            ctx.say(f"growth-vs-scratch: {arch} seed {seed}")
+            logger.info(f"growth-vs-scratch: {arch} seed {seed}")
             grown_plan = ctx.plan(f"{arch}/seed={seed}/grown", _plan_values(ctx, size, data, seed, arch, True))
             scratch_plan = ctx.plan(f"{arch}/seed={seed}/scratch", _plan_values(ctx, size, data, seed, arch, False))
             g, s = plan_curve(grown_plan), plan_curve(scratch_plan)

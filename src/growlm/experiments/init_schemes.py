@@ -26,6 +26,7 @@ Each grown model continues on the same ``grow_tokens`` with the same settings. M
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ from growlm.experiments.recipe import (
 )
 from growlm.stats import group_intervals, mean_interval
 
+logger = logging.getLogger(__name__)
+
 DESCRIPTION = "growth init schemes (preserve, zero, noise:0.1, random): loss at growth, after training, movement"
 DEFAULT_SEEDS = 3
 SCHEMES = ("preserve", "zero", "noise:0.1", "random")
@@ -60,7 +63,7 @@ def val_loss(ctx: Context, model: str | Path, data: Path, size: Any, out: Path) 
 
     result = evaluate_checkpoint(model, ["ppl"], out=out, ppl_data=data, batch_size=size.micro_batch_size,
                                  device=ctx.device, seq_len=size.seq_len, max_batches=size.ppl_batches,
-                                 progress=False, say=ctx.say)
+                                 progress=False)
     return float(result["results"]["ppl"]["loss"])
 
 
@@ -122,7 +125,7 @@ def run(ctx: Context) -> Report:
     growth = growth_spec(ctx, ARCHITECTURE)
     records: list[dict[str, Any]] = []
     for seed in ctx.seeds:
-        ctx.say(f"init-schemes: base seed {seed}")
+        logger.info(f"init-schemes: base seed {seed}")
         base = ctx.train(f"base/seed={seed}", {**train_values(ctx, size, data, seed, size.base_tokens),
                                                 "model": preset, "model_overrides": overrides})
         base_ckpt = base["summary"]["checkpoint"]
@@ -141,11 +144,10 @@ def run(ctx: Context) -> Report:
                                     "loss": val_loss(ctx, c, data, size, folder)})["loss"]
         for scheme in schemes:
             key = f"{scheme_key(scheme)}/seed={seed}"
-            ctx.say(f"init-schemes: {scheme} seed {seed}")
+            logger.info(f"init-schemes: {scheme} seed {seed}")
 
             def grow(folder: Path, scheme: str = scheme, base_ckpt: str = base_ckpt, seed: int = seed) -> dict[str, Any]:
-                report = grow_checkpoint(base_ckpt, folder / "model", growth, parse_init(scheme), seed=seed,
-                                         say=ctx.say)
+                report = grow_checkpoint(base_ckpt, folder / "model", growth, parse_init(scheme), seed=seed)
                 return {"model": str(folder / "model"), "new_blocks": report["new_blocks"],
                         "verification": report["verification"], "parameters": report["parameters"]}
 

@@ -56,6 +56,7 @@ from typing import Any
 from growlm.errors import ConfigError, GrowlmError, unknown_key_message
 from growlm.experiments.common import Context, Job, Report, markdown_table, run_jobs
 from growlm.experiments.recipe import model_costs, pyplot, save_figure
+from growlm.logs import quiet
 from growlm.stats import mean_interval
 
 DESCRIPTION = "Nexusformer Table 9 (grow M only, A only, both; M > A too) and App. I dimension schedules, one base"
@@ -275,8 +276,9 @@ def arm_unit(ctx: Context, seed: int, name: str, data: str, size: dict[str, Any]
 
         def grow(folder: Path) -> dict[str, Any]:
             shutil.rmtree(folder / "model", ignore_errors=True)  # an interrupted earlier attempt
-            report = grow_checkpoint(base_ckpt, folder / "model", {"nexus_m": m, "nexus_a": a}, parse_init("preserve"),
-                                     seed=seed, say=lambda _: None)
+            with quiet():
+                report = grow_checkpoint(base_ckpt, folder / "model", {"nexus_m": m, "nexus_a": a},
+                                         parse_init("preserve"), seed=seed)
             return {"model": str(folder / "model"), "verification": report["verification"],
                     "parameters": report["parameters"]}
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +57,8 @@ from growlm.growth.verify import compare_logits, compare_loss, gradient_reach, r
 from growlm.models import GrowLMConfig, GrowLMForCausalLM, model_from_state
 from growlm.models.accounting import model_cost
 from growlm.overrides import coerce
+
+logger = logging.getLogger(__name__)
 
 GrowFn = Callable[[dict[str, torch.Tensor], GrowLMConfig, GrowLMConfig, BlockFiller, dict], GrowthStep]
 CloneFn = Callable[[dict[str, torch.Tensor], GrowLMConfig, GrowLMConfig, BlockFiller], GrowthStep]
@@ -381,7 +384,6 @@ def grow_checkpoint(
     init: InitScheme,
     seed: int = 0,
     verify: bool = True,
-    say: Callable[[str], None] = print,
     options: dict[str, Any] | None = None,
     moments: str = "carry",
 ) -> dict[str, Any]:
@@ -393,14 +395,14 @@ def grow_checkpoint(
     from growlm.models import storage
 
     check_moments(moments)
-    src = storage.resolve_model_dir(source, say)
+    src = storage.resolve_model_dir(source)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise GrowthError(f"output folder {out} exists and is not empty")
-    model = storage.load_model(src, "cpu", say)
+    model = storage.load_model(src, "cpu")
     result = grow_model(model, request, init, seed, options)
     for warning in result.warnings:
-        say(f"warning: {warning}")
+        logger.warning(f"warning: {warning}")
     tokenizer = load_tokenizer(src) if (src / "tokenizer_config.json").exists() else None
     out_tmp = out.with_name(out.name + ".tmp")
     # a crashed earlier attempt may have left files there: they must not end up in the grown folder

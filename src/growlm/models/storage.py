@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,8 @@ from transformers import AutoConfig
 
 from growlm.errors import CheckpointError, ConfigError, read_json
 from growlm.models import GrowLMConfig, GrowLMForCausalLM, architecture_classes, model_from_state
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 SNAPSHOTS = "snapshots"  # weights-only snapshots of a run (training config `snapshots`)
@@ -103,14 +105,14 @@ def list_snapshots(run_dir: Path) -> list[Path]:
                   and (p / SNAPSHOT_INFO).exists())
 
 
-def latest_good_checkpoint(run_dir: Path, warn: Callable[[str], None] = print) -> Path | None:
-    """The newest checkpoint that passes :func:`verify`; each bad one is reported through ``warn``."""
+def latest_good_checkpoint(run_dir: Path) -> Path | None:
+    """The newest checkpoint that passes :func:`verify`; each bad one is logged as a warning."""
     for folder in reversed(list_checkpoints(run_dir)):
         try:
             verify(folder)
             return folder
         except CheckpointError as exc:
-            warn(f"warning: skipping checkpoint {folder.name}: {exc}")
+            logger.warning(f"warning: skipping checkpoint {folder.name}: {exc}")
     return None
 
 
@@ -119,7 +121,7 @@ def completed_stages(plan_dir: Path) -> list[Path]:
     return sorted(p.parent for p in Path(plan_dir).glob(f"stage-*/{STAGE_FILE}"))
 
 
-def resolve_model_dir(path: str | Path, warn: Callable[[str], None] = print) -> Path:
+def resolve_model_dir(path: str | Path) -> Path:
     """A model folder from a path that is one, a run folder (its newest good checkpoint) or a
     plan run folder (the newest good checkpoint of its last completed stage)."""
     path = Path(path)
@@ -133,7 +135,7 @@ def resolve_model_dir(path: str | Path, warn: Callable[[str], None] = print) -> 
             raise CheckpointError(f"plan run {path} has no completed stage yet (no stage-*/{STAGE_FILE})")
         path = stages[-1] / PLAN_STAGE_RUN
     if (path / CHECKPOINTS).is_dir():
-        found = latest_good_checkpoint(path, warn)
+        found = latest_good_checkpoint(path)
         if found is None:
             raise CheckpointError(f"run {path} has no usable checkpoint")
         return found
@@ -183,16 +185,15 @@ def load_state(folder: Path, device: str | torch.device = "cpu") -> dict[str, to
         raise CheckpointError(f"{weights} is corrupt or truncated: {exc}") from exc
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu",
-               warn: Callable[[str], None] = print) -> GrowLMForCausalLM:
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> GrowLMForCausalLM:
     """Load a growlm model folder (or a run's newest good checkpoint), checking every tensor.
 
     A transformers Qwen3 or Llama folder loads too (converted in memory, as `growlm convert`
     would), so evaluation, generation, growth and `init_from` take pretrained models directly."""
-    folder = resolve_model_dir(path, warn)
+    folder = resolve_model_dir(path)
     hf_type = transformers_type(folder)
     if hf_type:
-        warn(f"{folder} is a transformers {hf_type} checkpoint: loaded as growlm {HF_TO_GROWLM[hf_type]}")
+        logger.info(f"{folder} is a transformers {hf_type} checkpoint: loaded as growlm {HF_TO_GROWLM[hf_type]}")
         return model_from_hf(folder).to(device)
     config = load_config(folder)
     return model_from_state(config, load_state(folder, device), str(folder / WEIGHTS))
