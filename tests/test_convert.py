@@ -113,13 +113,14 @@ def test_converted_llama_grown_in_depth_and_width_keeps_logits(tmp_path):
         assert (back(ids).logits - a).abs().max() / a.abs().max() <= 1e-4
 
 
-def test_transformers_folder_loads_and_grows_without_convert(tmp_path):
+def test_transformers_folder_loads_and_grows_without_convert(tmp_path, caplog):
     """A transformers Llama folder (sharded safetensors) is read directly by load_model and grow."""
     reference = _llama(tmp_path, tie=False)
     reference.save_pretrained(tmp_path / "sharded", max_shard_size="100KB")
     assert (tmp_path / "sharded" / "model.safetensors.index.json").exists()
-    notes = []
-    ours = load_model(tmp_path / "sharded", warn=notes.append)
+    caplog.set_level("INFO", logger="growlm")
+    ours = load_model(tmp_path / "sharded")
+    notes = caplog.messages
     assert ours.config.architecture == "llama" and "transformers llama checkpoint" in notes[0]
     ids = torch.randint(0, 300, (2, 25))
     with torch.no_grad():
@@ -200,7 +201,7 @@ def test_a_frozen_substrate_survives_the_transformers_round_trip(tmp_path, capsy
 
     assert main(["convert", str(tmp_path / "hf"), "--out", str(tmp_path / "back")]) == 0
     for folder in (tmp_path / "back", tmp_path / "hf"):  # converted, or read directly
-        back = storage.load_model(folder, warn=lambda _: None)
+        back = storage.load_model(folder)
         assert back.config.embedding == "binary" and back.config.frozen_embedding
         assert back.config.embedding_dim == model.config.embedding_dim
         assert not back.get_input_embeddings().weight.requires_grad

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from growlm.errors import CheckpointError
+from growlm.logs import quiet
 from growlm.models import storage
 
 _MAX_HOPS = 64  # a growth chain longer than this is a cycle of paths, not a history
@@ -47,7 +48,8 @@ def _source_of(folder: Path) -> Path | None:
     if not source:
         return None
     try:
-        return storage.resolve_model_dir(source, lambda _message: None)
+        with quiet(storage.__name__):  # info describes; skipped checkpoints are not its news
+            return storage.resolve_model_dir(source)
     except CheckpointError:
         return None  # moved or deleted since: the history stops here
 
@@ -155,7 +157,9 @@ def describe(path: str | Path) -> dict[str, Any]:
         out["plan"] = _plan_info(path)
         if not storage.completed_stages(path):
             return out  # no stage finished: no model to describe yet
-    out.update(model_info(storage.resolve_model_dir(path, lambda _message: None)))
+    with quiet(storage.__name__):
+        folder = storage.resolve_model_dir(path)
+    out.update(model_info(folder))
     return out
 
 

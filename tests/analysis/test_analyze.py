@@ -176,7 +176,7 @@ def test_paper_definitions_zero_init_and_noise(grown_runs, tmp_path):
     growth = json.loads((grown_runs["zero"] / "snapshots" / "growth.json").read_text())
     grown = storage.load_state(grown_runs["zero"].parent / "grown-zero")
     base = base_state(growth, grown)
-    saved = storage.load_state(storage.resolve_model_dir(grown_runs["base"], lambda _m: None))
+    saved = storage.load_state(storage.resolve_model_dir(grown_runs["base"]))
     assert set(base) == set(saved)
     assert all(np.array_equal(base[k], saved[k].double().numpy()) for k in base)
     # poolings: every one gives NOC and Z in range; unknown pooling named with the valid ones

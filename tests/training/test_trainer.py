@@ -107,13 +107,13 @@ def test_a_long_warm_up_and_a_missing_tensorboard_are_said_once(tiny_data, tmp_p
     assert "tensorboard" not in err and "warmup_steps" not in err
 
 
-def test_corrupt_newest_checkpoint_falls_back(tiny_data, tmp_path, capsys):
+def test_corrupt_newest_checkpoint_falls_back(tiny_data, tmp_path, capsys, caplog):
     start_run(_cfg(tiny_data, tmp_path / "run", max_steps=20))
     newest = storage.list_checkpoints(tmp_path / "run")[-1]
     weights = newest / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    assert storage.latest_good_checkpoint(tmp_path / "run", print).name == "step-00000010"
-    assert f"{weights} is truncated" in capsys.readouterr().out
+    assert storage.latest_good_checkpoint(tmp_path / "run").name == "step-00000010"
+    assert f"{weights} is truncated" in caplog.text
     resume_run(tmp_path / "run", {"max_steps": 20})
     assert "resumed from" in capsys.readouterr().err
     assert json.loads((storage.list_checkpoints(tmp_path / "run")[-1] / "trainer_state.json").read_text())["step"] == 20

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from growlm.analysis.statistics import AnalysisError
+from growlm.logs import quiet
 from growlm.models import storage
 
 
@@ -90,7 +91,8 @@ def resolve_run(path: str | Path, label: str | None = None) -> RunSource:
             growth_file = run_dir / storage.SNAPSHOTS / "growth.json"
         if config.get("init_from"):
             try:
-                source = storage.resolve_model_dir(config["init_from"], lambda _m: None)
+                with quiet(storage.__name__):
+                    source = storage.resolve_model_dir(config["init_from"])
             except Exception:  # the grown folder may be gone; the copy in snapshots/ suffices
                 source = None
             if source is not None and (source / "growth.json").exists():

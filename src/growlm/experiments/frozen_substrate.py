@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from growlm.experiments.common import Context, Report, markdown_table
+from growlm.logs import quiet
 from growlm.stats import group_intervals
 
 logger = logging.getLogger(__name__)
@@ -260,7 +261,8 @@ PAPER = ("Bochkov (frozen substrate, NOTES.md §2) grows 1 → 6 (later 9) layer
 def _final_checkpoint(run: Path) -> Path:
     from growlm.models import storage
 
-    found = storage.latest_good_checkpoint(run, lambda _: None)
+    with quiet(storage.__name__):
+        found = storage.latest_good_checkpoint(run)
     if found is None:
         from growlm.errors import GrowlmError
 

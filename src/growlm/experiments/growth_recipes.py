@@ -42,6 +42,7 @@ from growlm.errors import ConfigError, GrowlmError, unknown_key_message
 from growlm.experiments.common import Context, Job, Report, markdown_table, run_jobs
 from growlm.experiments.recipe import pyplot, save_figure
 from growlm.experiments.saving import Endpoint, saving, saving_against, summarise
+from growlm.logs import quiet
 from growlm.stats import mean_interval
 
 logger = logging.getLogger(__name__)
@@ -321,7 +322,8 @@ def final_losses(model: str | Path, data: Path, seq_len: int, windows: int, batc
     from growlm.system import pick_autocast
 
     dev = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
-    net = storage.load_model(model, dev, lambda _: None).eval()
+    with quiet(storage.__name__):
+        net = storage.load_model(model, dev).eval()
     split = TokenSplit(data, "val")
     index = evaluation_windows(split, seq_len, windows)
     losses: list[float] = []

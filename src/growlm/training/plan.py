@@ -352,7 +352,7 @@ def sparkline(values: list[float], width: int = 64) -> str:
 
 
 def _final_checkpoint(run_dir: Path) -> Path:
-    found = storage.latest_good_checkpoint(run_dir, _say)
+    found = storage.latest_good_checkpoint(run_dir)
     if found is None:
         raise GrowlmError(f"{run_dir} finished without a usable checkpoint")
     return found
@@ -441,7 +441,7 @@ def _run_plan(plan: Plan, resume: bool) -> dict[str, Any]:
             if main and not (grown / "growth.json").exists():
                 shutil.rmtree(grown, ignore_errors=True)
                 grow_checkpoint(previous, grown, stage.grow, parse_init(stage.init), seed=stage.grow_seed,
-                                say=_say, options=stage.grow_options, moments=stage.moments)
+                                options=stage.grow_options, moments=stage.moments)
             barrier()
             growth = json.loads((grown / "growth.json").read_text())
             if growth["verification"] is not None and not growth["verification"]["passed"]:

@@ -238,7 +238,7 @@ class Trainer:
 
     # -- setup -------------------------------------------------------------------------------
     def _resume_point(self) -> Path | None:
-        found = storage.latest_good_checkpoint(self.out, self.say) if self.runtime.main else None
+        found = storage.latest_good_checkpoint(self.out) if self.runtime.main else None
         found = self.runtime.broadcast(str(found) if found else None)
         if found is None:
             self.say(f"no usable checkpoint in {self.out}; starting from step 0")
@@ -251,10 +251,10 @@ class Trainer:
         if resume_from is not None and (resume_from / "lora").is_dir():
             model = load_lora(resume_from / "lora", storage.load_config(resume_from), cfg.lora, self.device)
         elif resume_from is not None:
-            model = storage.load_model(resume_from, self.device, self.say)
+            model = storage.load_model(resume_from, self.device)
         elif cfg.init_from is not None:
-            source = storage.resolve_model_dir(cfg.init_from, self.say)
-            model = storage.load_model(source, self.device, self.say)
+            source = storage.resolve_model_dir(cfg.init_from)
+            model = storage.load_model(source, self.device)
             if (source / storage.TRAINER_STATE).exists():
                 init_state = storage.load_trainer_state(source)
                 if cfg.init_optimizer and (source / storage.OPTIMIZER).exists():
@@ -675,7 +675,7 @@ def finished_step(run_dir: str | Path, overrides: dict[str, Any] | None = None) 
     checkpoints = storage.list_checkpoints(run_dir)
     if not checkpoints or _checkpoint_step(checkpoints[-1]) < cfg.max_steps:
         return None  # work to do: no checksums read (they are, once, when training resumes)
-    newest = storage.latest_good_checkpoint(run_dir, _say)
+    newest = storage.latest_good_checkpoint(run_dir)
     step = _checkpoint_step(newest) if newest is not None else -1
     return step if step >= cfg.max_steps else None
 
