@@ -70,7 +70,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class BenchOptions:
+class BenchSettings:
     """What ``growlm bench`` measures and how: one field per flag of the command (its ``--help``
     says what each does); :func:`bench` also takes them as keywords."""
 
@@ -175,14 +175,14 @@ def random_batches(vocab: int, micro_batch: int, seq_len: int, device: torch.dev
     return [torch.randint(0, vocab, (micro_batch, seq_len + 1), generator=generator).to(device) for _ in range(count)]
 
 
-def time_training(model: torch.nn.Module, name: str, preset: str, flops_per_token: int, options: BenchOptions, *,
+def time_training(model: torch.nn.Module, name: str, preset: str, flops_per_token: int, settings: BenchSettings, *,
                   peak: float, device: torch.device, vocab: int, variant: dict[str, Any] | None = None
                   ) -> BenchResult:
-    """Time ``options.steps`` training steps of ``model`` after ``options.warmup`` (``options.compile_model``
+    """Time ``settings.steps`` training steps of ``model`` after ``settings.warmup`` (``compile_model``
     already resolved to on or off, as :func:`bench` does)."""
-    seq_len, micro_batch, steps, warmup = options.seq_len, options.micro_batch, options.steps, options.warmup
-    compile_model, loss_chunk_tokens = options.compile_model, options.loss_chunk_tokens
-    activation_checkpointing, profile = options.activation_checkpointing, options.profile
+    seq_len, micro_batch, steps, warmup = settings.seq_len, settings.micro_batch, settings.steps, settings.warmup
+    compile_model, loss_chunk_tokens = settings.compile_model, settings.loss_chunk_tokens
+    activation_checkpointing, profile = settings.activation_checkpointing, settings.profile
     set_activation_checkpointing(model, activation_checkpointing)
     loop = TrainLoop(model, device, compile_model, loss_chunk_tokens)
     batches = random_batches(vocab, micro_batch, seq_len, device)
@@ -208,7 +208,7 @@ def time_training(model: torch.nn.Module, name: str, preset: str, flops_per_toke
                          flops_per_token, achieved / 1e12, peak / 1e12, achieved / peak if peak else 0.0, memory,
                          final, first, activation_checkpointing, dict(variant or {}))
     if profile is not None:
-        summary = profile_steps_of(loop, batches, options.profile_steps, Path(profile), f"{preset}-{name}"
+        summary = profile_steps_of(loop, batches, settings.profile_steps, Path(profile), f"{preset}-{name}"
                                    + "".join(f"-{k}-{v}" for k, v in sorted((variant or {}).items())))
         logger.info(profile_line(summary))
     return result
@@ -544,18 +544,18 @@ def _variant(model: torch.nn.Module, nexus_fused: bool | None, nexus_pad: int | 
     return {**variant, "nexus_fused": bool(on), "nexus_pad": layer.pad if on else 1}
 
 
-def bench(preset: str, options: BenchOptions | None = None, **fields: Any) -> list[dict[str, Any]]:
-    """Time (or, with ``find``, size the micro-batch of) ``preset`` on this machine; ``options``, or
-    :class:`BenchOptions`' fields as keywords (``bench("nexus-tiny", seq_len=16, device="cpu")``)."""
+def bench(preset: str, settings: BenchSettings | None = None, **fields: Any) -> list[dict[str, Any]]:
+    """Time (or, with ``find``, size the micro-batch of) ``preset`` on this machine; ``settings``, or
+    :class:`BenchSettings`' fields as keywords (``bench("nexus-tiny", seq_len=16, device="cpu")``)."""
     from growlm.system import measure_matmul_flops
 
-    options = replace(options or BenchOptions(), **fields)
-    if options.rotary_inline:
+    settings = replace(settings or BenchSettings(), **fields)
+    if settings.rotary_inline:
         from growlm.models.layers import rotary_tables_inline
 
         with rotary_tables_inline():
-            return bench(preset, replace(options, rotary_inline=False))
-    o = options
+            return bench(preset, replace(settings, rotary_inline=False))
+    o = settings
     seq_len, micro_batch, device = o.seq_len, o.micro_batch, o.device
     activation_checkpointing = o.activation_checkpointing
     run_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else

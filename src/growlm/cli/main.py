@@ -189,15 +189,15 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 # -- data ---------------------------------------------------------------------------------------
 def cmd_data_prepare(args: argparse.Namespace) -> None:
-    from growlm.data.prepare import PrepareOptions, prepare, summary_lines
+    from growlm.data.prepare import PrepareSettings, prepare, summary_lines
 
-    options = PrepareOptions(val_inputs=args.val or (), val_fraction=args.val_fraction, text_field=args.text_field,
-                             max_docs_per_file=args.max_docs_per_file, max_tokens=args.max_tokens,
-                             shard_tokens=args.shard_tokens, seed=args.seed, overwrite=args.overwrite,
-                             workers=args.workers, piece_chars=args.piece_chars)
+    settings = PrepareSettings(val_inputs=args.val or (), val_fraction=args.val_fraction, text_field=args.text_field,
+                               max_docs_per_file=args.max_docs_per_file, max_tokens=args.max_tokens,
+                               shard_tokens=args.shard_tokens, seed=args.seed, overwrite=args.overwrite,
+                               workers=args.workers, piece_chars=args.piece_chars)
     if args.batch_bytes:
-        options.batch_bytes = args.batch_bytes
-    meta = prepare(args.inputs, args.tokenizer, args.out, options)
+        settings.batch_bytes = args.batch_bytes
+    meta = prepare(args.inputs, args.tokenizer, args.out, settings)
     print(f"wrote {args.out} ({meta['tokenizer']['class']}, vocab {meta['tokenizer']['vocab_size']}, "
           f"{meta['dtype']}) in {meta['seconds']:.1f} s with {meta['workers']} worker(s): "
           f"{meta['text_mb_per_s']:.2f} MB/s, {meta['tokens_per_s']:,.0f} tokens/s")
@@ -336,21 +336,21 @@ def cmd_grow(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from growlm.evaluation.runner import EvalOptions, evaluate_checkpoint, evaluate_series
+    from growlm.evaluation.runner import EvalSettings, evaluate_checkpoint, evaluate_series
 
     tasks = args.tasks or (["ppl"] if args.data else None)
     if not tasks:
         raise GrowlmError("pass --tasks (e.g. --tasks paper5 lambada_openai) or --data DATA_DIR for perplexity")
-    options = EvalOptions(data_dir=args.data_dir, ppl_data=args.data, limit=args.limit, batch_size=args.batch_size,
-                          device=args.device, seq_len=args.seq_len, max_batches=args.max_batches, dtype=args.dtype,
-                          split=args.split, scoring=args.scoring, num_fewshot=args.num_fewshot,
-                          task_data=args.task_data)
+    settings = EvalSettings(data_dir=args.data_dir, ppl_data=args.data, limit=args.limit, batch_size=args.batch_size,
+                            device=args.device, seq_len=args.seq_len, max_batches=args.max_batches, dtype=args.dtype,
+                            split=args.split, scoring=args.scoring, num_fewshot=args.num_fewshot,
+                            task_data=args.task_data)
     if args.all_checkpoints:
-        rows = evaluate_series(args.checkpoint, tasks, args.out, options)
+        rows = evaluate_series(args.checkpoint, tasks, args.out, settings)
         out = Path(args.out) if args.out else Path(args.checkpoint) / "eval-series"
         print(f"evaluated {len(rows)} checkpoints; wrote {out / 'series.csv'} and {out / 'series.png'}")
         return
-    report = evaluate_checkpoint(args.checkpoint, tasks, args.out, options)
+    report = evaluate_checkpoint(args.checkpoint, tasks, args.out, settings)
     for task, metrics in report["results"].items():
         shown = {k: v for k, v in metrics.items() if isinstance(v, float) and not k.endswith("_stderr")}
         where = f"[{metrics['split']}] " if "split" in metrics else ""
@@ -431,12 +431,12 @@ def cmd_compose(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from growlm.bench import BenchOptions, bench
+    from growlm.bench import BenchSettings, bench
 
     compile_model = {"auto": None, "on": True, "off": False, "regional": "regional", "graphs": "graphs"}[args.compile]
     if args.nexus_pad is not None and args.nexus_pad < 1:
         raise ConfigError(f"--nexus-pad must be a positive integer, got {args.nexus_pad}")
-    bench(args.preset, BenchOptions(
+    bench(args.preset, BenchSettings(
         seq_len=args.seq_len, micro_batch=args.micro_batch, steps=args.steps, warmup=args.warmup,
         compile_model=compile_model, reference=args.reference, device=args.device,
         loss_chunk_tokens=args.loss_chunk_tokens, out=args.out, activation_checkpointing=args.activation_checkpointing,

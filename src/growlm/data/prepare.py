@@ -367,7 +367,7 @@ class _Run:
 
 
 @dataclass
-class PrepareOptions:
+class PrepareSettings:
     """How :func:`prepare` reads and writes (``growlm data prepare``'s flags, one field each; its
     ``--help`` says what each does). :func:`prepare` also takes these fields as keywords."""
 
@@ -386,7 +386,7 @@ class PrepareOptions:
 
 
 def prepare(inputs: Sequence[str | Path], tokenizer_spec: str, out_dir: str | Path,
-            options: PrepareOptions | None = None, **fields: Any) -> dict[str, Any]:
+            settings: PrepareSettings | None = None, **fields: Any) -> dict[str, Any]:
     """Tokenize ``inputs`` into ``out_dir``; returns the metadata written to meta.json.
 
     ``workers``: encoding processes (default: every core; fewer when the input is smaller
@@ -394,7 +394,7 @@ def prepare(inputs: Sequence[str | Path], tokenizer_spec: str, out_dir: str | Pa
     ``piece_chars``: documents longer than this are encoded in pieces (exactly; see
     ``chunking.py``), 0 to encode every document whole. ``batch_bytes``: text per work item.
     """
-    o = replace(options or PrepareOptions(), **fields)
+    o = replace(settings or PrepareSettings(), **fields)
     val_inputs, val_fraction, text_field, seed = o.val_inputs, o.val_fraction, o.text_field, o.seed
     max_docs_per_file, max_tokens, shard_tokens, workers = o.max_docs_per_file, o.max_tokens, o.shard_tokens, o.workers
     piece_chars, batch_bytes, show_progress = o.piece_chars, o.batch_bytes, o.show_progress

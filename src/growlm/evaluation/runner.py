@@ -232,7 +232,7 @@ def _markdown(results: dict[str, Any]) -> str:
 
 
 @dataclass
-class EvalOptions:
+class EvalSettings:
     """How :func:`evaluate_checkpoint` scores (``growlm eval``'s flags, one field each; its ``--help``
     says what each does). The function also takes these fields as keywords."""
 
@@ -255,7 +255,7 @@ def evaluate_checkpoint(
     checkpoint: str | Path,
     tasks: list[str],
     out: str | Path | None = None,
-    options: EvalOptions | None = None,
+    settings: EvalSettings | None = None,
     **fields: Any,
 ) -> dict[str, Any]:
     """Score ``tasks`` on one checkpoint and write results.json, samples.jsonl and results.md.
@@ -274,7 +274,7 @@ def evaluate_checkpoint(
     from growlm.evaluation.tasks import default_benchmarks_dir
     from growlm.system import pick_autocast, pick_device
 
-    o = replace(options or EvalOptions(), **fields)
+    o = replace(settings or EvalSettings(), **fields)
     data_dir, ppl_data, limit, batch_size, device = o.data_dir, o.ppl_data, o.limit, o.batch_size, o.device
     seq_len, max_batches, progress, dtype, split = o.seq_len, o.max_batches, o.progress, o.dtype, o.split
     scoring, num_fewshot, task_data = o.scoring, o.num_fewshot, o.task_data
@@ -371,7 +371,7 @@ SERIES_METRICS = {"multiple_choice": ("acc", "acc_norm"), "loglikelihood": ("acc
 
 
 def evaluate_series(run_dir: str | Path, tasks: list[str], out: str | Path | None = None,
-                    options: EvalOptions | None = None, **fields: Any) -> list[dict[str, Any]]:
+                    settings: EvalSettings | None = None, **fields: Any) -> list[dict[str, Any]]:
     """Every checkpoint of a run: one results folder each, plus ``series.csv`` and ``series.png``."""
     from growlm.plotting import plot_score_series
 
@@ -382,7 +382,7 @@ def evaluate_series(run_dir: str | Path, tasks: list[str], out: str | Path | Non
     out = Path(out) if out else run_dir / "eval-series"
     rows = []
     for folder in checkpoints:
-        report = evaluate_checkpoint(folder, tasks, out / folder.name, options, **fields)
+        report = evaluate_checkpoint(folder, tasks, out / folder.name, settings, **fields)
         row = {"checkpoint": folder.name, "step": report["model"].get("step"),
                "tokens": report["model"].get("tokens_seen")}
         for task, metrics in report["results"].items():
