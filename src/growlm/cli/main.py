@@ -336,7 +336,7 @@ def cmd_grow(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from growlm.evaluation.runner import EvalSettings, evaluate_checkpoint, evaluate_series
+    from growlm.evaluation.runner import EvalSettings, evaluate_checkpoint, evaluate_series, result_lines
 
     tasks = args.tasks or (["ppl"] if args.data else None)
     if not tasks:
@@ -351,17 +351,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print(f"evaluated {len(rows)} checkpoints; wrote {out / 'series.csv'} and {out / 'series.png'}")
         return
     report = evaluate_checkpoint(args.checkpoint, tasks, args.out, settings)
-    for task, metrics in report["results"].items():
-        shown = {k: v for k, v in metrics.items() if isinstance(v, float) and not k.endswith("_stderr")}
-        where = f"[{metrics['split']}] " if "split" in metrics else ""
-        print(f"{task:<16} {where}" + "  ".join(
-            f"{k} {v:.4f}" + (f" ± {metrics[k + '_stderr']:.4f}" if k + "_stderr" in metrics else "")
-            for k, v in shown.items()))
-        for category, score in metrics.get("categories", {}).items():  # mmlu
-            print(f"  {category:<14} acc {score['acc']:.4f}  acc_macro {score['acc_macro']:.4f}  "
-                  f"({score['subjects']} subjects, {score['n']} questions)")
-    for group, metrics in report["groups"].items():
-        print(f"{group:<16} " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    for line in result_lines(report):
+        print(line)
     out = Path(args.out) if args.out else Path(report["model"]["checkpoint"]) / "eval"
     print(f"wrote {out / 'results.json'}, {out / 'samples.jsonl'}, {out / 'results.md'} "
           f"({report['seconds']:.0f} s)")

@@ -352,6 +352,24 @@ def evaluate_checkpoint(
     return report
 
 
+def result_lines(report: dict[str, Any]) -> list[str]:
+    """``growlm eval``'s summary of a report: one line per task (its split, each score ± its standard
+    error), mmlu's categories, then the groups."""
+    lines = []
+    for task, metrics in report["results"].items():
+        shown = {k: v for k, v in metrics.items() if isinstance(v, float) and not k.endswith("_stderr")}
+        where = f"[{metrics['split']}] " if "split" in metrics else ""
+        lines.append(f"{task:<16} {where}" + "  ".join(
+            f"{k} {v:.4f}" + (f" ± {metrics[k + '_stderr']:.4f}" if k + "_stderr" in metrics else "")
+            for k, v in shown.items()))
+        for category, score in metrics.get("categories", {}).items():  # mmlu
+            lines.append(f"  {category:<14} acc {score['acc']:.4f}  acc_macro {score['acc_macro']:.4f}  "
+                         f"({score['subjects']} subjects, {score['n']} questions)")
+    for group, metrics in report["groups"].items():
+        lines.append(f"{group:<16} " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return lines
+
+
 def _fewshot_docs(name: str, num_fewshot: int, bench: Path | None, explicit: bool,
                   task_data: Path | None) -> list[dict[str, Any]]:
     """The pool a task's few-shot examples come from (its ``fewshot_split``: mmlu's dev)."""
