@@ -136,10 +136,10 @@ class Settings:
 FORMS = {
     # full: 0.9M + 0.3M tokens (the paper's 100B + 30B ratio, 10:3), batches of 32 x 256 tokens
     "full": Settings(base_tokens=900_000, grow_tokens=300_000, seq_len=256, micro_batch_size=32),
-    # quick: CPU, a few steps of 2 x 32 tokens, tiny shapes, a slice of the corpus, 2 documents per task
+    # quick: CPU, a few steps of 2 x 32 tokens, tiny shapes, a slice of the corpus, 1 document per task
     "quick": Settings(base_tokens=4 * 64, grow_tokens=2 * 64, seq_len=32, micro_batch_size=2, lr=3e-3,
                       warmup_steps=1, grow_warmup_steps=1, eval_every=2, eval_batches=1, ppl_batches=1,
-                      bench_limit=2, bench_batch_size=8, docs_per_file=2, val_docs_per_file=1),
+                      bench_limit=1, bench_batch_size=8, docs_per_file=2, val_docs_per_file=1),
 }
 
 
@@ -218,10 +218,13 @@ def run_scratch(ctx: Context, key: str, plan: dict[str, Any], data: str, setting
     curve = [{"tokens": r["tokens"], "flops": stage["train_flops_per_token"] * r["tokens"],
               "gpu_seconds": r["elapsed_s"], "loss": r["val_loss"]} for r in stage["metrics"]
              if r.get("val_loss") is not None]
+    # the plan's ledger.json as written (ctx.plan keeps the stages apart, with their metrics)
+    ledger = {**result["ledger"], "stages": [{k: v for k, v in s.items() if k not in ("metrics", "folder")}
+                                             for s in result["stages"]]}
     ctx.unit(f"{key}/final", lambda folder: {
         "parameters": stage["parameters"], "train_flops_per_token": stage["train_flops_per_token"],
-        "tokens": result["ledger"]["total"]["tokens"], "flops": result["ledger"]["total"]["train_flops"],
-        "gpu_seconds": result["ledger"]["total"]["gpu_seconds"], "ledger": result["ledger"],
+        "tokens": ledger["total"]["tokens"], "flops": ledger["total"]["train_flops"],
+        "gpu_seconds": ledger["total"]["gpu_seconds"], "ledger": ledger,
         "checkpoint": stage["final_checkpoint"], "curve": curve, **_scores(results, benchmarks)})
 
 
@@ -438,7 +441,8 @@ def report(ctx: Context, size: Settings, shape: dict[str, Any], runner: list[dic
                 "non_emb": f"{c['non_embedding_params'] / 1e6:.2f}M",
                 "flops": f"{c['train_flops_per_token'] / 1e6:.1f}M"})
     body = [
-        f"Scaled-down §4.3: Table 7's widths / 3, {shape['nexus']['base']['num_hidden_layers']} layers, 32k vocabulary. "
+        f"Scaled-down §4.3: Table 7's widths / {24 if ctx.quick else 3}, {shape['nexus']['base']['num_hidden_layers']} "
+        "layers, 32k vocabulary. "
         f"Bases (NexusFormer, TokenFormer) and Qwen3 at the base size: {size.base_tokens:,} tokens from scratch. "
         f"Grown: the base's final checkpoint grown with `preserve` (lossless, verified), then {size.grow_tokens:,} "
         f"tokens at {size.grow_lr_factor:g} x lr (warm-up {size.grow_warmup_steps} steps, cosine), optimizer "
