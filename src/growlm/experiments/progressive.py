@@ -557,10 +557,12 @@ def _figure(ctx: Context, rec: dict[tuple[str, str], list[dict[str, Any]]]) -> P
         for arch in ("nexus", "tokenformer", "qwen3"):
             for name in ("base", *SIZES):
                 for j, m in enumerate(rec[arch, name]):
+                    # a grown curve starts at its base's last point (the growth point: the same function)
                     curve = m["curve"] if arch == "qwen3" or name == "base" else \
-                        [p for p in m["curve"] if p["tokens"] > rec[arch, "base"][j]["tokens"]]
+                        m["curve"][max(0, len(rec[arch, "base"][j]["curve"]) - 1):]
                     scale = 1e12 if axis == "flops" else 1.0
-                    ax.plot([p[axis] / scale for p in curve], [math.exp(p["loss"]) for p in curve], styles[name],
+                    ax.plot([p[axis] / scale for p in curve], [math.exp(p["loss"]) for p in curve],
+                            styles[name], marker="." if name != "base" else None, markersize=3,
                             color=colours[arch], alpha=0.9 if j == 0 else 0.3, linewidth=1.2,
                             label=f"{TITLES[arch]} {LABELS[name]}" + (" (grown)" if arch in GROWN and name != "base"
                                                                       else "") if j == 0 else None)
