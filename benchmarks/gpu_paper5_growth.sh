@@ -5,7 +5,7 @@
 #   GROWLM_SHARED=$PWD/.carry/shared OUT=/path/to/results bash benchmarks/gpu_paper5_growth.sh [--set KEY=VALUE ...]
 #
 # Budget (defaults): 3 seeds x (3 bases on 0.9M tokens, 3 Qwen3 on 1.2M, 6 grown on 0.3M) = 24.3M training
-# tokens in 36 units of ~21-32M parameters, 9 side by side (two waves each phase). At the 46k tokens/s per
+# tokens in 36 units of ~21-32M parameters, 6 side by side (9 ran out of memory on an H100, 2026-12-06). At the 46k tokens/s per
 # process measured for 44M-parameter units side by side (docs/benchmarks.md: 8 processes, 367k tokens/s
 # aggregate) that is ~75 s for the bases and Qwen3, ~55 s for the grown models (paper5 evaluation
 # included), plus ~20 s to prepare the shared corpus with the 32k tokenizer on a fresh machine.
