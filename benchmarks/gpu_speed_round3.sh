@@ -187,3 +187,5 @@ echo "== summary ($SECONDS s)"
 python3 $PY summary "$R" > /dev/null 2> "$R/logs/summary.txt" || cat "$R/logs/summary.txt"
 head -60 "$R/summary.md" 2>/dev/null
 echo "total $SECONDS s"
+# the device returns a limited number of files: everything in one archive, the digest beside it
+tar czf "$OUT/speed3.tgz" -C "$OUT" speed3 && cp "$R/summary.md" "$OUT/speed3-summary.md" 2>/dev/null && rm -rf "$R"
