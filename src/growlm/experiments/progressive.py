@@ -242,8 +242,7 @@ def run_grown(ctx: Context, key: str, base_key: str, request: dict[str, Any], da
     def grow(folder: Path) -> dict[str, Any]:
         grown = folder / "grown"
         shutil.rmtree(grown, ignore_errors=True)
-        info = grow_checkpoint(base["checkpoint"], grown, request, parse_init("preserve"), seed=seed,
-                               say=ctx.say)
+        info = grow_checkpoint(base["checkpoint"], grown, request, parse_init("preserve"), seed=seed)
         verification = info.get("verification")
         if verification is not None and not verification["passed"]:
             raise GrowlmError(f"{key}: the grown model failed its verification ({verification})")
