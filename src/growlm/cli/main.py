@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import logging
 import os
 import re
 import sys
@@ -827,7 +828,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
-    show_messages()  # the library logs; the command line shows each message as a plain line
+    # the library logs; the command line shows each message as a plain line (under torchrun, from
+    # rank 0 only: the other ranks run the same work and would repeat it)
+    show_messages(logging.INFO if os.environ.get("RANK", "0") == "0" else logging.CRITICAL + 1)
     try:
         args.func(args)
     except GrowlmError as exc:
