@@ -250,14 +250,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_plan_show(args: argparse.Namespace) -> None:
     from growlm.overrides import parse_assignments
-    from growlm.training.plan import (
-        PLAN_FILE,
-        load_plan,
-        nothing_trained,
-        plan_lr_curve,
-        plan_shapes,
-        sparkline,
-    )
+    from growlm.training.plan import PLAN_FILE, load_plan, nothing_trained, plan_lines, plan_shapes
 
     plan = load_plan(args.plan, parse_assignments(args.set))
     rows = plan_shapes(plan)
@@ -267,27 +260,7 @@ def cmd_plan_show(args: argparse.Namespace) -> None:
     if args.json:
         _print_json(rows)
         return
-    print(f"plan {args.plan}: {len(rows)} stage(s), out_dir {plan.out_dir}")
-    width = max(16, *(len(r["stage"]) for r in rows))  # long names (blocks-07-09-holistic) keep the columns
-    total = 0
-    for r in rows:
-        changes = ", ".join(f"{k} {o}->{n}" for k, (o, n) in r["changes"].items()) or "from " + (
-            r["architecture"] + " preset/init")
-        total += r["train_flops_upper_bound"]
-        print(f"  {r['stage']:<{width}} {r['architecture']:<11} {r['parameters'] / 1e6:9.2f}M params  "
-              f"{r['train_flops_per_token'] / 1e9:7.3f} GFLOP/token  {r['tokens']:>15,} tokens  "
-              f"{r['train_flops_upper_bound']:.3e} FLOPs  [{changes}{'; init ' + r['init'] if r['init'] else ''}]")
-    print(f"  total training FLOPs (everything trainable): {total:.3e}")
-    curve = plan_lr_curve(plan)
-    print("learning rate: " + (plan.schedule.describe(rows[0]["lr"]) if plan.schedule
-                               else "each stage runs its own schedule from its own step 0"))
-    start = 0
-    for r in rows:
-        factor = f" (lr_factor {r['lr_factor']:g})" if r["lr_factor"] != 1.0 else ""
-        print(f"  {r['stage']:<{width}} {r['schedule']:<8} plan steps {start:>9,} - {start + r['steps'] - 1:<9,} "
-              f"lr {r['lr_first']:.3e} -> {r['lr_last']:.3e}{factor}")
-        start += r["steps"]
-    print(f"  {sparkline(curve)}  (lr over {len(curve):,} steps)")
+    print("\n".join(plan_lines(plan, rows, args.plan)))
 
 
 def cmd_plan_report(args: argparse.Namespace) -> None:

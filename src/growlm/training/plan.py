@@ -351,6 +351,34 @@ def sparkline(values: list[float], width: int = 64) -> str:
     return "".join(blocks[max(1, round(v / top * (len(blocks) - 1)))] for v in picks)
 
 
+
+def plan_lines(plan: Plan, rows: list[dict[str, Any]], name: str | Path) -> list[str]:
+    """``growlm plan show``'s table of plan ``name``: each stage's shape, parameters, FLOPs and tokens
+    (``rows`` from :func:`plan_shapes`), then the learning rate stage by stage and as a sparkline."""
+    lines = [f"plan {name}: {len(rows)} stage(s), out_dir {plan.out_dir}"]
+    width = max(16, *(len(r["stage"]) for r in rows))  # long names (blocks-07-09-holistic) keep the columns
+    total = 0
+    for r in rows:
+        changes = ", ".join(f"{k} {o}->{n}" for k, (o, n) in r["changes"].items()) or "from " + (
+            r["architecture"] + " preset/init")
+        total += r["train_flops_upper_bound"]
+        lines.append(f"  {r['stage']:<{width}} {r['architecture']:<11} {r['parameters'] / 1e6:9.2f}M params  "
+                     f"{r['train_flops_per_token'] / 1e9:7.3f} GFLOP/token  {r['tokens']:>15,} tokens  "
+                     f"{r['train_flops_upper_bound']:.3e} FLOPs  [{changes}"
+                     f"{'; init ' + r['init'] if r['init'] else ''}]")
+    lines.append(f"  total training FLOPs (everything trainable): {total:.3e}")
+    curve = plan_lr_curve(plan)
+    lines.append("learning rate: " + (plan.schedule.describe(rows[0]["lr"]) if plan.schedule
+                                      else "each stage runs its own schedule from its own step 0"))
+    start = 0
+    for r in rows:
+        factor = f" (lr_factor {r['lr_factor']:g})" if r["lr_factor"] != 1.0 else ""
+        lines.append(f"  {r['stage']:<{width}} {r['schedule']:<8} plan steps {start:>9,} - "
+                     f"{start + r['steps'] - 1:<9,} lr {r['lr_first']:.3e} -> {r['lr_last']:.3e}{factor}")
+        start += r["steps"]
+    lines.append(f"  {sparkline(curve)}  (lr over {len(curve):,} steps)")
+    return lines
+
 def _final_checkpoint(run_dir: Path) -> Path:
     found = storage.latest_good_checkpoint(run_dir)
     if found is None:
