@@ -222,27 +222,27 @@ class MetricsLogger:
         return summary
 
 
+# The end-of-run line's optional parts, in order: summary key, text, and whether a zero is shown
+# (a figure that is 0 or absent was not measured; a loss or a time of 0 is still one).
+_SUMMARY_PARTS = (
+    ("tokens_per_s", "{:,.0f} tok/s", False),
+    ("steady_tokens_per_s", "steady {:,.0f} tok/s", False),
+    ("wall_tokens_per_s", "wall {:,.0f} tok/s", False),
+    ("time_to_first_step_s", "first step after {:.1f} s", True),
+    ("mfu", "MFU {:.1%}", False),
+    ("max_memory_gb", "{:.1f} GiB peak", False),
+    ("final_train_loss", "train loss {:.4f}", True),
+    ("final_val_loss", "val loss {:.4f}", True),
+    ("non_finite_steps", "{} non-finite steps skipped", False),
+    ("skipped_documents", "{} documents without text skipped", False),
+)
+
+
 def summary_line(summary: dict[str, Any]) -> str:
     """The compact end-of-run line."""
     parts = [f"{summary['steps']} steps", f"{summary['tokens']:,} tokens", f"{summary['train_seconds']:.0f} s"]
-    if summary.get("tokens_per_s"):
-        parts.append(f"{summary['tokens_per_s']:,.0f} tok/s")
-    if summary.get("steady_tokens_per_s"):
-        parts.append(f"steady {summary['steady_tokens_per_s']:,.0f} tok/s")
-    if summary.get("wall_tokens_per_s"):
-        parts.append(f"wall {summary['wall_tokens_per_s']:,.0f} tok/s")
-    if summary.get("time_to_first_step_s") is not None:
-        parts.append(f"first step after {summary['time_to_first_step_s']:.1f} s")
-    if summary.get("mfu"):
-        parts.append(f"MFU {100 * summary['mfu']:.1f}%")
-    if summary.get("max_memory_gb"):
-        parts.append(f"{summary['max_memory_gb']:.1f} GiB peak")
-    if summary.get("final_train_loss") is not None:
-        parts.append(f"train loss {summary['final_train_loss']:.4f}")
-    if summary.get("final_val_loss") is not None:
-        parts.append(f"val loss {summary['final_val_loss']:.4f}")
-    if summary.get("non_finite_steps"):
-        parts.append(f"{summary['non_finite_steps']} non-finite steps skipped")
-    if summary.get("skipped_documents"):
-        parts.append(f"{summary['skipped_documents']} documents without text skipped")
+    for key, text, zero_shown in _SUMMARY_PARTS:
+        value = summary.get(key)
+        if value is not None and (value or zero_shown):
+            parts.append(text.format(value))
     return "done: " + ", ".join(parts)
