@@ -274,7 +274,7 @@ def grow_model(
     if init.kind == "zero" and "nexus_rank" in applied:
         warnings.append("init zero sets every new block to zero: with GELU(0) = 0 no new Nexus-Rank block ever "
                         "receives gradient, so training cannot move the grown model away from the original "
-                        "(NOTES.md §1). Use init preserve for growth that is lossless and trains.")
+                        "(../shared/papers/NOTES.md §1). Use init preserve for growth that is lossless and trains.")
     elif init.kind == "zero":
         warnings.append("init zero sets every new block to zero; blocks that only non-zero paths reach still "
                         "train, the others never do (see the verification). init preserve trains them all.")
