@@ -28,7 +28,6 @@ import gc
 import json
 import math
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -226,8 +225,7 @@ def small(out: Path, names: list[str], modes: list[str], steps: int, timed: int,
             model = model_class_for(config)(config).to(device).float().train()
             params = sum(p.numel() for p in model.parameters())
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=cuda)
-            forward = compile_model(model, {"off": False, "true": True}.get(mode, mode), device,
-                                    say=lambda m: print(m, file=sys.stderr))
+            forward = compile_model(model, {"off": False, "true": True}.get(mode, mode), device)
             record: list[Any] = []
             run = (forward, model, optimizer)
 
@@ -518,6 +516,9 @@ def compare_runs(a: Path, b: Path, out: Path) -> None:
 
 
 def main() -> None:
+    from growlm.logs import show_messages
+
+    show_messages()  # growlm's messages (compile fallbacks) on stderr, as the CLI shows them
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("replay")

@@ -159,25 +159,28 @@ class CompileSpy:
         return model
 
 
-def test_graphs_without_cuda_falls_back_to_compile_true_with_one_message(monkeypatch):
-    spy, said = CompileSpy(), []
+def test_graphs_without_cuda_falls_back_to_compile_true_with_one_message(monkeypatch, caplog):
+    spy = CompileSpy()
     monkeypatch.setattr(torch, "compile", spy)
     model = torch.nn.Linear(2, 2)
-    assert compiling.resolve_mode("graphs", torch.device("cpu"), model, said.append) is True
-    forward = compiling.compile_model(model, "graphs", torch.device("cpu"), said.append)
+    caplog.set_level("INFO", logger="growlm")
+    assert compiling.resolve_mode("graphs", torch.device("cpu"), model) is True
+    forward = compiling.compile_model(model, "graphs", torch.device("cpu"))
+    said = caplog.messages
     assert forward is model and spy.modes == [None]  # plain torch.compile, no reduce-overhead
     assert len(said) == 2 and said[0] == said[1]
     assert "compile: graphs needs a CUDA device (this run is on cpu)" in said[0] and "compile: true" in said[0]
 
 
-def test_graphs_on_cuda_compiles_with_reduce_overhead_and_marks_every_step(monkeypatch):
-    spy, said, marks = CompileSpy(), [], []
+def test_graphs_on_cuda_compiles_with_reduce_overhead_and_marks_every_step(monkeypatch, caplog):
+    spy, marks = CompileSpy(), []
     monkeypatch.setattr(torch, "compile", spy)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(len(marks)))
     model = torch.nn.Linear(3, 2)
-    forward = compiling.compile_model(model, "graphs", torch.device("cuda"), said.append)
-    assert isinstance(forward, compiling.GraphedStep) and spy.modes == ["reduce-overhead"] and not said
+    caplog.set_level("INFO", logger="growlm")
+    forward = compiling.compile_model(model, "graphs", torch.device("cuda"))
+    assert isinstance(forward, compiling.GraphedStep) and spy.modes == ["reduce-overhead"] and not caplog.messages
     x = torch.randn(4, 3)
     for calls in (1, 2):
         assert torch.equal(forward(x), model(x)) and len(marks) == calls

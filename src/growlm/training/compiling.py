@@ -36,6 +36,7 @@ and eval mode, so the limit is raised to 64.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,8 @@ import torch
 from torch import nn
 
 from growlm.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 COMPILE_MODES = (True, False, "auto", "regional", "graphs")
 COMPILE_CHOICES = "true, false, auto, regional or graphs"
@@ -70,17 +73,16 @@ def check_mode(mode: Any) -> None:
         raise ConfigError(f"compile must be {COMPILE_CHOICES}, got {mode!r}")
 
 
-def resolve_mode(mode: Any, device: torch.device, model: nn.Module | None = None,
-                 say: Callable[[str], None] | None = None) -> bool | str:
+def resolve_mode(mode: Any, device: torch.device, model: nn.Module | None = None) -> bool | str:
     """``auto`` -> on for CUDA; ``graphs`` -> ``true`` where CUDA graphs cannot run (no CUDA
-    device, or ``model`` wrapped by DDP/FSDP), said once through ``say``."""
+    device, or ``model`` wrapped by DDP/FSDP), which is logged."""
     check_mode(mode)
     if mode == "auto":
         return device.type == "cuda"
     if mode == "graphs":
         why = graphs_unavailable(device, model)
         if why:
-            (say or print)(f"compile: graphs needs {why}; compiling without CUDA graphs (compile: true)")
+            logger.info(f"compile: graphs needs {why}; compiling without CUDA graphs (compile: true)")
             return True
     return mode
 
@@ -103,11 +105,10 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     raise ConfigError(f"compile: regional found no decoder layers in {type(model).__name__}")
 
 
-def compile_model(model: nn.Module, mode: Any, device: torch.device,
-                  say: Callable[[str], None] | None = None) -> Callable[..., Any]:
+def compile_model(model: nn.Module, mode: Any, device: torch.device) -> Callable[..., Any]:
     """The callable a training step runs: the model compiled whole, by layer, with CUDA graphs,
     or not at all."""
-    mode = resolve_mode(mode, device, model, say)
+    mode = resolve_mode(mode, device, model)
     if mode is False:
         return model
     configure_compiler()

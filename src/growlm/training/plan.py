@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import shutil
 import time
@@ -67,7 +68,9 @@ from growlm.training.config import SCHEDULES, TrainConfig, build_train_config, f
 from growlm.training.distributed import join_process_group, rank_device
 from growlm.training.layerwise import expand_layerwise
 from growlm.training.optim import lr_factor
-from growlm.training.trainer import _say, read_metrics, resume_run, start_run
+from growlm.training.trainer import read_metrics, resume_run, start_run
+
+logger = logging.getLogger(__name__)
 
 LEDGER_FILE = "ledger.json"
 STAGE_KEYS = {"name": str, "grow": dict, "init": str, "grow_options": dict, "grow_seed": int, "tokens": int,
@@ -442,7 +445,7 @@ def _run_plan(plan: Plan, resume: bool) -> dict[str, Any]:
             raise ConfigError(f"out_dir {out} already holds a plan run; continue it with "
                               f"`growlm train --resume {out}`")
         # nothing to lose: the earlier attempt failed before any stage trained, so this plan replaces it
-        _say(f"out_dir {out} holds a plan run in which no stage has trained: starting it again with this plan")
+        logger.info(f"out_dir {out} holds a plan run in which no stage has trained: starting it again with this plan")
         for folder in out.glob("stage-*"):
             shutil.rmtree(folder)
     barrier()
@@ -460,10 +463,10 @@ def _run_plan(plan: Plan, resume: bool) -> dict[str, Any]:
             record = json.loads(marker.read_text())
             records.append(record)
             previous = Path(record["final_checkpoint"])
-            _say(f"stage {stage.index + 1}/{len(plan.stages)} {stage.name}: complete, skipped")
+            logger.info(f"stage {stage.index + 1}/{len(plan.stages)} {stage.name}: complete, skipped")
             continue
         if main:
-            _say(f"stage {stage.index + 1}/{len(plan.stages)} {stage.name}")
+            logger.info(f"stage {stage.index + 1}/{len(plan.stages)} {stage.name}")
             folder.mkdir(parents=True, exist_ok=True)
         started = time.time()
         source = previous
