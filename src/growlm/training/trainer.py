@@ -32,13 +32,14 @@ from growlm.data.sources import InMemorySplit, build_stream, check_source, combi
 from growlm.data.tokenizer import load_tokenizer
 from growlm.errors import CheckpointError, ConfigError, DataError, GrowlmError
 from growlm.evaluation.perplexity import autocast_context, evaluate_loss
-from growlm.models import GrowLMForCausalLM, model_class_for, model_from_state, storage
+from growlm.models import GrowLMForCausalLM, apply_runtime, model_class_for, model_from_state, storage
 from growlm.models.accounting import model_cost, training_flops_per_token
 from growlm.models.presets import build_config
 from growlm.models.storage import base_model, canonical_name, state_by_name
 from growlm.plotting import plot_loss_curves, run_curves
+from growlm.runtime import RuntimeOptions
 from growlm.substrate import install_substrate
-from growlm.system import measure_matmul_flops, pick_autocast, tune_cpu_allocator
+from growlm.system import measure_matmul_flops, pick_autocast
 from growlm.training import checkpoint as ckpt
 from growlm.training.compiling import compile_model
 from growlm.training.config import TrainConfig, build_train_config, snapshot_steps
@@ -161,9 +162,10 @@ def _new_model(cfg: TrainConfig, tokenizer: Any) -> GrowLMForCausalLM:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, resume: bool = False) -> None:
+    def __init__(self, cfg: TrainConfig, resume: bool = False, options: RuntimeOptions | None = None) -> None:
         self.started = time.time()  # stage start: time to the first optimizer step is counted from here
         self.cfg = cfg
+        self.options = options or RuntimeOptions()  # fused paths and kernels (growlm/runtime.py)
         self.out = Path(cfg.out_dir)
         # deterministic: set before anything touches CUDA (cuBLAS reads its workspace setting once);
         # undone when run() ends
@@ -178,8 +180,6 @@ class Trainer:
     def _setup(self, resume: bool) -> None:
         cfg = self.cfg
         self.runtime, self.device = setup_runtime(cfg.distributed, cfg.device)
-        if self.device.type == "cpu":
-            tune_cpu_allocator()
         self.autocast = pick_autocast(cfg.dtype, self.device)
         self._setup_data()
         self.metrics = MetricsLog(self.out / METRICS_FILE)
@@ -279,6 +279,7 @@ class Trainer:
             raise ConfigError("no parameter is trainable: check 'trainable', 'frozen' and 'lora'")
         self.base = base_model(model)
         self.base.model.gradient_checkpointing = cfg.activation_checkpointing
+        apply_runtime(model, self.options)  # before compiling: a graph keeps what it was traced with
         self.cost = model_cost(self.base.config, cfg.seq_len)
         self.flops_per_token = training_flops_per_token(model, cfg.seq_len)
         self.model = wrap(model, runtime, self.device, self.autocast)
@@ -636,8 +637,9 @@ def open_tensorboard(out: Path, say: Callable[[str], None] = _say) -> Any:
     return SummaryWriter(str(out / "tensorboard"))
 
 
-def start_run(cfg: TrainConfig) -> dict[str, Any]:
-    """Begin a new run in ``cfg.out_dir``, refusing to overwrite an existing one."""
+def start_run(cfg: TrainConfig, options: RuntimeOptions | None = None) -> dict[str, Any]:
+    """Begin a new run in ``cfg.out_dir``, refusing to overwrite an existing one; ``options``: the
+    fused paths and kernels the model takes (default: auto)."""
     out = Path(cfg.out_dir)
     if storage.list_checkpoints(out) or (out / METRICS_FILE).exists():
         raise ConfigError(f"out_dir {out} already holds a run; continue it with `growlm train --resume {out}` "
@@ -645,7 +647,7 @@ def start_run(cfg: TrainConfig) -> dict[str, Any]:
     if _is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         (out / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    return Trainer(cfg).run()
+    return Trainer(cfg, options=options).run()
 
 
 def _is_main_process() -> bool:
@@ -687,7 +689,8 @@ def _checkpoint_step(folder: Path) -> int:
         return -1  # unreadable: not a finished run's checkpoint
 
 
-def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None,
+               options: RuntimeOptions | None = None) -> dict[str, Any]:
     """Continue the run in ``run_dir`` from its newest good checkpoint (``--set`` may extend it).
 
     A finished run (:func:`finished_step`) is left exactly as it is -- no file is rewritten --
@@ -701,4 +704,4 @@ def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> 
         config_path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     with contextlib.suppress(FileExistsError):
         run_dir.mkdir(parents=True)
-    return Trainer(cfg, resume=True).run()
+    return Trainer(cfg, resume=True, options=options).run()
