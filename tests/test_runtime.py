@@ -24,14 +24,14 @@ from tests.conftest import make_model, small_config
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def _python(code: str, **env: str | None) -> dict:
+def _python(code: str, *args: str, **env: str | None) -> dict:
     environ = {**os.environ, "PYTHONPATH": str(SRC)}
     for key, value in env.items():
         if value is None:
             environ.pop(key, None)
         else:
             environ[key] = value
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environ, check=False)
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=environ, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -50,7 +50,7 @@ def test_options_defaults_environment_and_errors():
     assert flags.nexus_fused is False and flags.fuse_linears is False
     with pytest.raises(ConfigError, match="GROWLM_PATTENTION_KERNEL must be one of auto, 1, 0, got 'on'"):
         RuntimeOptions.from_env({"GROWLM_PATTENTION_KERNEL": "on"})
-    with pytest.raises(ConfigError, match="nexus_pad .* must be a positive integer, got 0"):
+    with pytest.raises(ConfigError, match=r"nexus_pad .* must be a positive integer, got 0"):
         RuntimeOptions(nexus_pad=0)
     with pytest.raises(ConfigError, match="unknown runtime option 'fused'"):
         RuntimeOptions.from_env({}, fused=True)
@@ -147,7 +147,7 @@ def test_the_trainer_applies_the_options_it_is_given(tiny_data, tmp_path):
 # -- the process ---------------------------------------------------------------------------------
 IMPORT_EVERYTHING = r"""
 import ctypes, importlib, json, os, pkgutil, sys
-GROWLM = os.path.join(sys.argv[1] if len(sys.argv) > 1 else %(src)r, "growlm")
+GROWLM = os.path.join(sys.argv[1], "growlm")  # the source tree whose reads count
 reads, libc = [], []
 getitem = os._Environ.__getitem__
 
@@ -184,13 +184,13 @@ print(json.dumps({"modules": len(names), "env_reads": reads, "libc": libc, "comp
                   "backend_same": dict.__getitem__(matplotlib.rcParams, "backend") == backend,
                   "mplbackend_same": os.environ.get("MPLBACKEND") == mpl_env,
                   "pyplot": "matplotlib.pyplot" in sys.modules}))
-""" % {"src": str(SRC)}
+"""
 
 
 def test_importing_every_growlm_module_changes_no_process_state():
     """Subprocess: import growlm and every one of its modules; no environment variable read by
     growlm code, no glibc tuning, no compiler setting, no matplotlib backend or pyplot."""
-    result = _python(IMPORT_EVERYTHING, GROWLM_NEXUS_FUSED="0", GROWLM_FUSE_LINEARS="0")
+    result = _python(IMPORT_EVERYTHING, str(SRC), GROWLM_NEXUS_FUSED="0", GROWLM_FUSE_LINEARS="0")
     assert result["modules"] > 50  # the walk did find the package
     assert result == {**result, "env_reads": [], "libc": [], "compiler_changed": [], "backend_same": True,
                       "mplbackend_same": True, "pyplot": False}
@@ -235,3 +235,22 @@ def test_figures_need_no_pyplot(tmp_path):
     result = _python(code, MPLBACKEND=None)
     assert result == {"pyplot": False, "unchosen": True}
     assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_growlm_train_reads_the_variables_once_and_passes_them_down(monkeypatch, tiny_data, tmp_path):
+    import yaml
+
+    import growlm.training.trainer as trainer
+    from growlm.cli.main import main
+
+    seen = []
+    monkeypatch.setattr(trainer, "start_run", lambda cfg, options=None: seen.append(options) or {})
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"model": "nexus-tiny", "data": str(tiny_data), "out_dir": str(tmp_path / "o"),
+                                      "device": "cpu", "max_steps": 1}))
+    monkeypatch.setenv("GROWLM_NEXUS_FUSED", "1")
+    monkeypatch.setenv("GROWLM_NEXUS_PAD", "32")
+    assert main(["train", str(config)]) == 0
+    assert seen == [RuntimeOptions(nexus_fused=True, nexus_pad=32)]
+    monkeypatch.setenv("GROWLM_NEXUS_PAD", "-1")
+    assert main(["train", str(config)]) == 2  # a bad value is the command's one-line error

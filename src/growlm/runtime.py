@@ -14,19 +14,15 @@ variables below are a *default source* read only by :meth:`RuntimeOptions.from_e
 entry points call (``growlm`` commands, ``growlm bench``), so existing scripts that set them
 keep working; library code never reads them.
 
-=====================  ==========================  ===========================================
-field                  environment variable        what it switches
-=====================  ==========================  ===========================================
-``fuse_linears``       ``GROWLM_FUSE_LINEARS``     Q/K/V and SwiGLU gate/up as one product each
-                                                   (``models/layers.py``)
-``nexus_fused``        ``GROWLM_NEXUS_FUSED``      Nexusformer's Q/K/V maps as batched products
-                                                   (``models/nexus.py``)
-``nexus_pad``          ``GROWLM_NEXUS_PAD``        the multiple M and A are zero-padded to there
-``pattention_kernel``  ``GROWLM_PATTENTION_KERNEL``  TokenFormer's Triton row kernel
-                                                   (``models/pattention_norm.py``)
-``rotary_opaque``      ``GROWLM_ROTARY_OPAQUE``    rotary tables behind an opaque op (``False``:
-                                                   inline, the compiler may recompute them)
-=====================  ==========================  ===========================================
+* ``fuse_linears`` (``GROWLM_FUSE_LINEARS``): Q/K/V and SwiGLU's gate/up as one product
+  each (``models/layers.py``);
+* ``nexus_fused`` (``GROWLM_NEXUS_FUSED``): Nexusformer's Q/K/V maps as batched products
+  (``models/nexus.py``), and ``nexus_pad`` (``GROWLM_NEXUS_PAD``) the multiple M and A are
+  zero-padded to there;
+* ``pattention_kernel`` (``GROWLM_PATTENTION_KERNEL``): TokenFormer's Triton row kernel
+  (``models/pattention_norm.py``);
+* ``rotary_opaque`` (``GROWLM_ROTARY_OPAQUE``): rotary tables behind an opaque op, computed
+  once per forward (``False``: inline, where the compiler may recompute them).
 
 Switches take ``auto`` (default), ``1`` or ``0`` in the environment.
 """
