@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Any, NoReturn
 
 from growlm.errors import ConfigError, GrowlmError
+from growlm.runtime import RuntimeOptions  # a dataclass: no torch, so --help stays fast
 
 # Start-up: this module imports no torch, transformers or numpy, and neither does building the
 # parser, so ``growlm --help`` answers at once; each handler imports what it needs
@@ -52,11 +53,9 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2))
 
 
-def _runtime_options(**flags: Any) -> Any:
+def _runtime_options(**flags: Any) -> RuntimeOptions:
     """The fused paths and kernels a command's models take: the ``GROWLM_*`` variables, then the
     command's own flags (``growlm/runtime.py``). Read here, at the entry point, and passed down."""
-    from growlm.runtime import RuntimeOptions
-
     return RuntimeOptions.from_env(**flags)
 
 
