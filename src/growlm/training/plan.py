@@ -361,12 +361,16 @@ def _final_checkpoint(run_dir: Path) -> Path:
 
 def _write_ledger(out: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
     cumulative_tokens = cumulative_flops = 0
+    cumulative_gpu_s = 0.0
     stages = []
     for record in records:
         cumulative_tokens += record["tokens"]
         cumulative_flops += record["train_flops"]
-        stages.append({**record, "cumulative_tokens": cumulative_tokens, "cumulative_train_flops": cumulative_flops})
-    ledger = {"stages": stages, "total": {"tokens": cumulative_tokens, "train_flops": cumulative_flops},
+        cumulative_gpu_s += record.get("gpu_seconds") or 0.0  # records of older runs lack it
+        stages.append({**record, "cumulative_tokens": cumulative_tokens, "cumulative_train_flops": cumulative_flops,
+                       "cumulative_gpu_seconds": round(cumulative_gpu_s, 2)})
+    ledger = {"stages": stages, "total": {"tokens": cumulative_tokens, "train_flops": cumulative_flops,
+                                          "gpu_seconds": round(cumulative_gpu_s, 2)},
               "convention": "matmul FLOPs of forward, input-gradient and weight-gradient passes of what trained; "
                             "evaluation and growth verification excluded"}
     (out / LEDGER_FILE).write_text(json.dumps(ledger, indent=2))
@@ -479,6 +483,11 @@ def _run_plan(plan: Plan, resume: bool, options: RuntimeOptions | None) -> dict[
             "final_train_loss": summary["final_train_loss"],
             "final_val_loss": summary["final_val_loss"],
             "seconds": round(time.time() - started, 1),
+            # the trainer's own clock: the optimizer steps alone (no growth, loading, evaluation,
+            # saving), summed over sessions; x the processes that trained: GPU-seconds
+            "train_seconds": summary.get("train_seconds"),
+            "gpu_seconds": round(summary["train_seconds"] * summary.get("world_size", 1), 2)
+            if summary.get("train_seconds") is not None else None,
             # from the stage's start (growth included) to its first optimizer step, and the speeds
             # without (steady) and with (wall) loading, compiling, evaluating and saving
             "stage_to_first_step_s": round(summary["first_step_at"] - started, 2)
