@@ -517,7 +517,9 @@ def compare_runs(a: Path, b: Path, out: Path) -> None:
 
 def main() -> None:
     from growlm.logs import show_messages
+    from growlm.system import configure_process
 
+    configure_process()  # an entry point: compile caches, recompile limit 64 (many models compile here)
     show_messages()  # growlm's messages (compile fallbacks) on stderr, as the CLI shows them
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)

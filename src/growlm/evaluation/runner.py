@@ -56,9 +56,9 @@ from growlm.evaluation.tasks import (
     resolve_task_data,
     resolve_tasks,
 )
-from growlm.models import storage
+from growlm.models import apply_runtime, storage
 from growlm.models.accounting import model_cost
-from growlm.system import tune_cpu_allocator
+from growlm.runtime import RuntimeOptions
 
 logger = logging.getLogger(__name__)
 
@@ -249,6 +249,7 @@ class EvalSettings:
     scoring: str = "loglikelihood"
     num_fewshot: int = 0
     task_data: list[str] | dict[str, str | Path] | None = None
+    runtime_options: RuntimeOptions | None = None  # the fused paths and kernels the model takes (None: auto)
 
 
 def evaluate_checkpoint(
@@ -269,7 +270,8 @@ def evaluate_checkpoint(
     ``scoring`` picks how multiple-choice tasks are scored (:data:`~growlm.evaluation.tasks.SCORINGS`:
     log-likelihood, lm-eval's default, or a generated answer letter); ``num_fewshot`` leads each
     mmlu prompt with that many solved dev examples; ``task_data`` (``{"mmlu": PATH}`` or
-    ``["mmlu=PATH"]``) reads a task from a folder or file of its own.
+    ``["mmlu=PATH"]``) reads a task from a folder or file of its own. ``runtime_options``: the
+    fused paths and kernels the model takes (default: auto; ``growlm/runtime.py``).
     """
     from growlm.evaluation.tasks import default_benchmarks_dir
     from growlm.system import pick_autocast, pick_device
@@ -277,7 +279,7 @@ def evaluate_checkpoint(
     o = replace(settings or EvalSettings(), **fields)
     data_dir, ppl_data, limit, batch_size, device = o.data_dir, o.ppl_data, o.limit, o.batch_size, o.device
     seq_len, max_batches, progress, dtype, split = o.seq_len, o.max_batches, o.progress, o.dtype, o.split
-    scoring, num_fewshot, task_data = o.scoring, o.num_fewshot, o.task_data
+    scoring, num_fewshot, task_data, runtime_options = o.scoring, o.num_fewshot, o.task_data, o.runtime_options
     names = resolve_tasks(tasks)
     if "ppl" in names and ppl_data is None:
         raise EvalError("task ppl needs --data DATA_DIR (a folder written by `growlm data prepare`)")
@@ -302,12 +304,11 @@ def evaluate_checkpoint(
         if task.note:
             logger.info(f"note: {task.note}")
     run_device = pick_device(device)
-    if run_device.type == "cpu":
-        tune_cpu_allocator()
     if dtype not in EVAL_DTYPES:
         raise EvalError(f"--dtype must be one of {', '.join(EVAL_DTYPES)}, got {dtype!r}")
     weights = EVAL_DTYPES[dtype]
     model = storage.load_model(folder, run_device).to(weights).eval()
+    apply_runtime(model, runtime_options or RuntimeOptions())
     tokenizer = load_tokenizer(folder)
     autocast = pick_autocast("auto", run_device) if dtype == "auto" else None
     evaluator = Evaluator(model, tokenizer, run_device, autocast, batch_size, progress, scoring, num_fewshot)

@@ -360,9 +360,13 @@ def _context_fields(ctx: Context) -> dict[str, Any]:
 
 
 def _worker_setup(threads: int, messages: int | None = None) -> None:
-    """A job process: its share of the cores, and the parent's messages shown as the parent shows them."""
+    """A worker process's entry: the settings of a growlm program (as the parent's ``growlm``
+    command made them), its share of the cores, and the parent's messages shown as it shows them."""
     import torch
 
+    from growlm.system import configure_process
+
+    configure_process()
     torch.set_num_threads(max(1, threads))
     if messages is not None:
         show_messages(messages)
