@@ -184,6 +184,7 @@ def time_training(model: torch.nn.Module, name: str, preset: str, flops_per_toke
     already resolved to on or off, as :func:`bench` does)."""
     seq_len, micro_batch, steps, warmup = settings.seq_len, settings.micro_batch, settings.steps, settings.warmup
     compile_model, loss_chunk_tokens = settings.compile_model, settings.loss_chunk_tokens
+    assert compile_model is not None, "bench resolves compile_model (auto) before timing"
     activation_checkpointing, profile = settings.activation_checkpointing, settings.profile
     set_activation_checkpointing(model, activation_checkpointing)
     loop = TrainLoop(model, device, compile_model, loss_chunk_tokens)
@@ -582,8 +583,8 @@ def bench(preset: str, settings: BenchSettings | None = None, **fields: Any) -> 
     peak = measure_matmul_flops(run_device) if run_device.type == "cuda" else 0.0
     if peak:
         logger.info(f"measured bf16 matmul rate: {peak / 1e12:.1f} TFLOP/s")
-    shared = dict(peak=peak, device=run_device, vocab=config.vocab_size)
-    results = [time_training(model, "growlm", preset, cost.train_flops_per_token, o, variant=variant, **shared)]
+    results = [time_training(model, "growlm", preset, cost.train_flops_per_token, o, peak=peak, device=run_device,
+                             vocab=config.vocab_size, variant=variant)]
     logger.info(_line(results[-1]))
     if o.reference:
         if config.architecture not in ("qwen3", "llama"):
@@ -596,7 +597,8 @@ def bench(preset: str, settings: BenchSettings | None = None, **fields: Any) -> 
                 torch.cuda.empty_cache()
             # the reference computes its loss at once (transformers' model has no chunked loss)
             results.append(time_training(_reference_model(config), "transformers", preset,
-                                         cost.train_flops_per_token, replace(o, loss_chunk_tokens=0), **shared))
+                                         cost.train_flops_per_token, replace(o, loss_chunk_tokens=0), peak=peak,
+                                         device=run_device, vocab=config.vocab_size))
             logger.info(_line(results[-1]))
             logger.info(f"growlm / transformers tokens/s: {results[0].tokens_per_s / results[1].tokens_per_s:.3f}")
     rows = [{**asdict(r), **environment} for r in results]
