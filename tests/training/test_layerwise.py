@@ -91,7 +91,7 @@ def test_fresh_init_draws_a_from_scratch_block_and_changes_the_function():
     again = grow_model(model, {"num_hidden_layers": 3}, parse_init("fresh"), seed=5).model.state_dict()
     assert all(torch.equal(again[k], v) for k, v in state.items())  # seeded
     check = verify_growth(model, result)
-    assert check["passed"] and check["logits"]["max_rel_diff"] > 1e-3  # trains; not lossless
+    assert check.passed and check.logits.max_rel_diff > 1e-3  # trains; not lossless
     with pytest.raises(GrowthError, match="depth growth"):
         grow_model(model, {"num_hidden_layers": 2, "intermediate_size": 512}, parse_init("fresh"))
 

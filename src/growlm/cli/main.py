@@ -307,28 +307,28 @@ def cmd_grow(args: argparse.Namespace) -> None:
     report = grow_checkpoint(args.checkpoint, args.out, parse_assignments(args.set), parse_init(args.init),
                              seed=args.seed, verify=not args.no_verify, say=_warn, options=options,
                              moments=args.moments)
-    changes = ", ".join(f"{k} {v['old']} -> {v['new']}" for k, v in report["changes"].items())
-    print(f"grew {report['architecture']} ({changes}) with --init {report['init']}: "
-          f"{report['parameters']['old']:,} -> {report['parameters']['new']:,} parameters")
-    print(f"optimizer state: {report['optimizer_state']}")
-    v = report["verification"]
-    if v is not None and report["init"] == "zero":
-        stuck = sum(1 for b in v["gradients"]["blocks"] if b["first_step_with_gradient"] is None)
+    changes = ", ".join(f"{k} {c.old} -> {c.new}" for k, c in report.changes.items())
+    print(f"grew {report.architecture} ({changes}) with --init {report.init}: "
+          f"{report.parameters.old:,} -> {report.parameters.new:,} parameters")
+    print(f"optimizer state: {report.optimizer_state}")
+    v = report.verification
+    if v is not None and report.init == "zero":
+        stuck = sum(1 for b in v.gradients.blocks if b.first_step_with_gradient is None)
         if stuck:
-            _warn(f"warning: {stuck} of {len(v['gradients']['blocks'])} new blocks received no gradient in two steps "
+            _warn(f"warning: {stuck} of {len(v.gradients.blocks)} new blocks received no gradient in two steps "
                   "and will never train")
     if v is not None:
-        grads = v["gradients"]
-        print(f"verification: max |Δlogit| {v['logits']['max_abs_diff']:.3g} "
-              f"(relative {v['logits']['max_rel_diff']:.3g}); {len(grads['blocks'])} new blocks, "
-              f"all received gradient within {grads['steps']} steps: {grads['every_block_got_gradient']}, "
-              f"none moved: {grads['no_block_moved']}; expectation ({v['expectation']}) "
-              f"{'met' if v['passed'] else 'NOT MET'}")
-        loss = v["loss"]
-        print(f"loss on the verification batch: {loss['before']:.4f} -> {loss['after']:.4f} "
-              f"(jump {loss['jump']:+.4g})")
+        grads = v.gradients
+        print(f"verification: max |Δlogit| {v.logits.max_abs_diff:.3g} "
+              f"(relative {v.logits.max_rel_diff:.3g}); {len(grads.blocks)} new blocks, "
+              f"all received gradient within {grads.steps} steps: {grads.every_block_got_gradient}, "
+              f"none moved: {grads.no_block_moved}; expectation ({v.expectation}) "
+              f"{'met' if v.passed else 'NOT MET'}")
+        if v.loss is not None:
+            print(f"loss on the verification batch: {v.loss.before:.4f} -> {v.loss.after:.4f} "
+                  f"(jump {v.loss.jump:+.4g})")
     print(f"wrote {args.out} (details in {Path(args.out) / 'growth.json'})")
-    if v is not None and not v["passed"]:
+    if v is not None and not v.passed:
         raise GrowlmError("the grown model failed its verification; see growth.json")
 
 
