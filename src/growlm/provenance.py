@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import re
 import subprocess
+import sys
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -77,14 +78,15 @@ def names_growlm(pyproject: Path) -> bool:
         text = pyproject.read_text()
     except OSError:
         return False
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10: no TOML reader in the standard library; the name line will do
+    if sys.version_info < (3, 11):  # no TOML reader in the standard library; the name line will do
         return re.search(r"(?ms)^\[project\][^\[]*?^name\s*=\s*[\"']growlm[\"']\s*$", text) is not None
-    try:
-        return tomllib.loads(text).get("project", {}).get("name") == "growlm"
-    except tomllib.TOMLDecodeError:
-        return False
+    else:
+        import tomllib
+
+        try:
+            return tomllib.loads(text).get("project", {}).get("name") == "growlm"
+        except tomllib.TOMLDecodeError:
+            return False
 
 
 def _git(package_dir: Path, *args: str) -> str | None:

@@ -27,6 +27,7 @@ from growlm.composition.substrate import CompositionError
 from growlm.data.dataset import TokenSplit, WindowSampler
 from growlm.evaluation.perplexity import evaluate_loss
 from growlm.models import storage
+from growlm.models.composite import CompositeForCausalLM
 from growlm.system import pick_autocast, pick_device
 
 
@@ -43,13 +44,16 @@ def train_mixer(folder: str | Path, data: str | Path, steps: int, seq_len: int =
     folder = Path(folder)
     run_device = pick_device(device)
     model = storage.load_model(folder, run_device, say)
-    if getattr(model, "mixer", None) is None:
+    if not isinstance(model, CompositeForCausalLM):
+        raise CompositionError(f"{folder} is not a composite model (growlm compose makes one)")
+    mixer = model.mixer
+    if mixer is None:
         raise CompositionError(f"{folder} mixes with '{model.config.mixing}', which has nothing to train; "
                                "compose with --mixing weights, gate, prob_weights or prob_gate")
     seq_len = min(seq_len, int(model.config.max_position_embeddings))
     for param in model.experts.parameters():
         param.requires_grad_(False)
-    params = list(model.mixer.parameters())
+    params = list(mixer.parameters())
     for param in params:
         param.requires_grad_(True)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -71,9 +75,10 @@ def train_mixer(folder: str | Path, data: str | Path, steps: int, seq_len: int =
             raise CompositionError(f"the mixer's loss became {losses[-1]} at step {step + 1}; lower --mix-lr")
     model.eval()
     after = evaluate_loss(model, val, seq_len, batch_size, eval_batches, run_device, autocast)["loss"]
-    storage.save_model(model.to("cpu"), folder)
+    model.to("cpu")
+    storage.save_model(model, folder)
     with torch.no_grad():
-        weights = torch.softmax(model.mixer.bias.float(), -1).tolist()
+        weights = torch.softmax(mixer.bias.float(), -1).tolist()
     record = {"data": str(data), "steps": steps, "seq_len": seq_len, "batch_size": batch_size, "lr": lr,
               "seed": seed, "device": str(run_device), "val_loss_before": before, "val_loss_after": after,
               "train_loss_first": losses[0], "train_loss_last": losses[-1], "bias_weights": weights,

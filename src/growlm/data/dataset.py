@@ -91,7 +91,7 @@ class WindowSampler:
 
     def _index(self, position: int) -> int:
         epoch, offset = divmod(position, self.n)
-        if epoch != self._epoch:
+        if epoch != self._epoch or self._order is None:
             self._order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
             self._epoch = epoch
         return int(self._order[offset])

@@ -133,7 +133,8 @@ class Context:
         return out
 
     # -- resumable units ----------------------------------------------------------------------
-    def unit(self, key: str, work: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    # Callable[..., ...]: callers bind their loop variables as lambda defaults, which mypy cannot infer
+    def unit(self, key: str, work: Callable[..., dict[str, Any]]) -> dict[str, Any]:
         """``work(folder)`` once; its JSON result is kept in ``OUT/units/KEY.json`` and reused after.
 
         The result is returned as read back from that file, on the first call too, so an

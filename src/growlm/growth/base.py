@@ -182,14 +182,13 @@ class BlockFiller:
         sample = torch.randn(tuple(shape), generator=self.generator, dtype=torch.float32)
         return (sample * std).to(dtype=like.dtype, device=like.device)
 
-    def fill(self, tensor: torch.Tensor, param: str, label: str, index: Index | tuple[slice, ...], role: str,
+    def fill(self, tensor: torch.Tensor, param: str, label: str, slices: Index | tuple[slice, ...], role: str,
              scale: float) -> None:
         """Initialise ``tensor[index]``; ``role`` is what *preserve* needs there ("random" or "zero").
 
         ``scale`` is the standard deviation of the pretrained tensor the block extends.
         """
-        if index and isinstance(index[0], slice):
-            index = tuple(arange(s.stop - s.start, s.start) for s in index)
+        index = tuple(i if isinstance(i, torch.Tensor) else arange(i.stop - i.start, i.start) for i in slices)
         shape = tuple(len(i) for i in index)
         if 0 in shape:
             return
@@ -245,7 +244,7 @@ def grow_axis(
     old = state[name]
     shape = list(old.shape)
     shape[axis] = new_size
-    lead = [None] * old.dim()
+    lead: list[torch.Tensor | None] = [None] * old.dim()
     lead[axis] = positions
     grown, index = place(old, shape, lead, scale)
     slab = tuple(complement(index[d], new_size) if d == axis else arange(n) for d, n in enumerate(shape))

@@ -58,8 +58,10 @@ from growlm.models import GrowLMConfig, GrowLMForCausalLM, model_from_state
 from growlm.models.accounting import model_cost
 from growlm.overrides import coerce
 
-GrowFn = Callable[[dict[str, torch.Tensor], GrowLMConfig, GrowLMConfig, BlockFiller, dict], GrowthStep]
-CloneFn = Callable[[dict[str, torch.Tensor], GrowLMConfig, GrowLMConfig, BlockFiller], GrowthStep]
+# (state, old config, new config, filler[, options]) -> step. The configs are Any: each operator takes its
+# architecture's config class (NexusConfig, TokenFormerConfig, ...), and OPERATORS pairs them.
+GrowFn = Callable[[dict[str, torch.Tensor], Any, Any, BlockFiller, dict], GrowthStep]
+CloneFn = Callable[[dict[str, torch.Tensor], Any, Any, BlockFiller], GrowthStep]
 MOMENT_MODES = ("carry", "fresh")
 
 
@@ -325,9 +327,9 @@ def carry_moments(old_by_name: dict[str, dict[str, Any]], result: GrowthResult) 
                 new_entry[key] = value
                 continue
             power = 2 if key == "exp_avg_sq" else 1
-            grown = torch.zeros(params[name].shape, dtype=value.dtype)
-            put(grown, placement.index, value.cpu() / placement.scale**power)
-            new_entry[key] = grown
+            moment = torch.zeros(params[name].shape, dtype=value.dtype)
+            put(moment, placement.index, value.cpu() / placement.scale**power)
+            new_entry[key] = moment
         carried[name] = new_entry
     return carried
 

@@ -30,13 +30,13 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
-from transformers import AutoConfig
+from transformers import AutoConfig, PreTrainedModel
 
 from growlm.errors import CheckpointError, ConfigError, read_json
 from growlm.models import GrowLMConfig, GrowLMForCausalLM, architecture_classes, model_from_state
@@ -142,7 +142,7 @@ def resolve_model_dir(path: str | Path, warn: Callable[[str], None] = print) -> 
 
 
 # -- growlm folders -------------------------------------------------------------------------------
-def save_model(model: GrowLMForCausalLM, folder: Path, tokenizer: Any = None) -> None:
+def save_model(model: PreTrainedModel, folder: Path, tokenizer: Any = None) -> None:
     """A transformers model folder (config, safetensors weights, tokenizer)."""
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
@@ -193,7 +193,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
     hf_type = transformers_type(folder)
     if hf_type:
         warn(f"{folder} is a transformers {hf_type} checkpoint: loaded as growlm {HF_TO_GROWLM[hf_type]}")
-        return model_from_hf(folder).to(device)
+        model = model_from_hf(folder)
+        cast(torch.nn.Module, model).to(device)  # in place (transformers' wrapped .to is mistyped)
+        return model
     config = load_config(folder)
     return model_from_state(config, load_state(folder, device), str(folder / WEIGHTS))
 
@@ -218,7 +220,8 @@ def canonical_name(name: str) -> str:
 
 def base_model(model: nn.Module) -> GrowLMForCausalLM:
     """The growlm model inside a peft wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+    get_base = getattr(model, "get_base_model", None)
+    return cast(GrowLMForCausalLM, get_base() if get_base is not None else model)
 
 
 def named_trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
