@@ -119,6 +119,7 @@ def expand_layerwise(spec: Any) -> list[dict[str, Any]]:
         }
         if holistic_from is not None and k >= holistic_from:
             stage["name"] += "-holistic"
+            assert lora is not None  # holistic_from needs it (checked above)
             stage["lora"] = {**lora, "layers": list(range(k - 1))}
         stages.append(stage)
     return stages
