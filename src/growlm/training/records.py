@@ -17,11 +17,11 @@ from typing import Any, ClassVar, TypeVar
 
 from growlm.errors import CheckpointError
 from growlm.growth.report import ValueChange
+from growlm.models.storage import STAGE_FILE
 
 R = TypeVar("R", bound="FlatRecord")
 
 SUMMARY_FILE = "summary.json"
-STAGE_FILE = "stage.json"
 LEDGER_FILE = "ledger.json"
 
 
