@@ -139,7 +139,7 @@ def test_plan_stages_clone_then_stack(tmp_path, tiny_data):
     with pytest.raises(Exception, match="moments"):
         parse_plan({**values, "stages": [values["stages"][0], {**values["stages"][1], "moments": "warm"}]})
     ledger = run_plan(parse_plan(values))
-    assert [s["stage"] for s in ledger["stages"]] == ["base", "wider", "deeper"]
+    assert [s.stage for s in ledger.stages] == ["base", "wider", "deeper"]
     wider = json.loads((tmp_path / "run" / "stage-02-wider" / "grown" / "growth.json").read_text())
     deeper = json.loads((tmp_path / "run" / "stage-03-deeper" / "grown" / "growth.json").read_text())
     assert wider["init"] == "clone" and wider["moments"] == "fresh"

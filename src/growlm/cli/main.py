@@ -208,7 +208,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     from growlm.overrides import parse_assignments
     from growlm.training.config import load_train_config
-    from growlm.training.plan import PLAN_FILE, is_plan, ledger_lines, load_plan, resume_plan, run_plan
+    from growlm.training.plan import PLAN_FILE, is_plan, load_plan, resume_plan, run_plan
     from growlm.training.trainer import finished_step, resume_run, start_run
 
     overrides = parse_assignments(args.set)
@@ -217,8 +217,8 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise GrowlmError("pass either CONFIG or --resume RUN_DIR, not both")
         if (Path(args.resume) / PLAN_FILE).exists():
             ledger = resume_plan(args.resume, overrides)
-            if ledger:  # rank 0 under torchrun, or the only process
-                print("\n".join(ledger_lines(ledger)))
+            if ledger is not None:  # rank 0 under torchrun, or the only process
+                print("\n".join(ledger.lines()))
             return
         done = finished_step(args.resume, overrides)
         if done is not None:  # a finished run is left exactly as it is
@@ -237,8 +237,8 @@ def cmd_train(args: argparse.Namespace) -> None:
             values = None  # load_train_config reports it
         if is_plan(values):
             ledger = run_plan(load_plan(path, overrides))
-            if ledger:
-                print("\n".join(ledger_lines(ledger)))
+            if ledger is not None:
+                print("\n".join(ledger.lines()))
             return
         summary = start_run(load_train_config(args.config, overrides))
     if summary:  # rank 0 under torchrun, or the only process
@@ -287,13 +287,14 @@ def cmd_plan_show(args: argparse.Namespace) -> None:
 
 
 def cmd_plan_report(args: argparse.Namespace) -> None:
-    from growlm.training.plan import LEDGER_FILE, ledger_lines, plot_plan, plot_plan_lr
+    from growlm.training.plan import plot_plan, plot_plan_lr
+    from growlm.training.records import LEDGER_FILE, Ledger
 
     out = Path(args.run)
     if not (out / LEDGER_FILE).exists():
         raise GrowlmError(f"{out} holds no {LEDGER_FILE}: not a plan run, or no stage has finished yet")
     pictures = [plot_plan(out), plot_plan_lr(out)]
-    print("\n".join(ledger_lines(json.loads((out / LEDGER_FILE).read_text()))))
+    print("\n".join(Ledger.read(out).lines()))
     for picture in pictures:
         if picture:
             print(f"wrote {picture}")

@@ -182,11 +182,14 @@ class Context:
                         **values.get("defaults", {})}
             plan_values = {**values, "defaults": defaults, "out_dir": str(run)}
             ledger = resume_plan(run) if (run / PLAN_FILE).exists() else run_plan(parse_plan(plan_values))
+            assert ledger is not None  # experiments run in one process
             stages = []
-            for record in ledger["stages"]:
-                stage_dir = next(run.glob(f"stage-{record['index'] + 1:02d}-*"))
-                stages.append({**record, "metrics": read_metrics(stage_dir / "train"), "folder": str(stage_dir)})
-            return {"ledger": {k: v for k, v in ledger.items() if k != "stages"}, "stages": stages, "run": str(run)}
+            for record in ledger.stages:
+                stage_dir = next(run.glob(f"stage-{record.index + 1:02d}-*"))
+                stages.append({**record.to_json(), "metrics": read_metrics(stage_dir / "train"),
+                               "folder": str(stage_dir)})
+            totals = {k: v for k, v in ledger.to_json().items() if k != "stages"}
+            return {"ledger": totals, "stages": stages, "run": str(run)}
 
         return self.unit(key, work)
 
