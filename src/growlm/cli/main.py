@@ -161,8 +161,9 @@ def cmd_init(args: argparse.Namespace) -> None:
         from growlm.substrate import install_substrate
 
         substrate = install_substrate(model, tokenizer)
-        print(f"frozen {config.embedding} substrate {substrate.key} ({config.vocab_size} x {config.embedding_dim}"
-              f"{' zero-padded to ' + str(config.hidden_size) if config.embedding_dim < config.hidden_size else ''})")
+        dim = config.embedding_dim or config.hidden_size  # set for every frozen embedding
+        print(f"frozen {config.embedding} substrate {substrate.key} ({config.vocab_size} x {dim}"
+              f"{' zero-padded to ' + str(config.hidden_size) if dim < config.hidden_size else ''})")
     save_model(model, out, tokenizer)
     cost = model_cost(config)
     print(f"wrote {config.architecture} model ({cost.total_params:,} parameters) to {out}")
@@ -516,7 +517,10 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", _DefaultsFormatter)
         super().__init__(*args, **kwargs)
 
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+    # argparse's stubs type these as overloads generic in the namespace; growlm passes none of its own
+    def parse_known_args(  # type: ignore[override]
+        self, args: Any = None, namespace: Any = None
+    ) -> tuple[argparse.Namespace, list[str]]:
         parsed, extras = super().parse_known_args(args, namespace)
         # subcommands parse first and their namespace is copied into the parent's: the innermost
         # parser that left arguments unparsed is the one to report them
