@@ -50,7 +50,8 @@ def corpus_texts(shared: Path) -> list[str]:
     return [docs[i] for i in range(max(map(len, sources))) for docs in sources if i < len(docs)]
 
 
-def build_corpora(shared: Path, folder: Path, megabytes: float, repeat: bool = False) -> dict[str, dict]:
+def build_corpora(shared: Path, folder: Path, megabytes: float, repeat: bool = False,
+                  names: tuple[str, ...] = ("small", "huge")) -> dict[str, dict]:
     texts = corpus_texts(shared)
     budget = int(megabytes * 1e6)
     available = sum(len(t.encode()) for t in texts)
@@ -62,7 +63,7 @@ def build_corpora(shared: Path, folder: Path, megabytes: float, repeat: bool = F
     info = {}
 
     small, current, size = [], [], 0
-    for text in texts:
+    for text in texts if "small" in names else []:
         for paragraph in text.split("\n\n"):
             current.append(paragraph)
             if sum(map(len, current)) >= 1000:
@@ -73,12 +74,17 @@ def build_corpora(shared: Path, folder: Path, megabytes: float, repeat: bool = F
                 break
         if size >= budget:
             break
-    (folder / "small").mkdir(parents=True, exist_ok=True)
-    per_file = -(-len(small) // 4)
-    for k in range(4):
-        with open(folder / "small" / f"part-{k}.jsonl", "w") as out:
-            out.writelines(json.dumps({"text": t}) + "\n" for t in small[k * per_file: (k + 1) * per_file])
-    info["small"] = {"documents": len(small), "mb": round(size / 1e6, 2), "files": 4}
+    if "small" in names:
+        (folder / "small").mkdir(parents=True, exist_ok=True)
+        per_file = -(-len(small) // 4)
+        for k in range(4):
+            with open(folder / "small" / f"part-{k}.jsonl", "w") as out:
+                out.writelines(json.dumps({"text": t}) + "\n" for t in small[k * per_file: (k + 1) * per_file])
+        info["small"] = {"documents": len(small), "mb": round(size / 1e6, 2), "files": 4}
+    if "huge" not in names:
+        for corpus in info.values():
+            corpus["shared_text_repeated"] = budget > available
+        return info
 
     cut = bytearray()
     for text in texts:  # the first `budget` bytes of the joined text, whole documents
@@ -136,6 +142,7 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true", help="skip the whole-document one-process run")
     parser.add_argument("--work", default=None, help="scratch folder (default: beside --out)")
     parser.add_argument("--shared", default=None)
+    parser.add_argument("--corpora", default="small,huge", help="which corpora to run (default: small,huge)")
     args = parser.parse_args()
 
     shared = locate_shared(args.shared)
@@ -143,7 +150,10 @@ def main() -> None:
     cores = default_workers()
     counts = [int(w) for w in args.workers.split(",")] if args.workers else sorted({1, cores})
     work = Path(args.work or Path(args.out).with_suffix(".work"))
-    corpora = build_corpora(shared, work / "corpora", args.mb, args.repeat)
+    names = tuple(args.corpora.split(","))
+    if not names or not set(names) <= {"small", "huge"}:
+        raise SystemExit(f"--corpora must name small and/or huge, got {args.corpora!r}")
+    corpora = build_corpora(shared, work / "corpora", args.mb, args.repeat, names)
     runs, summary = [], {}
     # 1 MiB work items, or smaller so that every worker gets at least 8 of them (small --mb runs)
     batch_bytes = int(min(1 << 20, args.mb * 1e6 / (8 * max(counts))))

@@ -118,3 +118,43 @@ def test_activation_checkpointing_does_not_change_the_loss():
     checkpointed = bench("qwen3-tiny", activation_checkpointing=True, **kwargs)[0]
     assert checkpointed["activation_checkpointing"] and not plain["activation_checkpointing"]
     assert checkpointed["final_loss"] == pytest.approx(plain["final_loss"], rel=1e-6)
+
+
+def test_profile_records_each_attention_call_with_its_layout(tmp_path):
+    """The attention probe of issue 23: every SDPA call of the profiled steps, its arguments' shapes,
+    strides and flags, for growlm's model and transformers' (eager, on CPU)."""
+    for reference in (False, True):
+        prof = tmp_path / f"prof-{reference}"
+        bench("qwen3-tiny", seq_len=16, micro_batch=2, steps=1, warmup=1, device="cpu", reference=reference,
+              profile=prof, profile_steps=2, say=lambda _: None)
+        for path in prof.glob("profile-*.json"):
+            attention = json.loads(path.read_text())["attention"]
+            sdpa = [s for s in attention["signatures"] if s["op"] == "F.scaled_dot_product_attention"]
+            layers = build_config("qwen3-tiny").num_hidden_layers
+            assert sum(s["count"] for s in sdpa) == 2 * layers  # one call per layer and profiled step
+            q, k, _ = sdpa[0]["args"][:3]
+            assert q["shape"][0] == 2 and q["shape"][2] == 16 and len(q["stride"]) == 4
+            flags = sdpa[0]["kwargs"]
+            assert flags.get("is_causal") is True and flags.get("attn_mask") is None
+            assert flags.get("enable_gqa") == (q["shape"][1] != k["shape"][1])
+            op = next(r for r in attention["ops"] if r["op"] == "aten::scaled_dot_product_attention")
+            assert op["calls"] == 2 * layers and op["calls_per_step"] == layers
+
+
+def test_attention_spy_restores_the_functions_it_wraps():
+    import torch.nn.functional as F
+
+    from growlm.bench import attention_spy
+
+    before = (torch._ops.OpOverload.__call__, F.scaled_dot_product_attention)
+    calls = {}
+    q = torch.randn(1, 2, 4, 8)
+    with attention_spy(calls):
+        torch.ops.aten.scaled_dot_product_attention.default(q, q, q, is_causal=True)
+        F.scaled_dot_product_attention(q, q, q)
+    assert (torch._ops.OpOverload.__call__, F.scaled_dot_product_attention) == before
+    assert set(calls) == {"aten::scaled_dot_product_attention", "F.scaled_dot_product_attention"}
+    described = json.loads(next(iter(calls["aten::scaled_dot_product_attention"])))
+    assert described["args"][0] == {"shape": [1, 2, 4, 8], "stride": [64, 32, 8, 1], "dtype": "float32",
+                                    "contiguous": True, "device": "cpu"}
+    assert described["kwargs"] == {"is_causal": True}

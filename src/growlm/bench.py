@@ -29,7 +29,13 @@ Options for issue 14:
   ``torch.profiler``; writes ``DIR/profile-<preset>.json`` (top kernels by GPU time, top
   operators, and the GPU time grouped into matrix products / attention / compiler-fused
   elementwise / copies / other) and ``DIR/profile-<preset>.txt`` (the profiler's table).
-  Profiled steps are not part of the timing.
+  Profiled steps are not part of the timing. The profile also records every attention call
+  (``attention`` in the JSON, ``attention_spy``): for each SDPA-family operator that ran
+  (``aten::scaled_dot_product_attention`` in eager mode; the backend operator the compiler
+  chose, e.g. ``aten::_scaled_dot_product_cudnn_attention`` and its ``_backward``, in a
+  compiled graph), the inputs it got (shapes, strides, contiguity, dtypes, mask present or
+  not, ``is_causal``, ``enable_gqa``, scale), how often, its device time per call, and the
+  kernels it launched -- so two models calling "the same" attention can be compared.
 * ``--find-batch``: the largest micro-batch that trains at ``--seq-len``: doubling from
   ``--micro-batch`` until a step runs out of memory, then bisection between the last
   size that fitted and the first that did not (``largest_fitting``). Each try runs two
@@ -41,12 +47,13 @@ Options for issue 14:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import gc
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,6 +216,101 @@ def _device_total(event: Any, cuda: bool) -> float:
     return float(event.cpu_time_total)
 
 
+# Operators of the SDPA family: the public one (eager) and the backends a compiled graph calls directly.
+ATTENTION_OPS = ("scaled_dot_product", "flash_attention", "efficient_attention", "cudnn_attention")
+
+
+def describe_value(value: Any) -> Any:
+    """A JSON-able description of an operator argument: a tensor's layout, a scalar as is."""
+    if isinstance(value, torch.Tensor):
+        return {"shape": list(value.shape), "stride": list(value.stride()),
+                "dtype": str(value.dtype).removeprefix("torch."), "contiguous": value.is_contiguous(),
+                "device": value.device.type}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [describe_value(v) for v in value]
+    return type(value).__name__
+
+
+@contextlib.contextmanager
+def attention_spy(calls: dict[str, dict[str, int]], functional: bool = True) -> Iterator[None]:
+    """Record (into ``calls``: operator -> description JSON -> count) every attention operator called
+    through Python while active: ``torch._ops.OpOverload.__call__`` (how a compiled graph's wrapper
+    calls the backend Inductor kept as an extern kernel, forward and backward) and, with
+    ``functional``, ``F.scaled_dot_product_attention`` (eager models look it up at call time).
+    Never active while compiling: patching ``F`` under a compiled model could change its guards,
+    so callers pass ``functional=False`` for compiled loops."""
+    import torch.nn.functional as F
+
+    def record(name: str, args: tuple, kwargs: dict) -> None:
+        key = json.dumps({"args": describe_value(args), "kwargs": {k: describe_value(v) for k, v in kwargs.items()}},
+                         sort_keys=True)
+        calls.setdefault(name, {})
+        calls[name][key] = calls[name].get(key, 0) + 1
+
+    overload_call = torch._ops.OpOverload.__call__
+    sdpa = F.scaled_dot_product_attention
+
+    def spy_overload(self, /, *args, **kwargs):
+        name = self.name()
+        if any(k in name for k in ATTENTION_OPS):
+            record(name, args, kwargs)
+        return overload_call(self, *args, **kwargs)
+
+    def spy_sdpa(*args, **kwargs):
+        record("F.scaled_dot_product_attention", args, kwargs)
+        return sdpa(*args, **kwargs)
+
+    torch._ops.OpOverload.__call__ = spy_overload
+    if functional:
+        F.scaled_dot_product_attention = spy_sdpa
+    try:
+        yield
+    finally:
+        torch._ops.OpOverload.__call__ = overload_call
+        F.scaled_dot_product_attention = sdpa
+
+
+def _subtree_kernels(event: Any, into: dict[str, dict[str, float]]) -> None:
+    for kernel in getattr(event, "kernels", []):
+        row = into.setdefault(kernel.name, {"launches": 0, "time_us": 0.0})
+        row["launches"] += 1
+        row["time_us"] += float(kernel.duration)
+    for child in getattr(event, "cpu_children", []):
+        _subtree_kernels(child, into)
+
+
+def attention_summary(events: Any, calls: dict[str, dict[str, int]], steps: int) -> dict[str, Any]:
+    """The attention operators of a profile: per operator its calls, device time per call and kernels
+    (from the profiler's events) and the argument layouts it got (from ``attention_spy``)."""
+    ops: dict[str, dict[str, Any]] = {}
+    for event in events:
+        if not any(k in event.name for k in ATTENTION_OPS):
+            continue
+        parent = getattr(event, "cpu_parent", None)
+        if parent is not None and any(k in parent.name for k in ATTENTION_OPS):
+            continue  # counted in its parent's subtree
+        row = ops.setdefault(event.name, {"op": event.name, "calls": 0, "kernels": {}})
+        row["calls"] += 1
+        _subtree_kernels(event, row["kernels"])
+    for row in ops.values():
+        row["device_time_us"] = sum(k["time_us"] for k in row["kernels"].values())
+        row["device_us_per_call"] = row["device_time_us"] / row["calls"]
+        row["calls_per_step"] = row["calls"] / steps
+        row["kernels"] = dict(sorted(row["kernels"].items(), key=lambda kv: -kv[1]["time_us"]))
+    signatures = [{"op": name, "count": count, **json.loads(key)}
+                  for name, by_key in calls.items() for key, count in by_key.items()]
+    return {"ops": sorted(ops.values(), key=lambda r: -r["device_time_us"]), "signatures": signatures}
+
+
+def is_eager(loop: TrainLoop) -> bool:
+    """Nothing of the loop's model compiled: neither whole (``torch.compile``) nor by layer
+    (``nn.Module.compile`` sets ``_compiled_call_impl``)."""
+    return loop.forward is loop.model and not any(getattr(m, "_compiled_call_impl", None) is not None
+                                                  for m in loop.model.modules())
+
+
 def profile_steps_of(loop: TrainLoop, batches: list[torch.Tensor], steps: int, out_dir: Path, label: str,
                      top: int = 30) -> dict[str, Any]:
     """Run ``steps`` training steps under ``torch.profiler`` and write the summary (module doc)."""
@@ -217,7 +319,8 @@ def profile_steps_of(loop: TrainLoop, batches: list[torch.Tensor], steps: int, o
 
     cuda = loop.device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=activities) as prof:
+    calls: dict[str, dict[str, int]] = {}
+    with profile(activities=activities) as prof, attention_spy(calls, functional=is_eager(loop)):
         for i in range(steps):
             loop.step(batches[i % len(batches)])
         loop.synchronize()
@@ -242,7 +345,8 @@ def profile_steps_of(loop: TrainLoop, batches: list[torch.Tensor], steps: int, o
     summary = {"label": label, "steps": steps, "device": "cuda" if cuda else "cpu",
                "time_per_step_ms": total / steps / 1e3,
                "groups": {g: {"time_us": t, "share": t / total} for g, t in sorted(groups.items(), key=lambda x: -x[1])},
-               "top_kernels": kernel_rows[:top], "top_ops": op_rows[:top]}
+               "top_kernels": kernel_rows[:top], "top_ops": op_rows[:top],
+               "attention": attention_summary(prof.events(), calls, steps)}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"profile-{label}.json").write_text(json.dumps(summary, indent=2))
     sort_by = "self_cuda_time_total" if cuda else "self_cpu_time_total"

@@ -25,7 +25,8 @@ def test_quick_composition_experiment(shared, tmp_path):
         for split in SPLITS:
             assert math.isfinite(row[split].mean) and math.isfinite(row[split].half_width)
     assert [p["model"] for p in report.data["paired"]] == ["composite (mean)", "composite (mixture)",
-                                                             "composite (gate)"]
+                                                             "composite (gate)", "composite (adapter)",
+                                                             "composite (fine-tuned)"]
     for paired in report.data["paired"]:
         assert math.isfinite(paired["mixture_vs_best"].half_width)
     # the probability mixture's loss is within ln 2 of the better expert's on every seed and split
@@ -38,6 +39,24 @@ def test_quick_composition_experiment(shared, tmp_path):
     for index, role in enumerate(("prose", "technical")):
         trained = storage.load_state(storage.resolve_model_dir(runs / f"train-{role}" / "train"))
         assert all(torch.equal(gate[f"experts.{index}.{k}"], v) for k, v in trained.items())
+    # the fine-tunes after merging: the adapter kept the experts, the full fine-tune moved them but not the
+    # substrate table; both started at the mean composite's loss (the same windows) and are in the comparisons
+    adapter = storage.load_state(runs / "compose-ft-adapter" / "model")
+    full = storage.load_state(runs / "compose-ft-full" / "model")
+    table = storage.load_state(storage.resolve_model_dir(runs / "train-prose" / "train"))["model.embed_tokens.weight"]
+    assert adapter["adapter.weight"].abs().sum() > 0 and "adapter.weight" not in full
+    for index, role in enumerate(("prose", "technical")):
+        trained = storage.load_state(storage.resolve_model_dir(runs / f"train-{role}" / "train"))
+        assert all(torch.equal(adapter[f"experts.{index}.{k}"], v) for k, v in trained.items())
+        assert torch.equal(full[f"experts.{index}.model.embed_tokens.weight"], table)
+        assert not torch.equal(full[f"experts.{index}.lm_head.weight"], trained["lm_head.weight"])
+    ft = report.data["finetune"]
+    assert sorted((f["seed"], f["mode"]) for f in ft) == [(s, m) for s in range(3) for m in ("adapter", "full")]
+    gate_before = {m["seed"]: m["val_loss_before"] for m in report.data["mix_train"]}
+    assert all(abs(f["val_loss_before"] - gate_before[f["seed"]]) < 1e-5 for f in ft)  # all start at the mean
+    assert len(report.data["versus"]) == 7 and all(math.isfinite(v["mixture"].half_width)
+                                                  for v in report.data["versus"])
+    assert "Pre-registered comparisons of the fine-tune arms" in text
     meta = json.loads((tmp_path / "out" / "experiment.json").read_text())
     assert meta["experiment"] == "composition" and meta["form"] == "quick" and len(meta["data"]["mix_train"]) == 3
     # an interrupted or repeated invocation reuses every finished unit

@@ -93,7 +93,7 @@ def test_too_short_a_run_has_no_steady_state(tiny_data, tmp_path):
 
 def test_compile_modes_are_checked(tiny_data, tmp_path):
     assert train_config(tiny_data, tmp_path, compile="regional").compile == "regional"
-    with pytest.raises(ConfigError, match="compile must be true, false, auto or regional"):
+    with pytest.raises(ConfigError, match="compile must be true, false, auto, regional or graphs"):
         train_config(tiny_data, tmp_path, compile="fast")
     assert compiling.resolve_mode("auto", torch.device("cpu")) is False
     assert compiling.resolve_mode("regional", torch.device("cpu")) == "regional"
@@ -144,3 +144,71 @@ def test_compiler_configuration_raises_the_recompile_limit(compiler_config):
     compiling.configure_compiler()
     assert getattr(torch._dynamo.config, name) == compiling.RECOMPILE_LIMIT
     assert torch._inductor.config.fx_graph_cache
+
+
+# -- compile: graphs (CUDA graphs; issue 23) ----------------------------------------------------
+class CompileSpy:
+    """Stands in for ``torch.compile``: records the mode asked for and returns the model itself, so a
+    test sees how growlm compiles without paying for a compilation."""
+
+    def __init__(self) -> None:
+        self.modes: list[str | None] = []
+
+    def __call__(self, model, mode=None, **_):
+        self.modes.append(mode)
+        return model
+
+
+def test_graphs_without_cuda_falls_back_to_compile_true_with_one_message(monkeypatch):
+    spy, said = CompileSpy(), []
+    monkeypatch.setattr(torch, "compile", spy)
+    model = torch.nn.Linear(2, 2)
+    assert compiling.resolve_mode("graphs", torch.device("cpu"), model, said.append) is True
+    forward = compiling.compile_model(model, "graphs", torch.device("cpu"), said.append)
+    assert forward is model and spy.modes == [None]  # plain torch.compile, no reduce-overhead
+    assert len(said) == 2 and said[0] == said[1]
+    assert "compile: graphs needs a CUDA device (this run is on cpu)" in said[0] and "compile: true" in said[0]
+
+
+def test_graphs_on_cuda_compiles_with_reduce_overhead_and_marks_every_step(monkeypatch):
+    spy, said, marks = CompileSpy(), [], []
+    monkeypatch.setattr(torch, "compile", spy)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(len(marks)))
+    model = torch.nn.Linear(3, 2)
+    forward = compiling.compile_model(model, "graphs", torch.device("cuda"), said.append)
+    assert isinstance(forward, compiling.GraphedStep) and spy.modes == ["reduce-overhead"] and not said
+    x = torch.randn(4, 3)
+    for calls in (1, 2):
+        assert torch.equal(forward(x), model(x)) and len(marks) == calls
+    # gradient accumulation: a gradient held from the last micro-step leaves the graphs' memory first
+    model(x).sum().backward()
+    held = model.weight.grad
+    forward(x).sum().backward()
+    assert model.weight.grad is not held and torch.allclose(model.weight.grad, 2 * held)
+
+
+def test_graphs_wrapper_check_names_ddp_and_fsdp(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+
+    class FSDPModule(torch.nn.Module):
+        pass
+
+    cuda = torch.device("cuda")
+    assert "DDP/FSDP" in compiling.graphs_unavailable(cuda, torch.nn.Sequential(FSDPModule()))
+    assert compiling.graphs_unavailable(cuda, torch.nn.Sequential(torch.nn.Linear(2, 2))) is None
+
+
+def test_train_with_compile_graphs_on_cpu_trains_as_compile_true(tiny_data, tmp_path, monkeypatch, capsys):
+    """The trainer passes its messages to the fallback, and the run is the plain run's (torch.compile
+    replaced by the identity: the point is the wiring, not the compiler)."""
+    monkeypatch.setattr(torch, "compile", CompileSpy())
+    runs = {}
+    for mode in ("graphs", False):
+        cfg = train_config(tiny_data, tmp_path / str(mode), compile=mode, max_steps=6, log_every=2, eval_every=100)
+        assert cfg.compile == mode
+        start_run(cfg)
+        runs[mode] = [json.loads(line)["loss"] for line in (tmp_path / str(mode) / "metrics.jsonl").read_text()
+                      .splitlines() if "loss" in json.loads(line)]
+    assert runs["graphs"] == runs[False] and len(runs[False]) == 3
+    assert capsys.readouterr().err.count("compile: graphs needs a CUDA device") == 1

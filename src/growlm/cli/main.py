@@ -266,12 +266,13 @@ def cmd_plan_show(args: argparse.Namespace) -> None:
         _print_json(rows)
         return
     print(f"plan {args.plan}: {len(rows)} stage(s), out_dir {plan.out_dir}")
+    width = max(16, *(len(r["stage"]) for r in rows))  # long names (blocks-07-09-holistic) keep the columns
     total = 0
     for r in rows:
         changes = ", ".join(f"{k} {o}->{n}" for k, (o, n) in r["changes"].items()) or "from " + (
             r["architecture"] + " preset/init")
         total += r["train_flops_upper_bound"]
-        print(f"  {r['stage']:<16} {r['architecture']:<11} {r['parameters'] / 1e6:9.2f}M params  "
+        print(f"  {r['stage']:<{width}} {r['architecture']:<11} {r['parameters'] / 1e6:9.2f}M params  "
               f"{r['train_flops_per_token'] / 1e9:7.3f} GFLOP/token  {r['tokens']:>15,} tokens  "
               f"{r['train_flops_upper_bound']:.3e} FLOPs  [{changes}{'; init ' + r['init'] if r['init'] else ''}]")
     print(f"  total training FLOPs (everything trainable): {total:.3e}")
@@ -281,7 +282,7 @@ def cmd_plan_show(args: argparse.Namespace) -> None:
     start = 0
     for r in rows:
         factor = f" (lr_factor {r['lr_factor']:g})" if r["lr_factor"] != 1.0 else ""
-        print(f"  {r['stage']:<16} {r['schedule']:<8} plan steps {start:>9,} - {start + r['steps'] - 1:<9,} "
+        print(f"  {r['stage']:<{width}} {r['schedule']:<8} plan steps {start:>9,} - {start + r['steps'] - 1:<9,} "
               f"lr {r['lr_first']:.3e} -> {r['lr_last']:.3e}{factor}")
         start += r["steps"]
     print(f"  {sparkline(curve)}  (lr over {len(curve):,} steps)")
@@ -405,6 +406,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_compose(args: argparse.Namespace) -> None:
     from growlm.composition import compose, train_mixer
 
+    if args.finetune != "none" and not (args.finetune_data or args.mix_train):
+        raise GrowlmError(f"--finetune {args.finetune} needs data: --finetune-data DATA (or --mix-train DATA)")
     mixing = args.mixing or ("gate" if args.mix_train else "mean")
     if args.mix_train and mixing in ("mean", "prob"):
         raise GrowlmError(f"--mix-train trains a mixing layer: use --mixing weights, gate, prob_weights or "
@@ -417,12 +420,20 @@ def cmd_compose(args: argparse.Namespace) -> None:
                           lr=args.mix_lr, seed=args.seed, device=args.device, say=_warn)
         print(f"mixer trained for {mix['steps']} steps: val loss {mix['val_loss_before']:.4f} -> "
               f"{mix['val_loss_after']:.4f}")
+    if args.finetune != "none":
+        from growlm.composition import finetune
+
+        ft = finetune(args.out, args.finetune_data or args.mix_train, args.finetune_steps or args.steps,
+                      mode=args.finetune, lr=args.finetune_lr, seq_len=args.seq_len, batch_size=args.batch_size,
+                      seed=args.seed, device=args.device, say=_warn)
+        print(f"fine-tuned ({args.finetune}, {ft['trainable_params']:,} parameters) for {ft['steps']} steps: "
+              f"val loss {ft['val_loss_before']:.4f} -> {ft['val_loss_after']:.4f}")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
     from growlm.bench import bench
 
-    compile_model = {"auto": None, "on": True, "off": False, "regional": "regional"}[args.compile]
+    compile_model = {"auto": None, "on": True, "off": False, "regional": "regional", "graphs": "graphs"}[args.compile]
     if args.nexus_pad is not None and args.nexus_pad < 1:
         raise ConfigError(f"--nexus-pad must be a positive integer, got {args.nexus_pad}")
     bench(args.preset, seq_len=args.seq_len, micro_batch=args.micro_batch, steps=args.steps, warmup=args.warmup,
@@ -723,6 +734,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--mix-lr", type=float, default=1e-2)
+    p.add_argument("--finetune", choices=("none", "full", "adapter"), default="none",
+                   help="after composing (and --mix-train): full = fine-tune every weight, substrate embedding "
+                        "frozen | adapter = train a zero-init linear adapter over the experts' concatenated hidden "
+                        "states (and the mixer), experts frozen")
+    p.add_argument("--finetune-data", metavar="DATA", help="prepared data folder for --finetune (default: --mix-train's)")
+    p.add_argument("--finetune-steps", type=int, help="fine-tune steps (default: --steps)")
+    p.add_argument("--finetune-lr", type=float, help="fine-tune learning rate (default 3e-4 full, 1e-3 adapter)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_compose)
@@ -733,8 +751,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--micro-batch", type=int, default=8, help="sequences per step")
     p.add_argument("--steps", type=int, default=20, help="timed steps")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation, allocator)")
-    p.add_argument("--compile", choices=("auto", "on", "off", "regional"), default="auto",
-                   help="auto: on for CUDA; regional: each decoder layer compiled (faster to compile)")
+    p.add_argument("--compile", choices=("auto", "on", "off", "regional", "graphs"), default="auto",
+                   help="auto: on for CUDA; regional: each decoder layer compiled (faster to compile); "
+                        "graphs: on, with CUDA graphs")
     p.add_argument("--reference", action="store_true", help="also time transformers' own model (qwen3, llama)")
     p.add_argument("--loss-chunk-tokens", type=int, default=0, help="compute the loss in chunks of this many "
                                                                     "tokens (0: at once)")

@@ -29,6 +29,7 @@ EXPERIMENTS: dict[str, str] = {
     "init-schemes": "growlm.experiments.init_schemes",
     "growth-dynamics": "growlm.experiments.growth_dynamics",
     "composition": "growlm.experiments.composition",
+    "nexus-ablations": "growlm.experiments.nexus_ablations",
 }
 
 

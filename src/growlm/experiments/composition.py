@@ -20,7 +20,13 @@ Per seed:
    **composite (mixture)** (``--mixing prob``) averages the experts' next-token
    probabilities instead of their logits, untrained: its loss is at most the better
    expert's plus ln 2 on every token, so on the same windows also on average, which the
-   report checks per seed and split.
+   report checks per seed and split. Then the paper's brief fine-tune after merging
+   (``growlm compose --finetune``), on the same ``mix_steps`` x ``mix_batch_size`` windows
+   of the mixture's training split as the gate: **composite (fine-tuned)** trains every
+   weight of the mean composite except the frozen substrate (``--finetune full``, lr
+   ``ft_lr``), **composite (adapter)** trains only a zero-initialised linear adapter over
+   the experts' concatenated final hidden states, experts frozen (``--finetune adapter``,
+   lr ``adapter_lr``). Both start exactly at composite (mean).
 4. Every model's validation perplexity is measured (``growlm eval``'s ppl code,
    :func:`growlm.evaluation.perplexity.evaluate_loss`, the same evenly spread windows every time)
    on the prose, the technical and the mixed validation splits (``corpus/val``, documents
@@ -28,7 +34,13 @@ Per seed:
 
 Reported: perplexity per model and split, mean ± 95% t-interval over the seeds, and per
 seed paired comparisons: the composite against the better single expert on the mixture,
-and against each expert on its own domain (ratios of perplexities).
+and against each expert on its own domain (ratios of perplexities); for the fine-tuned arms
+the pre-registered ratios (docs/composition.md): fine-tuned / mean, adapter / mean,
+adapter / fine-tuned, both / gate and both / joint, per split.
+
+The training runs (``parallel`` > 1) and then the composites with their evaluations run
+side by side in worker processes (:func:`growlm.experiments.common.run_jobs`); every unit
+is resumable and the results do not depend on which process ran it.
 """
 
 from __future__ import annotations
@@ -47,10 +59,21 @@ DEFAULT_SEEDS = 3
 
 DOMAINS = {"prose": ("gutenberg", "sotu"), "technical": ("pydocs", "linuxdocs")}
 SPLITS = ("prose", "technical", "mixture")
-# "composite (mixture)" comes last so that the evaluation units of the older five keep their keys (eval-N).
+# New models come last so that the evaluation units of the older ones keep their keys (eval-N).
 MODELS = ("prose expert", "technical expert", "joint (mixture, 2x steps)", "composite (mean)", "composite (gate)",
-          "composite (mixture)")
-COMPOSITES = ("composite (mean)", "composite (mixture)", "composite (gate)")
+          "composite (mixture)", "composite (fine-tuned)", "composite (adapter)")
+COMPOSITES = ("composite (mean)", "composite (mixture)", "composite (gate)", "composite (adapter)",
+              "composite (fine-tuned)")
+# Each composite: its unit key, mixing, whether its mixer trains (experts frozen), its fine-tune mode.
+ARMS = {"composite (mean)": ("compose-mean", "mean", False, None),
+        "composite (gate)": ("compose-gate", "gate", True, None),
+        "composite (mixture)": ("compose-prob", "prob", False, None),
+        "composite (fine-tuned)": ("compose-ft-full", "mean", False, "full"),
+        "composite (adapter)": ("compose-ft-adapter", "mean", False, "adapter")}
+# The pre-registered comparisons of the fine-tune arms (docs/composition.md): (arm, reference).
+VERSUS = (("composite (fine-tuned)", "composite (mean)"), ("composite (adapter)", "composite (mean)"),
+          ("composite (adapter)", "composite (fine-tuned)"), ("composite (adapter)", "composite (gate)"), ("composite (fine-tuned)", "composite (gate)"),
+          ("composite (fine-tuned)", "joint (mixture, 2x steps)"), ("composite (adapter)", "joint (mixture, 2x steps)"))
 
 
 @dataclass(frozen=True)
@@ -63,12 +86,15 @@ class Size:
     expert_steps: int
     lr: float
     warmup_steps: int
-    mix_steps: int
+    mix_steps: int  # the gate's, the adapter's and the full fine-tune's steps (the same windows for all three)
     mix_batch_size: int
     eval_batches: int
     eval_batch_size: int
     max_docs_per_file: int | None
     val_docs_per_file: int | None
+    ft_lr: float = 3e-4  # the full fine-tune's (AdamW, constant, clipped at 1)
+    adapter_lr: float = 1e-3
+    parallel: int = 1  # worker processes side by side (1: every unit in this process, in order)
 
 
 QUICK = Size(embedding="binary", preset="nexus-tiny", overrides={"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64,
@@ -76,9 +102,11 @@ QUICK = Size(embedding="binary", preset="nexus-tiny", overrides={"num_hidden_lay
                                              "max_position_embeddings": 256},
              seq_len=64, micro_batch_size=4, expert_steps=20, lr=3e-3, warmup_steps=2, mix_steps=8, mix_batch_size=4,
              eval_batches=2, eval_batch_size=4, max_docs_per_file=6, val_docs_per_file=2)
-FULL = Size(embedding="glyph", preset="nexus-tiny", overrides={}, seq_len=256, micro_batch_size=32, expert_steps=600, lr=3e-3,
-            warmup_steps=50, mix_steps=200, mix_batch_size=16, eval_batches=24, eval_batch_size=16,
-            max_docs_per_file=None, val_docs_per_file=None)
+# The full form fits about 3 minutes on one H100 (benchmarks/gpu_composition.sh): experts 250 steps (the
+# 2026-12-01 result used 400), mixer and fine-tunes 150 steps, nine training runs side by side.
+FULL = Size(embedding="glyph", preset="nexus-tiny", overrides={}, seq_len=256, micro_batch_size=32, expert_steps=250,
+            lr=3e-3, warmup_steps=25, mix_steps=150, mix_batch_size=16, eval_batches=24, eval_batch_size=16,
+            max_docs_per_file=None, val_docs_per_file=None, parallel=9)
 # The full form uses every training and validation document, so that the mixture's training split (on which
 # the gate trains) holds prose and technical text in the proportions of its validation split (34% vs 32% prose
 # tokens); capping documents per file would make the gate learn a prose-heavy prior the validation set lacks.
@@ -139,17 +167,22 @@ def _train_values(size: Size, init: str, data: Path, steps: int, seed: int, free
 
 
 def _compose_unit(ctx: Context, key: str, experts: list[str], mixing: str, mix_data: Path | None,
-                  size: Size, seed: int) -> dict[str, Any]:
-    from growlm.composition import compose, train_mixer
+                  size: Size, seed: int, finetune_mode: str | None = None) -> dict[str, Any]:
+    from growlm.composition import compose, finetune, train_mixer
 
     def work(folder: Path) -> dict[str, Any]:
         model = folder / "model"
         shutil.rmtree(model, ignore_errors=True)  # an interrupted earlier attempt
         record = compose(experts, model, mixing=mixing, say=ctx.say)
-        if mix_data is not None:
+        if mix_data is not None and finetune_mode is None:
             record["mix_train"] = train_mixer(model, mix_data, size.mix_steps, seq_len=size.seq_len,
                                               batch_size=size.mix_batch_size, seed=seed, device=ctx.device,
                                               eval_batches=size.eval_batches, say=ctx.say)
+        if finetune_mode is not None:
+            lr = size.ft_lr if finetune_mode == "full" else size.adapter_lr
+            record["finetune"] = finetune(model, mix_data, size.mix_steps, mode=finetune_mode, lr=lr,
+                                          seq_len=size.seq_len, batch_size=size.mix_batch_size, seed=seed,
+                                          device=ctx.device, eval_batches=size.eval_batches, say=ctx.say)
         return {**record, "model": str(model)}
 
     return ctx.unit(key, work)
@@ -172,37 +205,84 @@ def _evaluate_unit(ctx: Context, key: str, checkpoint: str, data: dict[str, Path
     return ctx.unit(key, work)
 
 
-def run(ctx: Context) -> Report:
-    size = sizing(ctx)
+def _data(ctx: Context, size: Size) -> dict[str, Path]:
     data = {name: ctx.corpus(f"composition-{name}", sources=sources, max_docs_per_file=size.max_docs_per_file,
                              val_docs_per_file=size.val_docs_per_file) for name, sources in DOMAINS.items()}
     data["mixture"] = ctx.corpus("composition-mixture", sources=[s for v in DOMAINS.values() for s in v],
                                  max_docs_per_file=size.max_docs_per_file, val_docs_per_file=size.val_docs_per_file)
-    records: list[dict[str, Any]] = []
-    mix_records = []
+    return data
+
+
+def train_job(ctx: Context, key: str, values: dict[str, Any]) -> None:
+    """One training run (a :class:`~growlm.experiments.common.Job`, in this or a worker process)."""
+    ctx.train(key, values)
+
+
+def model_job(ctx: Context, seed: int, name: str, checkpoint: str | None, experts: list[str]) -> dict[str, Any]:
+    """One model of one seed: composed (and trained) first if it is a composite, then evaluated on every split.
+
+    Returns ``(compose record or None, scores)``; run as a Job and again, reading its units, to report."""
+    size = sizing(ctx)
+    data = _data(ctx, size)
+    record = None
+    if name in ARMS:
+        key, mixing, mix_train, finetune_mode = ARMS[name]
+        record = _compose_unit(ctx, f"seed={seed}/{key}", experts, mixing,
+                               data["mixture"] if mix_train or finetune_mode else None, size, seed, finetune_mode)
+        checkpoint = record["model"]
+    scores = _evaluate_unit(ctx, f"seed={seed}/eval-{MODELS.index(name)}", checkpoint,
+                            {s: data[s] for s in SPLITS}, size)
+    return {"compose": record, "scores": scores}
+
+
+def run(ctx: Context) -> Report:
+    from growlm.experiments.common import Job, run_jobs
+
+    size = sizing(ctx)
+    data = _data(ctx, size)
+    tokens = size.seq_len * size.micro_batch_size
+    train_jobs, values = [], {}
     for seed in ctx.seeds:
-        ctx.say(f"composition: seed {seed}")
         init = ctx.unit(f"seed={seed}/init", lambda folder, seed=seed: _initial_models(ctx, size, seed, folder))
         freeze = not init["frozen_by_field"]
-        runs = {}
-        for role, split, steps in (("prose", "prose", size.expert_steps),
-                                   ("technical", "technical", size.expert_steps),
-                                   ("joint", "mixture", 2 * size.expert_steps)):
-            runs[role] = ctx.train(f"seed={seed}/train-{role}",
-                                   _train_values(size, init["paths"][role], data[split], steps, seed, freeze))["run"]
-        experts = [runs["prose"], runs["technical"]]
-        mean = _compose_unit(ctx, f"seed={seed}/compose-mean", experts, "mean", None, size, seed)
-        gate = _compose_unit(ctx, f"seed={seed}/compose-gate", experts, "gate", data["mixture"], size, seed)
-        mixture = _compose_unit(ctx, f"seed={seed}/compose-prob", experts, "prob", None, size, seed)
-        mix_records.append({"seed": seed, **gate["mix_train"]})
-        checkpoints = dict(zip(MODELS, [runs["prose"], runs["technical"], runs["joint"], mean["model"],
-                                        gate["model"], mixture["model"]], strict=True))
-        for index, (name, checkpoint) in enumerate(checkpoints.items()):
-            scores = _evaluate_unit(ctx, f"seed={seed}/eval-{index}", checkpoint, {s: data[s] for s in SPLITS}, size)
+        for role, split, steps in (("joint", "mixture", 2 * size.expert_steps),  # the longest first
+                                   ("prose", "prose", size.expert_steps),
+                                   ("technical", "technical", size.expert_steps)):
+            key = f"seed={seed}/train-{role}"
+            values[seed, role] = _train_values(size, init["paths"][role], data[split], steps, seed, freeze)
+            train_jobs.append(Job(key, "growlm.experiments.composition:train_job",
+                                  {"key": key, "values": values[seed, role]}, key, tokens * steps))
+    train_jobs.sort(key=lambda j: -j.tokens)
+    run_jobs(ctx, train_jobs, size.parallel, phase="train")
+    runs = {k: ctx.train(f"seed={k[0]}/train-{k[1]}", v)["run"] for k, v in values.items()}
+    singles = {"prose expert": "prose", "technical expert": "technical", "joint (mixture, 2x steps)": "joint"}
+    model_args = []
+    for seed in ctx.seeds:
+        experts = [runs[seed, "prose"], runs[seed, "technical"]]
+        for name in MODELS:
+            model_args.append({"seed": seed, "name": name, "experts": experts,
+                               "checkpoint": runs[seed, singles[name]] if name in singles else None})
+    # the fine-tunes (which train the experts) first, then the mixers, then the rest
+    cost = {"composite (fine-tuned)": 3, "composite (adapter)": 2, "composite (gate)": 2}
+    model_args.sort(key=lambda a: -cost.get(a["name"], 1))
+    run_jobs(ctx, [Job(f"seed={a['seed']}/model-{MODELS.index(a['name'])}", "growlm.experiments.composition:model_job",
+                       a, f"seed={a['seed']}/eval-{MODELS.index(a['name'])}") for a in model_args],
+             size.parallel, phase="composites")
+    records: list[dict[str, Any]] = []
+    mix_records, ft_records = [], []
+    for seed in ctx.seeds:
+        for name in MODELS:
+            args = next(a for a in model_args if a["seed"] == seed and a["name"] == name)
+            done = model_job(ctx, **args)  # every unit finished: read back
+            scores, compose_record = done["scores"], done["compose"] or {}
+            if compose_record.get("mix_train"):
+                mix_records.append({"seed": seed, **compose_record["mix_train"]})
+            if compose_record.get("finetune"):
+                ft_records.append({"seed": seed, "model": name, **compose_record["finetune"]})
             records.append({"seed": seed, "model": name, **{s: scores[s]["perplexity"] for s in SPLITS},
                             **{f"{s}_loss": scores[s]["loss"] for s in SPLITS},
                             **{f"{s}_tokens": scores[s]["tokens"] for s in SPLITS}})
-    return _report(ctx, size, records, mix_records)
+    return _report(ctx, size, records, mix_records, ft_records)
 
 
 def _paired(records: list[dict[str, Any]], seeds: list[int], composite: str) -> dict[str, Any]:
@@ -238,7 +318,27 @@ def _bound(records: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
     return {"rows": rows, "held": held, "checked": checked}
 
 
-def _report(ctx: Context, size: Size, records: list[dict[str, Any]], mix_records: list[dict[str, Any]]) -> Report:
+def _versus(records: list[dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]]:
+    """The pre-registered ratios: per seed, arm PPL / reference PPL on each split; mean ± 95% t-interval.
+
+    Decision rule (docs/composition.md): the arm is *better* than the reference on a split when the
+    interval lies below 1, *worse* when it lies above 1, otherwise not distinguishable."""
+    def value(seed: int, model: str, split: str) -> float:
+        return next(r[split] for r in records if r["seed"] == seed and r["model"] == model)
+
+    rows = []
+    for arm, reference in VERSUS:
+        row: dict[str, Any] = {"arm": arm, "reference": reference}
+        for split in SPLITS:
+            ratio = mean_interval([value(seed, arm, split) / value(seed, reference, split) for seed in seeds])
+            row[split] = ratio
+            row[f"{split}_verdict"] = "better" if ratio.high < 1 else ("worse" if ratio.low > 1 else "n.d.")
+        rows.append(row)
+    return rows
+
+
+def _report(ctx: Context, size: Size, records: list[dict[str, Any]], mix_records: list[dict[str, Any]],
+            ft_records: list[dict[str, Any]]) -> Report:
     rows = group_intervals(records, ["model"], list(SPLITS))
     table = markdown_table(rows, [("model", "Model"), ("seeds", "Seeds"), ("prose", "Prose val PPL"),
                                   ("technical", "Technical val PPL"), ("mixture", "Mixture val PPL")], digits=2)
@@ -249,6 +349,11 @@ def _report(ctx: Context, size: Size, records: list[dict[str, Any]], mix_records
         ("better_seeds", "Seeds better than both experts on the mixture"),
         ("prose_vs_expert", "Prose PPL / prose expert's"), ("technical_vs_expert", "Technical PPL / technical expert's")],
         digits=3)
+    versus = _versus(records, ctx.seeds)
+    versus_rows = [{"arm": v["arm"], "reference": v["reference"],
+                    **{s: f"{v[s].format(3)} ({v[f'{s}_verdict']})" for s in SPLITS}} for v in versus]
+    ft_rows = [{"seed": f["seed"], "model": f["model"], "trainable": f"{f['trainable_params']:,}",
+                "before": f["val_loss_before"], "after": f["val_loss_after"]} for f in ft_records]
     gate_rows = [{"seed": m["seed"], "before": m["val_loss_before"], "after": m["val_loss_after"],
                   "weights": ", ".join(f"{w:.2f}" for w in m["bias_weights"])} for m in mix_records]
     substrate = (f"the frozen `{size.embedding}` substrate (`embedding: {size.embedding}`, built from the 32k "
@@ -266,7 +371,11 @@ def _report(ctx: Context, size: Size, records: list[dict[str, Any]], mix_records
         "mean of the two experts' next-token probabilities (log-sum-exp of their log-softmaxes minus ln 2), nothing "
         "trained. Composite (gate): softmax weights per token from the "
         f"experts' final hidden states, trained {size.mix_steps} steps x {size.mix_batch_size} windows on the "
-        "mixture's *training* split, experts frozen (bit-identical). Validation perplexity on "
+        "mixture's *training* split, experts frozen (bit-identical). Composite (fine-tuned): the mean composite, "
+        f"every weight but the frozen substrate tables fine-tuned on the same {size.mix_steps} x "
+        f"{size.mix_batch_size} windows (AdamW lr {size.ft_lr}, clip 1). Composite (adapter): the mean composite "
+        "plus a zero-initialised linear adapter over the experts' concatenated final hidden states, trained on the "
+        f"same windows (lr {size.adapter_lr}), experts frozen. Validation perplexity on "
         f"{size.eval_batches} batches of {size.eval_batch_size} x {size.seq_len}-token windows spread evenly over "
         "each validation split (held-out documents; mixture = the four sources' validation files together); "
         "mean ± 95% t-interval over seeds.",
@@ -277,6 +386,16 @@ def _report(ctx: Context, size: Size, records: list[dict[str, Any]], mix_records
         "prose first):",
         markdown_table(gate_rows, [("seed", "Seed"), ("before", "Before"), ("after", "After"),
                                    ("weights", "Bias weights")], digits=4),
+        "The fine-tunes after merging (the paper's step; both start exactly at composite (mean): a full fine-tune "
+        "changes nothing before its first step and the adapter starts at zero). Mixture validation loss in nats "
+        "before → after, and the parameters trained:",
+        markdown_table(ft_rows, [("seed", "Seed"), ("model", "Arm"), ("trainable", "Trained parameters"),
+                                 ("before", "Before"), ("after", "After")], digits=4),
+        "Pre-registered comparisons of the fine-tune arms (docs/composition.md): per seed, the arm's perplexity "
+        "over the reference's on each validation split, mean ± 95% t-interval; *better* when the interval lies "
+        "below 1, *worse* above 1, *n.d.* otherwise:",
+        markdown_table(versus_rows, [("arm", "Arm"), ("reference", "Reference"), ("prose", "Prose"),
+                                     ("technical", "Technical"), ("mixture", "Mixture (primary)")]),
         "The mixture's bound: its validation loss minus (the better expert's loss + ln 2), in nats, per seed and "
         "split (the same windows for every model; the bound holds token by token, so it must be ≤ 0 here, and a "
         "mean of logits has no such bound):",
@@ -291,6 +410,7 @@ def _report(ctx: Context, size: Size, records: list[dict[str, Any]], mix_records
              "table for the merge; our check is the claim itself, on two domains of one language.")
     return Report("Modular composition: experts on one frozen substrate, merged (Bochkov 2025)", "\n\n".join(body),
                   [figure], {"records": records, "summary": rows, "paired": paired, "mix_train": mix_records,
+                             "finetune": ft_records, "versus": versus,
                              "mixture_bound": bound,
                              "sizing": asdict(size)}, paper=paper)
 

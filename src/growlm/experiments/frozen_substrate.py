@@ -11,7 +11,12 @@ paper's reviewers asked:
   checkpoint after stage k, which has seen ``k * B`` tokens (B tokens per block).
 * ``mono-glyph``, ``mono-binary``: a depth-k model trained from scratch with frozen glyph
   / binary embeddings (``embedding`` model field, ``growlm.substrate``);
-* ``mono-learned``: a depth-k model trained from scratch, everything trainable.
+* ``mono-learned``: a depth-k model trained from scratch, everything trainable;
+* ``constructive-byK`` (option ``layers_per_stage`` = K > 1; the full form has K = 2): the
+  paper's later form, K fresh blocks appended per stage (``layerwise.layers_per_stage``),
+  evaluated at depths K, 2K, ... Its first stage is the depth-K ``mono-glyph`` run (same
+  model, seed, data and steps), so that point is shared, as depth 1 is with the plan above.
+  The paper's own form is ``--set layers_per_stage=3 --set depth=6``.
 
 Same token budget: the depth-k monolithic model trains ``k * B`` tokens, what the
 constructive model has seen when it reaches depth k (same data order, same optimizer
@@ -25,13 +30,21 @@ the training length), ``paper5`` accuracy by log-likelihood (lm-eval's scoring,
 documents in file order. Every point is a mean with a Student-t 95% interval over seeds
 (``growlm.stats``).
 
+The report states how much of the glyph PCA the model's width keeps: the rank of the
+tokenizer's glyph pictures (536 for the 32k vocabulary at 32 x 32), the principal axes
+kept (``min(hidden_size, rank)``) and the share of the variance they carry. The paper keeps
+every axis (its width is at least the rank); the full form's width 256 keeps 256 of 536
+(95.7% of the variance); ``--set model.hidden_size=576`` keeps them all.
+
 When the substrate package is missing (a checkout without ``embedding`` in the model
 config), the constructive arm runs on *frozen learned* embeddings (the random init,
 never trained) and the glyph/binary baselines are replaced by ``mono-frozen`` (the same
 frozen random table), and the report says so.
 
-Sizing knobs (``ctx.options``): ``depth``, ``steps_per_block``, ``eval_limit``,
-``holistic_from``.
+Sizing knobs (``ctx.options``; unknown ones are refused): ``depth``, ``steps_per_block``,
+``eval_limit``, ``ppl_batches``, ``holistic_from``, ``layers_per_stage``, and single fields
+of the nested settings as ``model.FIELD``, ``train.KEY``, ``lora.KEY`` (e.g.
+``model.hidden_size=576``).
 """
 
 from __future__ import annotations
@@ -47,12 +60,12 @@ from growlm.stats import group_intervals
 DESCRIPTION = "layer-wise constructive growth on a frozen substrate vs monolithic baselines of the same depth"
 DEFAULT_SEEDS = 3
 
-QUICK = {"depth": 2, "steps_per_block": 4, "eval_limit": 3, "ppl_batches": 1, "holistic_from": 2,
+QUICK = {"depth": 2, "steps_per_block": 4, "eval_limit": 3, "ppl_batches": 1, "holistic_from": 2, "layers_per_stage": 2,
          "model": {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 2, "num_key_value_heads": 2,
                    "head_dim": 32},
          "train": {"seq_len": 32, "micro_batch_size": 2, "lr": 3.0e-3, "warmup_steps": 1},
          "lora": {"target_modules": ["o_proj", "down_proj"], "r": 4, "alpha": 8}}
-FULL = {"depth": 4, "steps_per_block": 96, "eval_limit": 60, "ppl_batches": 16, "holistic_from": 3,
+FULL = {"depth": 4, "steps_per_block": 96, "eval_limit": 60, "ppl_batches": 16, "holistic_from": 3, "layers_per_stage": 2,
         "model": {"hidden_size": 256, "intermediate_size": 768, "num_attention_heads": 4, "num_key_value_heads": 4,
                   "head_dim": 64},
         "train": {"seq_len": 512, "micro_batch_size": 16, "lr": 2.0e-3, "warmup_steps": 16, "compile": False},
@@ -86,13 +99,45 @@ def arms(substrate: bool) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
 
 
 def _settings(ctx: Context) -> dict[str, Any]:
-    base = QUICK if ctx.quick else FULL
-    settings = {**base, **{k: v for k, v in ctx.options.items() if k in base}}
-    if settings["depth"] < 1 or settings["steps_per_block"] < 1:
-        from growlm.errors import ConfigError
+    """The form's settings with ``ctx.options`` applied: a top-level key replaces its value,
+    ``model.FIELD`` / ``train.KEY`` / ``lora.KEY`` set one entry of a nested mapping."""
+    from growlm.errors import ConfigError, unknown_key_message
 
-        raise ConfigError("frozen-substrate options depth and steps_per_block must be positive")
+    base = QUICK if ctx.quick else FULL
+    settings = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    nested = [k for k, v in base.items() if isinstance(v, dict)]
+    for key, value in ctx.options.items():
+        group, dot, field = key.partition(".")
+        if dot and group in nested and field:
+            settings[group][field] = value
+        elif key in base and not dot:
+            settings[key] = value
+        else:
+            raise ConfigError(unknown_key_message("frozen-substrate option", key,
+                                                  [*(k for k in base if k not in nested), *(f"{k}.FIELD" for k in nested)]))
+    for key in ("depth", "steps_per_block", "layers_per_stage"):
+        if not isinstance(settings[key], int) or isinstance(settings[key], bool) or settings[key] < 1:
+            raise ConfigError(f"frozen-substrate option {key} must be a positive integer, got {settings[key]!r}")
+    k = settings["layers_per_stage"]
+    if k > 1 and settings["depth"] % k:
+        raise ConfigError(f"frozen-substrate option depth ({settings['depth']}) must be a multiple of "
+                          f"layers_per_stage ({k}), the blocks its constructive-by{k} arm adds per stage")
     return settings
+
+
+def grouped_arm(s: dict[str, Any]) -> str | None:
+    """The name of the several-blocks-per-stage arm (``constructive-by3``), or None with one block per stage."""
+    return f"constructive-by{s['layers_per_stage']}" if s["layers_per_stage"] > 1 else None
+
+
+def grouped_holistic_from(s: dict[str, Any]) -> int | None:
+    """Where the grouped arm starts holistic LoRA: the first stage start (1 + a multiple of K) at or
+    above ``holistic_from``, or None when that is beyond the depth (or holistic LoRA is off)."""
+    k, start = s["layers_per_stage"], s["holistic_from"]
+    if not start:
+        return None
+    first = 1 + k * max(1, math.ceil((start - 1) / k))
+    return first if first <= s["depth"] else None
 
 
 def _scores(results: dict[str, Any]) -> dict[str, float]:
@@ -111,13 +156,19 @@ def _overrides(s: dict[str, Any], embedding: dict[str, Any]) -> dict[str, Any]:
     return {**s["model"], "tie_word_embeddings": False, **embedding["model_overrides"]}
 
 
-def constructive_plan(s: dict[str, Any], substrate: bool, data: str, seed: int) -> dict[str, Any]:
-    """The constructive arm's plan for one seed (a ``layerwise`` plan, without out_dir)."""
+def constructive_plan(s: dict[str, Any], substrate: bool, data: str, seed: int,
+                      layers_per_stage: int = 1) -> dict[str, Any]:
+    """The constructive arm's plan for one seed (a ``layerwise`` plan, without out_dir); with
+    ``layers_per_stage`` K > 1, the grouped arm's (K blocks per stage)."""
     embedding = arms(substrate)[0]
     layerwise = {"model": PRESET, "model_overrides": _overrides(s, embedding), "depth": s["depth"],
                  "max_steps_per_block": s["steps_per_block"], "init": "fresh", "grow_seed": 1000 * seed}
-    if s["holistic_from"] and s["holistic_from"] <= s["depth"]:
-        layerwise.update(holistic_from=s["holistic_from"], lora=s["lora"])
+    holistic = s["holistic_from"] if s["holistic_from"] and s["holistic_from"] <= s["depth"] else None
+    if layers_per_stage > 1:
+        layerwise["layers_per_stage"] = layers_per_stage
+        holistic = grouped_holistic_from(s)
+    if holistic:
+        layerwise.update(holistic_from=holistic, lora=s["lora"])
     return {"description": "frozen-substrate experiment, constructive arm",
             "defaults": {**_train_defaults(s, data), "seed": seed}, "layerwise": layerwise}
 
@@ -147,18 +198,24 @@ def run(ctx: Context) -> Report:
 
         return ctx.unit(f"eval/{key}", work)
 
+    grouped, per_stage = grouped_arm(s), s["layers_per_stage"]
     for seed in ctx.seeds:
-        ctx.say(f"frozen-substrate: seed {seed}, constructive to depth {depth}")
-        plan = ctx.plan(f"constructive/seed={seed}", constructive_plan(s, substrate, data, seed))
-        for k, stage in enumerate(plan["stages"], start=1):
-            scores = evaluate(f"constructive/depth={k}/seed={seed}", stage["final_checkpoint"])
-            records.append({"arm": "constructive", "depth": k, "seed": seed, **scores,
-                            "tokens": stage["cumulative_tokens"], "train_flops": stage["cumulative_train_flops"]})
+        # monolithic (first arm, depth) points that a plan's first stage already is (see arms())
+        same_run: dict[int, dict[str, Any]] = {}
+        for arm, k_per_stage in (("constructive", 1), *([(grouped, per_stage)] if grouped else [])):
+            ctx.say(f"frozen-substrate: seed {seed}, {arm} to depth {depth}")
+            plan = ctx.plan(f"{arm}/seed={seed}", constructive_plan(s, substrate, data, seed, k_per_stage))
+            for i, stage in enumerate(plan["stages"], start=1):
+                k = i * k_per_stage
+                scores = evaluate(f"{arm}/depth={k}/seed={seed}", stage["final_checkpoint"])
+                records.append({"arm": arm, "depth": k, "seed": seed, **scores,
+                                "tokens": stage["cumulative_tokens"], "train_flops": stage["cumulative_train_flops"]})
+                if i == 1:
+                    same_run[k] = records[-1]
         for a, arm in enumerate(monolithic):
             for k in range(1, depth + 1):
-                if a == 0 and k == 1:  # the plan's first stage is this very run (see arms())
-                    first = next(r for r in records if (r["arm"], r["depth"], r["seed"]) == ("constructive", 1, seed))
-                    records.append({**first, "arm": arm})
+                if a == 0 and k in same_run:  # a plan's first stage is this very run (see arms())
+                    records.append({**same_run[k], "arm": arm})
                     continue
                 ctx.say(f"frozen-substrate: seed {seed}, {arm} depth {k}")
                 result = ctx.train(f"{arm}/depth={k}/seed={seed}", monolithic_run(s, substrate, data, arm, k, seed))
@@ -168,10 +225,25 @@ def run(ctx: Context) -> Report:
                                 "tokens": result["summary"]["tokens"], "train_flops": result["summary"]["train_flops"]})
     rows = group_intervals(records, ["arm", "depth"], METRICS)
     figure = _plot(rows, ctx.path("score-vs-depth.png"))
+    pca = glyph_pca(s, ctx) if substrate else None
     return Report("Growing on a frozen substrate: constructive depth series vs monolithic baselines",
-                  _body(rows, s, substrate, tokens_per_step, ctx), [figure],
-                  {"records": records, "rows": rows, "settings": s, "substrate": substrate},
+                  _body(rows, s, substrate, tokens_per_step, ctx, pca), [figure],
+                  {"records": records, "rows": rows, "settings": s, "substrate": substrate, "glyph_pca": pca},
                   paper=PAPER)
+
+
+def glyph_pca(s: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """How much of the glyph PCA the constructive arm's width keeps: the pictures' rank (``rank``: axes
+    with non-zero variance), the axes kept (``components_kept`` = min(width, rank)), the share of the
+    variance they carry (``variance_kept``) and the pixels per cell (``bits``). Read from the
+    substrate cache that training filled (built if missing)."""
+    from growlm.data.tokenizer import load_tokenizer
+    from growlm.models.presets import build_config
+    from growlm.substrate.build import SubstrateSpec, build_substrate
+
+    config = build_config(PRESET, {**_overrides(s, arms(True)[0]), "num_hidden_layers": 1})
+    info = build_substrate(SubstrateSpec.from_config(config), load_tokenizer(ctx.tokenizer)).info
+    return {"width": config.embedding_dim, **{k: info[k] for k in ("bits", "rank", "components_kept", "variance_kept")}}
 
 
 PAPER = ("Bochkov (frozen substrate, NOTES.md §2) grows 1 → 6 (later 9) layers on frozen glyph embeddings and "
@@ -193,8 +265,20 @@ def _final_checkpoint(run: Path) -> Path:
     return found
 
 
+def pca_sentence(pca: dict[str, Any]) -> str:
+    """One sentence on the glyph PCA's truncation (or its full rank) at the model's width."""
+    share = f"{100 * pca['variance_kept']:.1f}% of the variance"
+    if pca["components_kept"] >= pca["rank"]:
+        return (f"Glyph substrate at full rank: width {pca['width']} keeps all {pca['rank']} principal axes of the "
+                f"tokenizer's {pca['bits']}-pixel glyph pictures (their rank), as the paper does.")
+    return (f"Glyph substrate truncated: width {pca['width']} keeps the first {pca['components_kept']} of the "
+            f"{pca['rank']} principal axes of the tokenizer's {pca['bits']}-pixel glyph pictures (their full rank), "
+            f"{share}; the paper keeps every axis (a width of at least {pca['rank']}: "
+            f"`--set model.hidden_size={64 * math.ceil(pca['rank'] / 64)}` here).")
+
+
 def _body(rows: list[dict[str, Any]], s: dict[str, Any], substrate: bool, tokens_per_step: int,
-          ctx: Context) -> str:
+          ctx: Context, pca: dict[str, Any] | None = None) -> str:
     columns = [("arm", "arm"), ("depth", "depth"), ("seeds", "seeds"), ("val_ppl", "val ppl ↓"),
                ("paper5_acc", "paper5 acc ↑"), ("paper5_acc_norm", "paper5 acc_norm ↑"),
                ("squad_bpb", "SQuAD answer bits/byte ↓"), ("tokens_m", "tokens (M)"), ("flops", "train PFLOPs")]
@@ -208,7 +292,11 @@ def _body(rows: list[dict[str, Any]], s: dict[str, Any], substrate: bool, tokens
         f"Monolithic depth-k baselines train k × that many tokens; {next(iter(arms(substrate)[1]))} at depth 1 is "
         f"the constructive plan's first stage (the same run). Benchmarks: the first {s['eval_limit']} documents "
         f"of each paper5 task and of SQuAD v1.1 validation, scored by log-likelihood; validation perplexity on "
-        f"{s['ppl_batches']} batches of the corpus's val split. Mean ± 95% interval over {len(ctx.seeds)} seeds.",
+        f"{s['ppl_batches']} batches of the corpus's val split. Mean ± 95% interval over {len(ctx.seeds)} seeds."
+        + (f" {grouped_arm(s)}: {s['layers_per_stage']} fresh blocks per stage (the paper's later form), "
+           f"holistic LoRA from depth {grouped_holistic_from(s) or '- (off)'}; its depth-{s['layers_per_stage']} "
+           f"point is {next(iter(arms(substrate)[1]))}'s (the same run)." if grouped_arm(s) else "")
+        + (f" {pca_sentence(pca)}" if pca else ""),
         "",
         markdown_table(table_rows, columns, digits=3),
     ]
@@ -258,7 +346,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> Path:
             y = [r[metric].mean for r in points]
             err = [0.0 if math.isnan(r[metric].half_width) else r[metric].half_width for r in points]
             ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=arm, color=f"C{i}",
-                        linestyle="-" if arm == "constructive" else "--")
+                        linestyle="-" if arm.startswith("constructive") else "--")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("depth (blocks)")
         ax.set_xticks(sorted({r["depth"] for r in rows}))

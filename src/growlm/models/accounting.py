@@ -54,9 +54,13 @@ def model_cost(config: GrowLMConfig, seq_len: int | None = None) -> ModelCost:
     seq_len = seq_len or config.max_position_embeddings
     if config.architecture == "composite":  # every expert runs on every token: the experts' sum
         parts = [model_cost(c, seq_len) for c in config.expert_configs()]
-        mixer = getattr(_meta_model(config), "mixer", None)
+        meta = _meta_model(config)
+        mixer, adapter = getattr(meta, "mixer", None), getattr(meta, "adapter", None)
         extra = sum(p.numel() for p in mixer.parameters()) if mixer is not None else 0
         gate = mixer.gate.weight.numel() if mixer is not None and mixer.gate is not None else 0
+        if adapter is not None:  # a matmul on every token, like the gate
+            extra += adapter.weight.numel()
+            gate += adapter.weight.numel()
         summed = {k: sum(getattr(p, k) for p in parts) for k in ModelCost.__dataclass_fields__ if k != "seq_len"}
         summed.update(total_params=summed["total_params"] + extra,
                       non_embedding_params=summed["non_embedding_params"] + extra,

@@ -27,6 +27,9 @@ it. Because ``p >= w_e p_e`` for every ``e``, the mixture's loss per token is at
 logits (a product of experts) has no such bound: where two confident experts disagree it
 can be far worse than either.
 
+With ``adapter: true`` a :class:`HiddenAdapter` (zero at init, ``growlm compose --finetune adapter``)
+replaces each ``h_e`` by ``h_e + (A [h_1; ...; h_N] / sqrt(H))_e`` before the heads and the mixer.
+
 ``b`` and ``G`` start at zero, so a freshly composed ``weights`` or ``gate`` composite
 computes exactly the mean (and a ``prob_weights`` or ``prob_gate`` one exactly ``prob``):
 training the mixer (``growlm compose --mix-train``) starts from the untrained merge and
@@ -93,10 +96,11 @@ class CompositeConfig(GrowLMConfig):
 
     model_type = "growlm_composite"
     architecture = "composite"
-    arch_fields: ClassVar[dict[str, type]] = {"mixing": str}
+    arch_fields: ClassVar[dict[str, type]] = {"mixing": str, "adapter": bool}
 
     experts: list | None = None
     mixing: str = "mean"
+    adapter: bool = False  # a zero-initialised HiddenAdapter over the experts' final hidden states
 
     def __post_init__(self, **kwargs: Any) -> None:
         if self.experts:
@@ -179,6 +183,34 @@ class LogitMixer(nn.Module):
         return scores.expand(*hiddens[0].shape[:-1], -1)
 
 
+class HiddenAdapter(nn.Module):
+    """``h_e <- h_e + (A [h_1; ...; h_N] / sqrt(H))_e``: a linear map of the experts' concatenated final hidden
+    states added to each expert's own, ``A`` (``H x H``, ``H`` the experts' total width) zero at init.
+
+    Why it preserves the function: at ``A = 0`` every expert's hidden state is returned unchanged (``h + 0``
+    is exactly ``h`` in every dtype), so the heads, the mixer and the mixing see the very tensors they saw
+    without it and the composite's logits are bit-identical (tested). Why hidden states and not logits: the
+    paper's "small adapter over the concatenated logits", read literally, maps ``N * V`` logits to ``V``
+    (``N * V^2`` parameters); this one lets every expert read all the others' features (a cross-expert
+    correction) with ``H^2`` parameters, and its output still goes through each expert's own head. The
+    ``1/sqrt(H)`` keeps one Adam step's effect of the same order whatever the widths, as in the gate."""
+
+    def __init__(self, hidden_sizes: list[int]) -> None:
+        super().__init__()
+        self.hidden_sizes = list(hidden_sizes)
+        width = sum(hidden_sizes)
+        self.weight = nn.Parameter(torch.zeros(width, width))
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.weight.zero_()
+
+    def forward(self, hiddens: list[torch.Tensor]) -> list[torch.Tensor]:
+        joined = torch.cat(hiddens, dim=-1)
+        delta = F.linear(joined, self.weight.to(joined.dtype)) * self.weight.shape[0] ** -0.5
+        return [h + d for h, d in zip(hiddens, delta.split(self.hidden_sizes, dim=-1), strict=True)]
+
+
 class _ExpertCache:
     """One expert's view of the composite's cache: its layers at an offset, the past length of this step.
 
@@ -212,21 +244,36 @@ class CompositeForCausalLM(PreTrainedModel, GenerationMixin):
         self.experts = nn.ModuleList([model_class_for(c)(c) for c in config.expert_configs()])
         self.mixer = None if config.mixing in FIXED_MIXINGS else LogitMixer(
             [e.config.hidden_size for e in self.expert_models], conditioned=_gated(config.mixing))
+        self.adapter = HiddenAdapter([e.config.hidden_size for e in self.expert_models]) if config.adapter else None
         self.post_init()
         self.collect_expert_ties()
 
     @classmethod
-    def from_experts(cls, experts: list[GrowLMForCausalLM], mixing: str = "mean") -> CompositeForCausalLM:
+    def from_experts(cls, experts: list[GrowLMForCausalLM], mixing: str = "mean",
+                     adapter: bool = False) -> CompositeForCausalLM:
         """A composite holding these expert models themselves (no copy, no initialisation of them)."""
-        config = CompositeConfig(experts=[e.config.to_dict() for e in experts], mixing=mixing)
+        config = CompositeConfig(experts=[e.config.to_dict() for e in experts], mixing=mixing, adapter=adapter)
         with torch.device("meta"):
             model = cls(config)
         model.experts = nn.ModuleList(experts)
         if model.mixer is not None:
             model.mixer = LogitMixer([e.config.hidden_size for e in experts], conditioned=_gated(mixing))
             model.mixer.to(next(experts[0].parameters()).device)
+        model.adapter = None
+        if adapter:
+            model.add_adapter()
         model.collect_expert_ties()
         return model.eval()
+
+    def add_adapter(self) -> HiddenAdapter:
+        """Give this composite a zero :class:`HiddenAdapter` (``config.adapter`` set, so it saves and loads);
+        the function is unchanged. Returns the adapter (an existing one is kept as it is)."""
+        if self.adapter is None:
+            weight = next(self.experts[0].parameters())
+            self.adapter = HiddenAdapter([e.config.hidden_size for e in self.expert_models]).to(weight.device,
+                                                                                               weight.dtype)
+            self.config.adapter = True
+        return self.adapter
 
     @property
     def expert_models(self) -> list[GrowLMForCausalLM]:
@@ -239,7 +286,7 @@ class CompositeForCausalLM(PreTrainedModel, GenerationMixin):
         self.all_tied_weights_keys = self.get_expanded_tied_weights_keys(all_submodels=True)
 
     def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, LogitMixer):
+        if isinstance(module, (LogitMixer, HiddenAdapter)):
             module.reset_parameters()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -306,6 +353,8 @@ class CompositeForCausalLM(PreTrainedModel, GenerationMixin):
             elif isinstance(logits_to_keep, torch.Tensor):
                 hidden = hidden[:, logits_to_keep]
             hiddens.append(hidden)
+        if self.adapter is not None:
+            hiddens = self.adapter(hiddens)
         if self.config.mixing in PROB_MIXINGS:
             logits = self.mixture_log_probs(hiddens)
         else:

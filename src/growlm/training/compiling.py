@@ -12,6 +12,17 @@
   compilation takes about one layer's time instead of the whole stack's, and a stage that
   only appends layers (depth growth) compiles nothing new. Whether it costs steady-state
   speed is measured by ``benchmarks/gpu_speed.sh``.
+* ``graphs`` -- ``true`` plus CUDA graphs (``torch.compile(mode="reduce-overhead")``):
+  each compiled forward and backward is recorded once per shape and replayed as one
+  launch, which removes the per-kernel launch cost that dominates small models (the
+  experiments' 20-44M models, issue 23). Same Inductor kernels as ``true``, so the same
+  training (``benchmarks/gpu_speed_round3.sh`` measures the loss difference); the
+  optimizer step, gradient clipping and logging stay eager. Every call marks a new
+  CUDA-graph step (``torch.compiler.cudagraph_mark_step_begin``), so gradient accumulation
+  and a loss read after backward are safe; the caller must use a step's outputs before the
+  next call (they live in the graph's memory pool). Without CUDA, or with a DDP/FSDP
+  wrapper (whose communication hooks cannot be captured), it falls back to ``true`` with
+  one message.
 * ``auto`` -- ``true`` on CUDA, off on CPU; ``false`` -- eager.
 
 Caches (``configure_compiler``): Inductor's FX-graph cache and AOTAutograd's cache on disk
@@ -33,7 +44,8 @@ from torch import nn
 
 from growlm.errors import ConfigError
 
-COMPILE_MODES = (True, False, "auto", "regional")
+COMPILE_MODES = (True, False, "auto", "regional", "graphs")
+COMPILE_CHOICES = "true, false, auto, regional or graphs"
 RECOMPILE_LIMIT = 64
 
 
@@ -52,11 +64,35 @@ def configure_compiler() -> None:
             break
 
 
-def resolve_mode(mode: Any, device: torch.device) -> bool | str:
-    """``auto`` -> on for CUDA; anything not in ``COMPILE_MODES`` is an error naming the choices."""
+def check_mode(mode: Any) -> None:
+    """Anything not in ``COMPILE_MODES`` is an error naming the choices."""
     if mode not in COMPILE_MODES:
-        raise ConfigError(f"compile must be true, false, auto or regional, got {mode!r}")
-    return device.type == "cuda" if mode == "auto" else mode
+        raise ConfigError(f"compile must be {COMPILE_CHOICES}, got {mode!r}")
+
+
+def resolve_mode(mode: Any, device: torch.device, model: nn.Module | None = None,
+                 say: Callable[[str], None] | None = None) -> bool | str:
+    """``auto`` -> on for CUDA; ``graphs`` -> ``true`` where CUDA graphs cannot run (no CUDA
+    device, or ``model`` wrapped by DDP/FSDP), said once through ``say``."""
+    check_mode(mode)
+    if mode == "auto":
+        return device.type == "cuda"
+    if mode == "graphs":
+        why = graphs_unavailable(device, model)
+        if why:
+            (say or print)(f"compile: graphs needs {why}; compiling without CUDA graphs (compile: true)")
+            return True
+    return mode
+
+
+def graphs_unavailable(device: torch.device, model: nn.Module | None) -> str | None:
+    """Why CUDA graphs cannot capture this model's step here, or None when they can."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return f"a CUDA device (this run is on {device.type})"
+    if model is not None and (isinstance(model, nn.parallel.DistributedDataParallel)
+                              or any(type(m).__name__.startswith("FSDP") for m in model.modules())):
+        return "an unwrapped model (DDP/FSDP communication hooks cannot be captured)"
+    return None
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -67,9 +103,11 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     raise ConfigError(f"compile: regional found no decoder layers in {type(model).__name__}")
 
 
-def compile_model(model: nn.Module, mode: Any, device: torch.device) -> Callable[..., Any]:
-    """The callable a training step runs: the model compiled whole, by layer, or not at all."""
-    mode = resolve_mode(mode, device)
+def compile_model(model: nn.Module, mode: Any, device: torch.device,
+                  say: Callable[[str], None] | None = None) -> Callable[..., Any]:
+    """The callable a training step runs: the model compiled whole, by layer, with CUDA graphs,
+    or not at all."""
+    mode = resolve_mode(mode, device, model, say)
     if mode is False:
         return model
     configure_compiler()
@@ -77,4 +115,30 @@ def compile_model(model: nn.Module, mode: Any, device: torch.device) -> Callable
         for layer in decoder_layers(model):
             layer.compile()
         return model
+    if mode == "graphs":
+        return GraphedStep(torch.compile(model, mode="reduce-overhead"), model)
     return torch.compile(model)
+
+
+class GraphedStep:
+    """A model compiled with CUDA graphs, called once per micro-step.
+
+    ``cudagraph_mark_step_begin`` tells the CUDA-graph trees that the previous call's
+    outputs are no longer needed (the trainer has already added the loss to its total and
+    run backward), so the next replay may reuse their memory. Gradients are outputs of the
+    recorded backward too: with gradient accumulation, a parameter's ``.grad`` after the
+    first micro-step *is* that memory, and the next replay would overwrite it before
+    autograd adds the second micro-step's gradient to it. So a gradient still held when the
+    next micro-step starts is first copied out of the graphs' pool (nothing to copy without
+    accumulation: the optimizer step sets the gradients to None)."""
+
+    def __init__(self, compiled: Callable[..., Any], model: nn.Module) -> None:
+        self.compiled = compiled
+        self.params = [p for p in model.parameters() if p.requires_grad]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        for p in self.params:
+            if p.grad is not None:
+                p.grad = p.grad.clone()
+        torch.compiler.cudagraph_mark_step_begin()
+        return self.compiled(*args, **kwargs)

@@ -59,7 +59,7 @@ class TrainConfig:
     # system
     device: str = "auto"  # auto picks cuda when available
     dtype: str = "auto"  # auto: bf16 autocast on cuda, fp32 on cpu
-    compile: Any = "auto"  # torch.compile the model: auto (on CUDA), true, false or regional (per layer)
+    compile: Any = "auto"  # torch.compile: auto (on CUDA), true, false, regional (per layer), graphs (+CUDA graphs)
     distributed: str = "auto"  # under torchrun: auto (= ddp), ddp, fsdp; none for one process
     activation_checkpointing: bool = False  # recompute each block in backward to save memory
     loss_chunk_tokens: int = 0  # > 0: cross-entropy in chunks of this many tokens, logits never all at once
@@ -112,8 +112,9 @@ class TrainConfig:
         for name in ("beta1", "beta2", "min_lr_ratio", "decay_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.compile not in (True, False, "auto", "regional"):
-            raise ConfigError(f"compile must be true, false, auto or regional, got {self.compile!r}")
+        from growlm.training.compiling import check_mode
+
+        check_mode(self.compile)
         if self.loss_chunk_tokens < 0 or self.mfu_peak_tflops < 0:
             raise ConfigError("loss_chunk_tokens and mfu_peak_tflops must not be negative")
         if self.model is not None:

@@ -295,7 +295,7 @@ class Trainer:
                 self.state["data_position"] = int(init_state.get("data_position", 0))
                 if self.stream is not None and init_state.get("data_state"):
                     self.stream.load_state(init_state["data_state"])
-        self.forward = compile_model(self.model, cfg.compile, self.device)
+        self.forward = compile_model(self.model, cfg.compile, self.device, say=self.say)
         self.peak_flops = cfg.mfu_peak_tflops * 1e12 if cfg.mfu_peak_tflops else (
             measure_matmul_flops(self.device) if self.device.type == "cuda" else 0.0)
 
