@@ -59,8 +59,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import PreTrainedModel
 
-from growlm.models import model_class_for
+from growlm.models import GrowLMForCausalLM, model_class_for
 from growlm.models.accounting import model_cost
 from growlm.models.presets import build_config
 from growlm.training.compiling import compile_model as compile_model_for_training
@@ -101,9 +102,10 @@ def _reference_model(config) -> torch.nn.Module:
 def set_activation_checkpointing(model: torch.nn.Module, on: bool) -> None:
     """Recompute each decoder layer's activations in backward: growlm's own switch (what ``growlm
     train`` sets for ``activation_checkpointing``), or transformers' for the reference model."""
-    if type(model).__module__.startswith("growlm."):
+    if isinstance(model, GrowLMForCausalLM):
         model.model.gradient_checkpointing = on
-    elif on:  # transformers renamed the switch (activation_... from 5.x; the old name warns)
+    elif on and isinstance(model, PreTrainedModel):  # transformers renamed the switch (activation_... from
+        # 5.x; the old name warns)
         enable = getattr(model, "activation_checkpointing_enable", None)
         if enable is not None:
             enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -262,13 +264,13 @@ def attention_spy(calls: dict[str, dict[str, int]], functional: bool = True) -> 
         record("F.scaled_dot_product_attention", args, kwargs)
         return sdpa(*args, **kwargs)
 
-    torch._ops.OpOverload.__call__ = spy_overload
+    torch._ops.OpOverload.__call__ = spy_overload  # type: ignore[method-assign]  # counting every op call
     if functional:
         F.scaled_dot_product_attention = spy_sdpa
     try:
         yield
     finally:
-        torch._ops.OpOverload.__call__ = overload_call
+        torch._ops.OpOverload.__call__ = overload_call  # type: ignore[method-assign]
         F.scaled_dot_product_attention = sdpa
 
 
@@ -586,7 +588,7 @@ def bench(preset: str, seq_len: int = 4096, micro_batch: int = 8, steps: int = 2
 
 def _line(r: BenchResult) -> str:
     variant = "".join(f" {k}={v}" for k, v in r.variant.items())
-    compiled = {True: " compiled", False: ""}.get(r.compiled, f" compiled {r.compiled}")
+    compiled = " compiled" if r.compiled is True else "" if r.compiled is False else f" compiled {r.compiled}"
     return (f"{r.name:<12} {r.preset} seq {r.seq_len} x {r.micro_batch}{compiled}"
             f"{' AC' if r.activation_checkpointing else ''}{variant}: "
             f"{r.tokens_per_s:,.0f} tok/s, {r.seconds_per_step * 1e3:.1f} ms/step, {r.achieved_tflops:.1f} TFLOP/s"

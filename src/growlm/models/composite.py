@@ -261,11 +261,11 @@ class CompositeForCausalLM(PreTrainedModel, GenerationMixin):
             model.mixer.to(next(experts[0].parameters()).device)
         model.adapter = None
         if adapter:
-            model.add_adapter()
+            model.add_hidden_adapter()
         model.collect_expert_ties()
         return model.eval()
 
-    def add_adapter(self) -> HiddenAdapter:
+    def add_hidden_adapter(self) -> HiddenAdapter:
         """Give this composite a zero :class:`HiddenAdapter` (``config.adapter`` set, so it saves and loads);
         the function is unchanged. Returns the adapter (an existing one is kept as it is)."""
         if self.adapter is None:
