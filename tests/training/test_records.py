@@ -20,8 +20,9 @@ TODAY_KEYS = ["steps", "tokens", "final_train_loss", "final_val_loss", "final_va
               "train_flops_per_token", "train_flops", "mfu", "max_memory_gb", "checkpoint", "compile",
               "session_steps", "time_to_first_step_s", "first_step_s", "first_step_at", "steady_tokens_per_s",
               "wall_tokens_per_s", "wall_seconds"]
-# a ledger written by a later growlm (GPU-seconds per stage and in total): unknown keys stay where they were
-LEDGER_FILE = Path(__file__).with_name("ledger-with-gpu-seconds.json")
+# ledgers of today (GPU-seconds per stage and in total) and of before GPU-seconds were kept
+LEDGER = Path(__file__).with_name("ledger-with-gpu-seconds.json")
+OLD_LEDGER = Path(__file__).with_name("ledger-before-gpu-seconds.json")
 
 
 def _today(**changes):
@@ -67,14 +68,27 @@ def test_unknown_keys_keep_their_place_and_missing_ones_are_named(tmp_path):
         RunSummary.read(tmp_path)
 
 
-def test_a_ledger_with_keys_this_version_does_not_know_round_trips():
-    text = LEDGER_FILE.read_text()
+@pytest.mark.parametrize("path", [LEDGER, OLD_LEDGER], ids=["today", "before-gpu-seconds"])
+def test_ledgers_old_and_new_load_and_round_trip(path):
+    text = path.read_text()
     ledger = Ledger.from_json(json.loads(text))
     assert json.dumps(ledger.to_json(), indent=2) == text
     wider = ledger.stages[1]
     assert wider.grew["hidden_size"] == ValueChange(128, 160) and wider.growth_verified is True
-    assert wider.extra["gpu_seconds"] > 0 and ledger.total.extra == {"gpu_seconds": 260.43}
-    assert ledger.lines()[-1].split()[:2] == ["total", "25,600"]
+    if path == LEDGER:
+        assert ledger.total.gpu_seconds == 260.43 and wider.gpu_seconds is not None and wider.gpu_seconds > 0
+    else:
+        assert ledger.total.gpu_seconds is None and wider.cumulative_gpu_seconds is None and not wider.extra
+    assert ledger.lines()[-1].split()[0] == "total"
+
+
+def test_ledger_keys_this_version_does_not_know_stay_where_they_were():
+    data = json.loads(LEDGER.read_text())
+    data["stages"][0] = {"energy_kwh": 0.1, **data["stages"][0]}
+    data["total"]["energy_kwh"] = 0.3
+    ledger = Ledger.from_json(data)
+    assert ledger.stages[0].extra == {"energy_kwh": 0.1} and ledger.total.extra == {"energy_kwh": 0.3}
+    assert json.dumps(ledger.to_json()) == json.dumps(data)
 
 
 def test_stage_records_make_the_ledger_and_come_back_from_it(tmp_path):
@@ -85,19 +99,21 @@ def test_stage_records_make_the_ledger_and_come_back_from_it(tmp_path):
     wider = StageRecord(stage="wider", index=1, grew={"nexus_m": ValueChange(64, 80)}, init="preserve",
                         growth_verified=True, parameters=12, trainable_parameters=12, steps=2, tokens=64,
                         train_flops_per_token=8, train_flops=512, final_train_loss=8.0, final_val_loss=8.5,
-                        seconds=1.0, stage_to_first_step_s=0.5, steady_tokens_per_s=None, wall_tokens_per_s=40.0,
-                        final_checkpoint="s2")
+                        seconds=1.0, train_seconds=0.8, gpu_seconds=1.6, stage_to_first_step_s=0.5,
+                        steady_tokens_per_s=None, wall_tokens_per_s=40.0, final_checkpoint="s2")
     assert list(wider.to_json()) == ["stage", "index", "grew", "init", "growth_verified", "parameters",
                                      "trainable_parameters", "steps", "tokens", "train_flops_per_token",
                                      "train_flops", "final_train_loss", "final_val_loss", "seconds",
-                                     "stage_to_first_step_s", "steady_tokens_per_s", "wall_tokens_per_s",
+                                     "train_seconds", "gpu_seconds", "stage_to_first_step_s", "steady_tokens_per_s", "wall_tokens_per_s",
                                      "final_checkpoint"]
     assert wider.to_json()["grew"] == {"nexus_m": {"old": 64, "new": 80}}
     wider.write(tmp_path)
     assert StageRecord.read(tmp_path) == wider
     ledger = Ledger.of([base, StageRecord.read(tmp_path)])
     assert [r.cumulative_tokens for r in ledger.stages] == [64, 128] and ledger.total.train_flops == 896
-    assert ledger.stages[1].to_json() == {**wider.to_json(), "cumulative_tokens": 128, "cumulative_train_flops": 896}
+    assert ledger.total.gpu_seconds == 1.6  # the base stage's record has none: it counts 0
+    assert ledger.stages[1].to_json() == {**wider.to_json(), "cumulative_tokens": 128, "cumulative_train_flops": 896,
+                                          "cumulative_gpu_seconds": 1.6}
     ledger.write(tmp_path)
     assert Ledger.read(tmp_path) == ledger
     assert json.loads((tmp_path / "ledger.json").read_text())["convention"].startswith("matmul FLOPs")

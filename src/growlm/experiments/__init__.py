@@ -30,6 +30,7 @@ EXPERIMENTS: dict[str, str] = {
     "growth-dynamics": "growlm.experiments.growth_dynamics",
     "composition": "growlm.experiments.composition",
     "nexus-ablations": "growlm.experiments.nexus_ablations",
+    "paper5-growth": "growlm.experiments.progressive",
 }
 
 

@@ -471,6 +471,10 @@ def _run_plan(plan: Plan, resume: bool) -> Ledger | None:
             final_train_loss=summary.final_train_loss,
             final_val_loss=summary.final_val_loss,
             seconds=round(time.time() - started, 1),
+            # the trainer's own clock: the optimizer steps alone (no growth, loading, evaluation,
+            # saving), summed over sessions; x the processes that trained: GPU-seconds
+            train_seconds=summary.train_seconds,
+            gpu_seconds=round(summary.train_seconds * (summary.world_size or 1), 2),
             # from the stage's start (growth included) to its first optimizer step, and the speeds
             # without (steady) and with (wall) loading, compiling, evaluating and saving
             stage_to_first_step_s=round(summary.first_step_at - started, 2) if summary.first_step_at else None,

@@ -169,6 +169,8 @@ class StageRecord(FlatRecord):
     final_train_loss: float | None = None
     final_val_loss: float | None = None
     seconds: float | None = None  # the stage's wall time, growth included
+    train_seconds: float | None = None  # the trainer's clock: optimizer steps alone, summed over sessions
+    gpu_seconds: float | None = None  # train_seconds x the processes that trained
     stage_to_first_step_s: float | None = None
     steady_tokens_per_s: float | None = None
     wall_tokens_per_s: float | None = None
@@ -194,6 +196,7 @@ class LedgerRow(StageRecord):
 
     cumulative_tokens: int
     cumulative_train_flops: int
+    cumulative_gpu_seconds: float | None = None  # None: a ledger from before GPU-seconds were kept
 
 
 LEDGER_CONVENTION = ("matmul FLOPs of forward, input-gradient and weight-gradient passes of what trained; "
@@ -204,15 +207,19 @@ LEDGER_CONVENTION = ("matmul FLOPs of forward, input-gradient and weight-gradien
 class LedgerTotal:
     tokens: int
     train_flops: int
+    gpu_seconds: float | None = None  # None: a ledger from before GPU-seconds were kept
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"tokens": self.tokens, "train_flops": self.train_flops, **self.extra}
+        out: dict[str, Any] = {"tokens": self.tokens, "train_flops": self.train_flops}
+        if self.gpu_seconds is not None:
+            out["gpu_seconds"] = self.gpu_seconds
+        return {**out, **self.extra}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LedgerTotal:
-        return cls(data["tokens"], data["train_flops"],
-                   {k: v for k, v in data.items() if k not in ("tokens", "train_flops")})
+        return cls(data["tokens"], data["train_flops"], data.get("gpu_seconds"),
+                   {k: v for k, v in data.items() if k not in ("tokens", "train_flops", "gpu_seconds")})
 
 
 @dataclass
@@ -229,13 +236,15 @@ class Ledger:
     @classmethod
     def of(cls, records: list[StageRecord]) -> Ledger:
         """The ledger of these stage records, in order."""
-        rows, tokens, flops = [], 0, 0
+        rows, tokens, flops, gpu_s = [], 0, 0, 0.0
         for record in records:
             tokens += record.tokens
             flops += record.train_flops
-            data = {**record.to_json(), "cumulative_tokens": tokens, "cumulative_train_flops": flops}
+            gpu_s += record.gpu_seconds or 0.0  # records of older runs lack it
+            data = {**record.to_json(), "cumulative_tokens": tokens, "cumulative_train_flops": flops,
+                    "cumulative_gpu_seconds": round(gpu_s, 2)}
             rows.append(LedgerRow.from_json(data))
-        return cls(rows, LedgerTotal(tokens, flops))
+        return cls(rows, LedgerTotal(tokens, flops, round(gpu_s, 2)))
 
     def to_json(self) -> dict[str, Any]:
         return {"stages": [r.to_json() for r in self.stages], "total": self.total.to_json(),
