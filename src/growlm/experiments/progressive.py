@@ -242,13 +242,13 @@ def run_grown(ctx: Context, key: str, base_key: str, request: dict[str, Any], da
     def grow(folder: Path) -> dict[str, Any]:
         grown = folder / "grown"
         shutil.rmtree(grown, ignore_errors=True)
-        info = grow_checkpoint(base["checkpoint"], grown, request, parse_init("preserve"), seed=seed,
-                               say=ctx.say)
-        verification = info.get("verification")
-        if verification is not None and not verification["passed"]:
-            raise GrowlmError(f"{key}: the grown model failed its verification ({verification})")
-        return {"folder": str(grown), "changes": info.get("changes"),
-                "verified": verification["passed"] if verification else None}
+        report = grow_checkpoint(base["checkpoint"], grown, request, parse_init("preserve"), seed=seed,
+                                 say=ctx.say)
+        verification = report.verification
+        if verification is not None and not verification.passed:
+            raise GrowlmError(f"{key}: the grown model failed its verification ({verification.to_json()})")
+        return {"folder": str(grown), "changes": report.to_json()["changes"],
+                "verified": verification.passed if verification else None}
 
     growth = ctx.unit(f"{key}/grow", grow)
     trained = ctx.train(f"{key}/train", {
@@ -380,7 +380,7 @@ def report(ctx: Context, size: Settings, shape: dict[str, Any], runner: list[dic
     for name in SIZES:
         for arch in (*GROWN, "qwen3"):
             members = rec[arch, name]
-            row = {"model": TITLES[arch], "size": f"{LABELS[name]}-scaled",
+            row: dict[str, Any] = {"model": TITLES[arch], "size": f"{LABELS[name]}-scaled",
                    "how": "grown" if arch in GROWN else "scratch"}
             for task in (*BENCH, "paper5"):
                 row[task] = mean_interval(m[task] for m in members)
