@@ -21,7 +21,7 @@ def test_quick_init_schemes(tmp_path: Path, shared: Path, experiment_data_root: 
         assert all(by[s, seed]["base_loss"] == base for s in schemes)  # one base per seed
         for lossless in ("preserve", "zero"):  # the function is unchanged at growth (fp32 on the CPU)
             assert by[lossless, seed]["after_growth"] == pytest.approx(base, abs=1e-5)
-        # NOTES.md §1: all-zero Nexus growth gets no gradient in any new block; preserve moves every one
+        # ../shared/papers/NOTES.md §1: all-zero Nexus growth gets no gradient in any new block; preserve moves every one
         assert by["zero", seed]["blocks_moved"] == 0 and by["zero", seed]["rel_new"] == 0.0
         assert by["preserve", seed]["blocks_moved"] == by["preserve", seed]["blocks"] > 0
         assert by["preserve", seed]["rel_old"] > 0

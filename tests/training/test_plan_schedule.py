@@ -90,7 +90,7 @@ def test_lr_factor_scales_its_stage_only_and_a_crash_mid_stage_resumes_on_the_cu
     original = Trainer._step
 
     def crash(self):  # the process dies in stage 2 at step 6, after its step-4 checkpoint
-        if self.cfg.schedule_start_step == 6 and self.state["step"] == 6:
+        if self.cfg.schedule_start_step == 6 and self.state.step == 6:
             raise RuntimeError("simulated crash")
         return original(self)
 

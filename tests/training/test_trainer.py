@@ -84,7 +84,7 @@ def test_resume_of_a_finished_run_leaves_it_untouched(tiny_data, tmp_path, capsy
 def test_a_long_warm_up_and_a_missing_tensorboard_are_said_once(tiny_data, tmp_path, capsys, monkeypatch):
     import sys
 
-    import growlm.training.trainer as trainer_module
+    import growlm.training.metrics as metrics_module
     from growlm.training.optim import warmup_warning
 
     assert warmup_warning(_cfg(tiny_data, tmp_path, max_steps=20, warmup_steps=10)) is None
@@ -95,7 +95,7 @@ def test_a_long_warm_up_and_a_missing_tensorboard_are_said_once(tiny_data, tmp_p
     assert lr_factor(long.max_steps - 1, long) == pytest.approx(0.4)  # the last update's learning rate
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
-    monkeypatch.setattr(trainer_module, "_TENSORBOARD_NOTED", False)
+    monkeypatch.setattr(metrics_module, "_TENSORBOARD_NOTED", False)
     capsys.readouterr()
     start_run(long)
     err = capsys.readouterr().err.splitlines()
@@ -135,14 +135,14 @@ def test_init_from_continues_data_and_moments(tiny_data, tmp_path, capsys):
     start_run(_cfg(tiny_data, tmp_path / "base", max_steps=20))
     source = storage.list_checkpoints(tmp_path / "base")[-1]
     trainer = Trainer(_cfg(tiny_data, tmp_path / "next", model=None, init_from=str(source), max_steps=5))
-    assert trainer.state["data_position"] == 20 * 4
+    assert trainer.state.data_position == 20 * 4
     assert "63 tensors loaded, 0 started fresh" in capsys.readouterr().err
     saved = torch.load(source / "optimizer.pt", weights_only=False)
     first = trainer.optimizer.state[trainer.optimizer.param_groups[0]["params"][0]]
     assert torch.equal(first["exp_avg"], saved["state"][0]["exp_avg"])
     fresh = Trainer(_cfg(tiny_data, tmp_path / "next2", model=None, init_from=str(source), max_steps=5,
                          continue_data=False, init_optimizer=False))
-    assert fresh.state["data_position"] == 0 and not fresh.optimizer.state
+    assert fresh.state.data_position == 0 and not fresh.optimizer.state
 
 
 def test_non_finite_losses_are_skipped_then_stop(tiny_data, tmp_path, monkeypatch):
@@ -160,7 +160,7 @@ def test_non_finite_losses_are_skipped_then_stop(tiny_data, tmp_path, monkeypatc
     monkeypatch.setattr(trainer, "forward", flaky)
     with pytest.raises(GrowlmError, match="3 non-finite steps in a row"):
         trainer.run()
-    assert trainer.state["bad_steps_total"] == 4
+    assert trainer.state.bad_steps_total == 4
     assert all(math.isfinite(p.detach().sum()) for p in trainer.model.parameters())
 
 

@@ -1,6 +1,6 @@
 """A brief fine-tune of a merged composite (``growlm compose --finetune full|adapter``), as the paper does after merging.
 
-Bochkov (NOTES.md section 2) merges experts on one frozen substrate by averaging their
+Bochkov (../shared/papers/NOTES.md section 2) merges experts on one frozen substrate by averaging their
 logits and then fine-tunes briefly, "the whole composite, or a small adapter over the
 concatenated logits". Two modes, beside the frozen-expert mixer of :mod:`.mixing`:
 

@@ -2,7 +2,7 @@
 
 Averaging logits is only meaningful when every expert reads the same token ids through the
 same input table: the same tokenizer (ids mean the same text), the same vocabulary size
-and the same frozen embedding table (NOTES.md section 2: "composition is only defined for
+and the same frozen embedding table (../shared/papers/NOTES.md section 2: "composition is only defined for
 models that share the substrate"). A model's substrate is described by its
 :class:`Fingerprint`:
 

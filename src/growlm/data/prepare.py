@@ -34,7 +34,6 @@ import json
 import multiprocessing
 import multiprocessing.context
 import os
-import shutil
 import sys
 import time
 from collections import Counter, deque
@@ -49,6 +48,7 @@ from tqdm.auto import tqdm
 from growlm.data.chunking import Encoder, init_worker, parse_line, run_in_worker
 from growlm.data.tokenizer import end_of_document_id, load_tokenizer
 from growlm.errors import DataError
+from growlm.folders import atomic_dir
 
 FORMAT = "growlm-tokens-v1"
 SUFFIXES = (".txt", ".jsonl", ".jsonl.gz", ".txt.gz")
@@ -415,70 +415,63 @@ def prepare(
     requested = workers or default_workers()
     used = max(1, min(requested, -(-total_bytes // batch_bytes)))  # no processes for a few batches' work
 
-    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    writers = {s: ShardWriter(tmp, s, dtype, shard_tokens) for s in ("train", "val")}
-    skips = SkipLog(tmp / SKIPPED_FILE)
-    started = time.time()
-    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"tokenizing ({used} workers)",
-               disable=not show_progress)
-    run = _Run(train_files, val_files, encoder, writers, eod, val_fraction, seed, max_docs_per_file, max_tokens,
-               batch_bytes, skips, bar)
-    try:
-        run.run(used, tokenizer)
-    except BaseException:
+    with atomic_dir(out) as tmp:  # a failure leaves no folder behind, and an earlier one as it was
+        writers = {s: ShardWriter(tmp, s, dtype, shard_tokens) for s in ("train", "val")}
+        skips = SkipLog(tmp / SKIPPED_FILE)
+        started = time.time()
+        bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"tokenizing ({used} workers)",
+                   disable=not show_progress)
+        run = _Run(train_files, val_files, encoder, writers, eod, val_fraction, seed, max_docs_per_file, max_tokens,
+                   batch_bytes, skips, bar)
+        try:
+            run.run(used, tokenizer)
+        except BaseException:
+            skips.close()
+            for writer in writers.values():
+                writer.close()
+            raise
+        finally:
+            bar.close()
         skips.close()
-        for writer in writers.values():
-            writer.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        bar.close()
-    skips.close()
-    seconds = time.time() - started
-    splits = {s: w.close() for s, w in writers.items()}
-    files_meta = []
-    for f, (path, fixed_split) in enumerate(run.files):
-        files_meta.append({"path": str(path), "split": fixed_split or "train+val", "documents": run.docs[f]})
-        if run.docs[f] == 0:
-            tqdm.write(f"warning: {path} contains no usable document", file=sys.stderr)
-    if splits["train"]["documents"] == 0:
-        shutil.rmtree(tmp)
-        raise DataError(
-            f"no usable documents in {', '.join(map(str, train_files))} "
-            f"(skipped lines: {dict(skips.counts) or 'none'})"
-        )
-    if splits["val"]["documents"] == 0 and (val_files or val_fraction > 0):
-        why = (f"{', '.join(map(str, val_files))} gave no usable document" if val_files else
-               f"val_fraction {val_fraction} of {splits['train']['documents']} document(s) drew none")
-        tqdm.write(f"warning: the validation split is empty ({why}), so training will run without validation; "
-                   "give held-out files with --val (data.val) or a larger --val-fraction", file=sys.stderr)
-    tokenizer.save_pretrained(tmp / "tokenizer")
-    text_bytes = sum(info["bytes"] for info in splits.values())
-    tokens = sum(info["tokens"] for info in splits.values())
-    meta = {
-        "format": FORMAT,
-        "tokenizer": {"source": str(tokenizer_spec), "class": type(tokenizer).__name__, "vocab_size": vocab,
-                      "eod_id": eod, "path": "tokenizer"},
-        "dtype": dtype.name,
-        "splits": splits,
-        "inputs": files_meta,
-        "skipped": skips.as_dict(),
-        "ignored_files": [str(p) for p in ignored],
-        "text_field": text_field,
-        "val_fraction": val_fraction if not val_files else None,
-        "seed": seed,
-        "piece_chars": encoder.piece_chars,
-        "workers": used,
-        "seconds": round(seconds, 2),
-        "text_mb_per_s": round(text_bytes / 1e6 / max(seconds, 1e-9), 3),
-        "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
-    }
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+        seconds = time.time() - started
+        splits = {s: w.close() for s, w in writers.items()}
+        files_meta = []
+        for f, (path, fixed_split) in enumerate(run.files):
+            files_meta.append({"path": str(path), "split": fixed_split or "train+val", "documents": run.docs[f]})
+            if run.docs[f] == 0:
+                tqdm.write(f"warning: {path} contains no usable document", file=sys.stderr)
+        if splits["train"]["documents"] == 0:
+            raise DataError(
+                f"no usable documents in {', '.join(map(str, train_files))} "
+                f"(skipped lines: {dict(skips.counts) or 'none'})"
+            )
+        if splits["val"]["documents"] == 0 and (val_files or val_fraction > 0):
+            why = (f"{', '.join(map(str, val_files))} gave no usable document" if val_files else
+                   f"val_fraction {val_fraction} of {splits['train']['documents']} document(s) drew none")
+            tqdm.write(f"warning: the validation split is empty ({why}), so training will run without validation; "
+                       "give held-out files with --val (data.val) or a larger --val-fraction", file=sys.stderr)
+        tokenizer.save_pretrained(tmp / "tokenizer")
+        text_bytes = sum(info["bytes"] for info in splits.values())
+        tokens = sum(info["tokens"] for info in splits.values())
+        meta = {
+            "format": FORMAT,
+            "tokenizer": {"source": str(tokenizer_spec), "class": type(tokenizer).__name__, "vocab_size": vocab,
+                          "eod_id": eod, "path": "tokenizer"},
+            "dtype": dtype.name,
+            "splits": splits,
+            "inputs": files_meta,
+            "skipped": skips.as_dict(),
+            "ignored_files": [str(p) for p in ignored],
+            "text_field": text_field,
+            "val_fraction": val_fraction if not val_files else None,
+            "seed": seed,
+            "piece_chars": encoder.piece_chars,
+            "workers": used,
+            "seconds": round(seconds, 2),
+            "text_mb_per_s": round(text_bytes / 1e6 / max(seconds, 1e-9), 3),
+            "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     return meta
 
 

@@ -37,6 +37,7 @@ from typing import Any
 
 from growlm.data.shared import CORPUS_SOURCES, TOKENIZER_32K, locate_shared
 from growlm.errors import ConfigError, GrowlmError
+from growlm.folders import atomic_write_text
 from growlm.provenance import provenance
 from growlm.stats import Interval
 
@@ -149,9 +150,7 @@ class Context:
         folder.mkdir(parents=True, exist_ok=True)
         result = work(folder)
         record.parent.mkdir(parents=True, exist_ok=True)
-        tmp = record.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=2, default=_json_default))
-        tmp.rename(record)
+        atomic_write_text(record, json.dumps(result, indent=2, default=_json_default))
         return json.loads(record.read_text())  # the same form a later invocation reads back
 
     def train(self, key: str, values: dict[str, Any]) -> dict[str, Any]:

@@ -406,7 +406,7 @@ def _report(ctx: Context, size: Size, records: list[dict[str, Any]], mix_records
         f"{bound['held']}/{bound['checked']} seed x split pairs.",
     ]
     figure = _figure(ctx, rows)
-    paper = ("Bochkov (arXiv 2507.07129, NOTES.md section 2) merges models trained on different data (languages) "
+    paper = ("Bochkov (arXiv 2507.07129, ../shared/papers/NOTES.md section 2) merges models trained on different data (languages) "
              "on the same frozen embeddings by averaging their logits, reports that the merged model starts near "
              "its experts' loss and improves with a brief fine-tune of a small adapter, and gives no perplexity "
              "table for the merge; our check is the claim itself, on two domains of one language.")

@@ -1,6 +1,6 @@
 """``growlm experiment frozen-substrate``: layer-wise constructive growth vs monolithic training.
 
-The frozen-substrate paper (NOTES.md §2) grows a model one block at a time on frozen,
+The frozen-substrate paper (../shared/papers/NOTES.md §2) grows a model one block at a time on frozen,
 non-semantic input embeddings and reports benchmark scores rising with depth. This
 experiment puts that depth series beside monolithic baselines of the same depth, as the
 paper's reviewers asked:
@@ -246,7 +246,7 @@ def glyph_pca(s: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return {"width": config.embedding_dim, **{k: info[k] for k in ("bits", "rank", "components_kept", "variance_kept")}}
 
 
-PAPER = ("Bochkov (frozen substrate, NOTES.md §2) grows 1 → 6 (later 9) layers on frozen glyph embeddings and "
+PAPER = ("Bochkov (frozen substrate, ../shared/papers/NOTES.md §2) grows 1 → 6 (later 9) layers on frozen glyph embeddings and "
          "reports benchmark scores rising with depth but not monotonically, mostly within a few points of chance: "
          "SQuAD 1.21% at 1 layer, 3.75% at 3, 5.55% at 6; MMLU 18.1% → 21.6%. Those scores come from generating one "
          "answer letter (many below chance); here every benchmark is scored by log-likelihood instead, and the "

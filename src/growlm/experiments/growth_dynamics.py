@@ -307,7 +307,7 @@ def _report(ctx: Context, sizes: dict[str, Any], results: list[dict[str, Any]]) 
         "### What holds and what does not",
         "\n".join([
             f"- `zero`: the new blocks {'never moved (the same perplexity at every scale)' if zero_frozen else 'moved (the scales differ), contrary to the no-gradient argument'}"
-            " — with GELU(0) = 0 every new block of the all-zero growth gets exactly zero gradient (NOTES.md §1), "
+            " — with GELU(0) = 0 every new block of the all-zero growth gets exactly zero gradient (../shared/papers/NOTES.md §1), "
             "so `zero` trains only the old weights; its θ and ρ come from the old blocks alone. Its final validation "
             f"perplexity at the three scales (seed 0): {', '.join(f'{p:.3f}' for p in zero_ppl if p is not None)}"
             + (" — the same at every scale: the grown model stays the base model." if zero_same else "."),

@@ -5,7 +5,7 @@ For each seed one base Nexusformer trains on ``base_tokens``; its final checkpoi
 
 * ``preserve`` -- growlm's default: zero only the blocks through which new units reach old
   outputs, random elsewhere (lossless and trainable);
-* ``zero`` -- the paper's literal scheme, every new block zero (lossless; NOTES.md §1 argues
+* ``zero`` -- the paper's literal scheme, every new block zero (lossless; ../shared/papers/NOTES.md §1 argues
   that no new block then receives gradient);
 * ``noise:0.1`` -- zero plus Gaussian noise of 0.1 x the pretrained matrix's std (the
   paper's Table 4 ablation);
@@ -212,7 +212,7 @@ def run(ctx: Context) -> Report:
     paper = ("The paper grows with every new block zero (§3, Eq. 14) and reports that zero initialization gives "
              "a structured diverge-then-converge trajectory of its radial energy while 10% or 20% Gaussian noise "
              "turns it into unstructured exploration (Table 4; the table's numbers were lost in the text "
-             "extraction). It gives no loss comparison of the schemes. NOTES.md §1: with GELU(0) = 0 every new "
+             "extraction). It gives no loss comparison of the schemes. ../shared/papers/NOTES.md §1: with GELU(0) = 0 every new "
              "block of an all-zero Nexus growth has exactly zero gradient, so the zero scheme cannot move them; "
              "the 'New blocks moved' column tests that.")
     figures = [_figure(ctx, rows)]

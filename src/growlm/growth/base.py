@@ -18,7 +18,7 @@ Init schemes (``--init``):
   others at random, so the function is unchanged while gradients reach every new
   block within two optimizer steps (proof in each operator's docstring).
 * ``zero``: the Nexusformer paper's literal scheme, every new block zero. Lossless,
-  but a saddle: no new block ever receives gradient (NOTES.md §1).
+  but a saddle: no new block ever receives gradient (../shared/papers/NOTES.md §1).
 * ``noise:F``: the paper's ablation (Table 4), the zero scheme plus Gaussian noise of
   standard deviation F times the standard deviation of the pretrained matrix in every
   new block. Not lossless by design; the verification reports the deviation.

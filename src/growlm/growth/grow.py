@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 
 from growlm.errors import ConfigError, GrowthError, unknown_key_message
+from growlm.folders import atomic_dir, load_moments
 from growlm.growth.attention_heads import grow_attention_heads
 from growlm.growth.base import (
     DEPTH_ONLY_SCHEMES,
@@ -277,7 +277,7 @@ def grow_model(
     if init.kind == "zero" and "nexus_rank" in applied:
         warnings.append("init zero sets every new block to zero: with GELU(0) = 0 no new Nexus-Rank block ever "
                         "receives gradient, so training cannot move the grown model away from the original "
-                        "(NOTES.md §1). Use init preserve for growth that is lossless and trains.")
+                        "(../shared/papers/NOTES.md §1). Use init preserve for growth that is lossless and trains.")
     elif init.kind == "zero":
         warnings.append("init zero sets every new block to zero; blocks that only non-zero paths reach still "
                         "train, the others never do (see the verification). init preserve trains them all.")
@@ -407,37 +407,32 @@ def grow_checkpoint(
     for warning in result.warnings:
         say(f"warning: {warning}")
     tokenizer = load_tokenizer(src) if (src / "tokenizer_config.json").exists() else None
-    out_tmp = out.with_name(out.name + ".tmp")
-    # a crashed earlier attempt may have left files there: they must not end up in the grown folder
-    shutil.rmtree(out_tmp, ignore_errors=True)
-    storage.save_model(result.model, out_tmp, tokenizer)
+    # a crashed earlier attempt's files never end up in the grown folder: atomic_dir clears them first
+    with atomic_dir(out) as out_tmp:
+        storage.save_model(result.model, out_tmp, tokenizer)
+        optimizer_note = "none (the source holds no optimizer state)"
+        if (src / storage.OPTIMIZER).exists() and (src / storage.TRAINER_STATE).exists():
+            state = storage.load_trainer_state(src)
+            saved = load_moments(src / storage.OPTIMIZER, state["param_names"])
+            names = storage.parameter_order(result.model)
+            if moments == "fresh":
+                carried = {}
+                optimizer_note = "fresh (moments: fresh): every moment zero, step count 0"
+            else:
+                carried = carry_moments(saved.by_name, result)
+                how = {"clone": "copied with their units (gradient factors of growth/clone.py)",
+                       "stack": "old moments kept, stacked blocks copy their source block's"}
+                optimizer_note = (f"carried over for {len(carried)} tensors "
+                                  f"({how.get(result.init.kind, 'old moments kept, new entries zero')})")
+            torch.save({"state": {i: carried[n] for i, n in enumerate(names) if n in carried},
+                        "param_groups": saved.param_groups}, out_tmp / storage.OPTIMIZER)
+            state.update(param_names=names, grown_from=str(src))
+            (out_tmp / storage.TRAINER_STATE).write_text(json.dumps(state, indent=1))
 
-    optimizer_note = "none (the source holds no optimizer state)"
-    if (src / storage.OPTIMIZER).exists() and (src / storage.TRAINER_STATE).exists():
-        state = storage.load_trainer_state(src)
-        saved = torch.load(src / storage.OPTIMIZER, map_location="cpu", weights_only=False)
-        names = storage.parameter_order(result.model)
-        if moments == "fresh":
-            carried = {}
-            optimizer_note = "fresh (moments: fresh): every moment zero, step count 0"
-        else:
-            carried = carry_moments(storage.state_by_name(saved, state["param_names"]), result)
-            how = {"clone": "copied with their units (gradient factors of growth/clone.py)",
-                   "stack": "old moments kept, stacked blocks copy their source block's"}
-            optimizer_note = (f"carried over for {len(carried)} tensors "
-                              f"({how.get(result.init.kind, 'old moments kept, new entries zero')})")
-        torch.save({"state": {i: carried[n] for i, n in enumerate(names) if n in carried},
-                    "param_groups": saved.get("param_groups", [])}, out_tmp / storage.OPTIMIZER)
-        state.update(param_names=names, grown_from=str(src))
-        (out_tmp / storage.TRAINER_STATE).write_text(json.dumps(state, indent=1))
-
-    verification = verify_growth(model, result, seed) if verify else None
-    report = growth_report(result, verification, source=str(src), out=str(out), seed=seed,
-                           optimizer_state=optimizer_note, moments=moments)
-    report.write(out_tmp)
-    storage.write_manifest(out_tmp)
-    if out.exists():
-        out.rmdir()
-    out_tmp.rename(out)
+        verification = verify_growth(model, result, seed) if verify else None
+        report = growth_report(result, verification, source=str(src), out=str(out), seed=seed,
+                               optimizer_state=optimizer_note, moments=moments)
+        report.write(out_tmp)
+        storage.write_manifest(out_tmp)
     return report
 

@@ -43,7 +43,7 @@ their pre-growth values (they live in the config).
 
 *zero* sets every block to zero: lossless, but then ``h1_new = h2_new = 0`` and every
 path into a new block goes through a zero weight, so every new gradient is exactly
-zero forever (NOTES.md §1). *noise:F* adds N(0, (F sigma)^2) to every block of the
+zero forever (../shared/papers/NOTES.md §1). *noise:F* adds N(0, (F sigma)^2) to every block of the
 zero scheme, sigma being the standard deviation of the matrix the block extends.
 """
 

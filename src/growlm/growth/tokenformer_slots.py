@@ -4,7 +4,7 @@ A Pattention layer computes ``y = norm(x K_p^T) V_p`` with n parameter tokens (r
 ``K_p`` and ``V_p``) and a normalisation scaled by ``s`` (sqrt(n) in the released code).
 Growth appends n' - n tokens: ``K_p' = [K_p; B_K]``, ``V_p' = [V_p; B_V]``.
 
-*preserve* (the exact variant of NOTES.md §3): ``B_K = 0``, ``B_V`` random, and the scale
+*preserve* (the exact variant of ../shared/papers/NOTES.md §3): ``B_K = 0``, ``B_V`` random, and the scale
 kept at its pre-growth value ``s`` (stored in the config as ``qkv_scale``/``proj_scale``/
 ``ffn_scale``).
 

@@ -1,6 +1,6 @@
 """``growlm_composite``: several growlm models on one frozen substrate, run side by side, outputs mixed.
 
-Bochkov's modular composition (NOTES.md section 2): models trained separately on the
+Bochkov's modular composition (../shared/papers/NOTES.md section 2): models trained separately on the
 *same* frozen token embeddings and vocabulary are merged by averaging their output
 logits. The composite is a transformers model of its own, so ``from_pretrained``,
 ``generate()``, ``growlm eval`` and ``growlm generate`` work on it like on any growlm

@@ -1,7 +1,7 @@
 """Nexusformer: attention whose Q, K and V come from a nonlinear Nexus-Rank map.
 
 Paper: *Nexusformer: Nonlinear Attention Expansion for Stable and Inheritable
-Transformer Scaling* (``../shared/papers/nexusformer.txt``, formulas in NOTES.md §1).
+Transformer Scaling* (``../shared/papers/nexusformer.txt``, formulas in ../shared/papers/NOTES.md §1).
 
 The model is a pre-norm decoder (RMSNorm, RoPE, SwiGLU FFN, causal SDPA attention,
 optional GQA; see ``base.py``) in which each of the Q, K and V projections is

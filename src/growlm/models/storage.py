@@ -39,6 +39,7 @@ from torch import nn
 from transformers import AutoConfig, PreTrainedModel
 
 from growlm.errors import CheckpointError, ConfigError, read_json
+from growlm.folders import state_by_name  # noqa: F401  (its home was here; kept importable)
 from growlm.models import GrowLMConfig, GrowLMForCausalLM, architecture_classes, model_from_state
 
 CHECKPOINTS = "checkpoints"
@@ -239,11 +240,6 @@ def parameter_order(model: nn.Module) -> list[str]:
     """Parameter names in the order growlm's AdamW holds their state (and ``optimizer.pt`` stores it)."""
     decay, no_decay = parameter_groups(model)
     return decay + no_decay
-
-
-def state_by_name(optimizer_state: dict[str, Any], names: list[str]) -> dict[str, dict[str, Any]]:
-    """``{param name: {"step", "exp_avg", "exp_avg_sq"}}`` from a torch optimizer state dict."""
-    return {names[int(index)]: value for index, value in optimizer_state["state"].items()}
 
 
 # -- transformers Qwen3 / Llama folders -----------------------------------------------------------

@@ -1,7 +1,7 @@
 """TokenFormer: every projection is attention over learned parameter tokens (Pattention).
 
 Paper: Wang et al., *TokenFormer: Rethinking Transformer Scaling with Tokenized Model
-Parameters* (2024), a baseline of the Nexusformer paper; NOTES.md §3.
+Parameters* (2024), a baseline of the Nexusformer paper; ../shared/papers/NOTES.md §3.
 
 A Pattention layer with ``n`` parameter tokens maps ``x`` (d_in) to d_out as
 

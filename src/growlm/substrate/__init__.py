@@ -1,4 +1,4 @@
-"""Frozen, non-semantic input embeddings (the frozen-substrate paper, NOTES.md §2).
+"""Frozen, non-semantic input embeddings (the frozen-substrate paper, ../shared/papers/NOTES.md §2).
 
 A model whose config says ``embedding: glyph | binary | random_binary`` does not learn its
 token embedding: the table is a fixed function of the tokenizer and a few options, built

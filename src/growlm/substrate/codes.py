@@ -8,7 +8,7 @@ unit vectors. The model's table is then
 (``embedding_dim = hidden_size`` unless the hidden size has grown since; see
 ``growlm.growth.hidden_size``).
 
-glyph (NOTES.md §2): the ``V x bits`` 0/1 picture matrix is centred (column means
+glyph (../shared/papers/NOTES.md §2): the ``V x bits`` 0/1 picture matrix is centred (column means
 removed) and rotated onto its principal axes, in order of decreasing variance; each row
 is then L2-normalised. "Full rank" means every axis with non-zero variance is kept: a
 32 x 32 cell has 1024 pixels but only a few hundred of them ever differ between tokens

@@ -1,4 +1,4 @@
-"""Tokens drawn as binary pictures with GNU Unifont, through Pillow (NOTES.md §2).
+"""Tokens drawn as binary pictures with GNU Unifont, through Pillow (../shared/papers/NOTES.md §2).
 
 Every character gets a fixed ``cell x cell`` square (32 x 32 by default, 1024 bits). The
 font is drawn at ``size = cell``: Unifont is a 16-pixel bitmap font stored as square

@@ -1,6 +1,6 @@
 """What each token id *is* as text, for drawing it: the tokenizer's own spelling, with three exceptions.
 
-The glyph substrate draws every token's text (NOTES.md §2). The text is the
+The glyph substrate draws every token's text (../shared/papers/NOTES.md §2). The text is the
 tokenizer's own piece string (``convert_ids_to_tokens``), exactly as its vocabulary
 spells it, so two tokens get the same picture only if their pieces look alike:
 

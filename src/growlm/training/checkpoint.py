@@ -10,8 +10,9 @@ A checkpoint ``RUN/checkpoints/step-00000200/`` holds
   the loss accumulator, the names of the optimised parameters in optimizer order);
 * ``manifest.json``: size and SHA-256 of every other file, written last.
 
-A checkpoint is written under a temporary name and renamed into place, so a crash
-never leaves a partial folder under a real name. On resume, each candidate is
+A checkpoint is written under a temporary name and renamed into place
+(:func:`growlm.folders.atomic_dir`), so a crash never leaves a partial folder under a
+real name. On resume, each candidate is
 checked against its manifest, newest first; a missing, truncated or altered file is
 reported by name and the previous checkpoint is used instead.
 
@@ -22,7 +23,6 @@ Reading model folders (and finding a run's newest good checkpoint) is
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 from collections.abc import Callable
@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from growlm.folders import atomic_dir
 from growlm.models import GrowLMForCausalLM
 from growlm.models.storage import (
     CHECKPOINTS,
@@ -67,19 +68,15 @@ def save_checkpoint(
     ``extra(folder)`` may add files (e.g. LoRA state) before the manifest is written.
     """
     final = step_dir(run_dir, step)
-    tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_model(model, tmp, tokenizer)
-    torch.save(optimizer_state, tmp / OPTIMIZER)
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save(rng_state(), tmp / "rng.pt")
-    (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=1))
-    if extra is not None:
-        extra(tmp)
-    write_manifest(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    with atomic_dir(final) as tmp:
+        save_model(model, tmp, tokenizer)
+        torch.save(optimizer_state, tmp / OPTIMIZER)
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(rng_state(), tmp / "rng.pt")
+        (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=1))
+        if extra is not None:
+            extra(tmp)
+        write_manifest(tmp)
     if keep_last > 0:
         for old in list_checkpoints(run_dir)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
@@ -95,19 +92,15 @@ def save_snapshot(run_dir: Path, step: int, model: GrowLMForCausalLM, tokenizer:
     Written under a temporary name and renamed, like checkpoints; a resumed run that passes the
     same step again rewrites it."""
     final = Path(run_dir) / SNAPSHOTS / f"step-{step:08d}"
-    tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     earlier = list_snapshots(run_dir)
-    if earlier and tokenizer is not None:  # the same tokenizer: copying its files beats serialising it again
-        save_model(model, tmp)
-        copy_tokenizer_files(earlier[0], tmp)
-    else:
-        save_model(model, tmp, tokenizer)
-    (tmp / SNAPSHOT_INFO).write_text(json.dumps({"step": step, **info}, indent=1))
-    write_manifest(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    with atomic_dir(final) as tmp:
+        if earlier and tokenizer is not None:  # the same tokenizer: copying its files beats serialising it again
+            save_model(model, tmp)
+            copy_tokenizer_files(earlier[0], tmp)
+        else:
+            save_model(model, tmp, tokenizer)
+        (tmp / SNAPSHOT_INFO).write_text(json.dumps({"step": step, **info}, indent=1))
+        write_manifest(tmp)
     return final
 
 

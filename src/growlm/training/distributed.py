@@ -36,6 +36,8 @@ import torch.distributed as dist
 from torch import nn
 
 from growlm.errors import ConfigError
+from growlm.models.storage import canonical_name
+from growlm.training.optim import load_state_by_name
 from growlm.training.trainable import base_model
 
 STRATEGIES = ("auto", "none", "ddp", "fsdp")
@@ -202,6 +204,37 @@ def load_fsdp_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, by_f
     set_optimizer_state_dict(model, optimizer, by_fqn,
                              options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True,
                                                       strict=False))
+
+
+def positional_optimizer_state(by_fqn: dict[str, Any], param_names: list[str]) -> dict[str, Any]:
+    """The FQN-keyed optimizer state :func:`full_state` gathers under FSDP, keyed by position in
+    ``param_names`` instead, as a plain optimizer's ``state_dict()`` (and ``optimizer.pt``) is."""
+    index = {fqn: param_names.index(canonical_name(fqn)) for g in by_fqn["param_groups"]
+             for fqn in g["params"]}  # FSDP names what peft wraps by its full path
+    return {"state": {index[n]: v for n, v in by_fqn["state"].items()},
+            "param_groups": [{**{k: v for k, v in g.items() if k != "params"}, "params": [index[n] for n in g["params"]]}
+                             for g in by_fqn["param_groups"]]}
+
+
+def load_moments_by_name(model: nn.Module, optimizer: torch.optim.Optimizer, param_names: list[str],
+                         runtime: Runtime, by_name: dict[str, dict[str, Any]],
+                         group_settings: list[dict[str, Any]] | None = None) -> tuple[list[str], list[str]]:
+    """AdamW moments by parameter name, into a plain, DDP or FSDP optimizer (the mirror of
+    :func:`positional_optimizer_state`); moments whose name or shape does not match are left fresh.
+
+    ``group_settings``: saved param groups whose settings (the current lr above all) to
+    restore too, as ``optimizer.load_state_dict`` would; by default the groups keep theirs.
+    Returns the names loaded and those that start fresh."""
+    if runtime.strategy != "fsdp":
+        return load_state_by_name(optimizer, param_names, by_name, group_settings)
+    params = {canonical_name(n): (n, p.shape) for n, p in inner(model).named_parameters()}
+    usable = [n for n, e in by_name.items() if n in params and e["exp_avg"].shape == params[n][1]]
+    sizes = [len(g["params"]) for g in optimizer.param_groups]
+    group_names = [param_names[sum(sizes[:i]): sum(sizes[: i + 1])] for i in range(len(sizes))]
+    groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": [params[n][0] for n in names]}
+              for g, names in zip(group_settings or optimizer.param_groups, group_names, strict=True)]
+    load_fsdp_optimizer(model, optimizer, {"state": {params[n][0]: by_name[n] for n in usable}, "param_groups": groups})
+    return usable, [n for n in param_names if n not in usable]
 
 
 def grad_norm_value(norm: torch.Tensor) -> float:
