@@ -73,7 +73,9 @@ def _train(out: Path, plan: DemoPlan, data: Path, steps: int, **values: Any) -> 
               "lr": 3e-3, "warmup_steps": max(2, steps // 10), "schedule": "cosine", "min_lr_ratio": 0.1,
               "log_every": max(1, steps // 40), "eval_every": max(1, steps // 5), "eval_batches": plan.eval_batches,
               "checkpoint_every": steps, "out_dir": str(out), **values}
-    return start_run(build_train_config(config))
+    summary = start_run(build_train_config(config))
+    assert summary is not None  # one process
+    return summary.to_json()
 
 
 def _val_loss(folder: Path, split: TokenSplit, plan: DemoPlan) -> float:

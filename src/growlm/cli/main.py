@@ -242,8 +242,8 @@ def cmd_train(args: argparse.Namespace) -> None:
                 print("\n".join(ledger.lines()))
             return
         summary = start_run(load_train_config(args.config, overrides))
-    if summary:  # rank 0 under torchrun, or the only process
-        _print_json(summary)
+    if summary is not None:  # rank 0 under torchrun, or the only process
+        _print_json(summary.to_json())
 
 
 def cmd_plan_show(args: argparse.Namespace) -> None:

@@ -166,7 +166,8 @@ class Context:
                 summary = resume_run(run)
             else:
                 summary = start_run(build_train_config(settings))
-            return {"summary": summary, "metrics": read_metrics(run), "run": str(run)}
+            assert summary is not None  # experiments train in one process
+            return {"summary": summary.to_json(), "metrics": read_metrics(run), "run": str(run)}
 
         return self.unit(key, work)
 

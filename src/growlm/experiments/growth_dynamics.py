@@ -103,7 +103,8 @@ def _seed(ctx: Context, seed: int, sizes: dict[str, Any], data: Path) -> dict[st
                         "lr": sizes["lr_after_growth"],
                         "warmup_steps": 2 if ctx.quick else 20, "snapshots": sizes["snapshots"], "device": ctx.device,
                         "progress": False, "tensorboard": False, "out_dir": str(run)}))
-                return {"run": str(run), "summary": summary}
+                assert summary is not None  # experiments train in one process
+                return {"run": str(run), "summary": summary.to_json()}
 
             result = ctx.unit(f"grow/{_label(scale, init)}/seed={seed}", work)
             runs.append(result["run"])

@@ -67,7 +67,7 @@ from growlm.training.config import SCHEDULES, TrainConfig, build_train_config, f
 from growlm.training.distributed import join_process_group, rank_device
 from growlm.training.layerwise import expand_layerwise
 from growlm.training.optim import lr_factor
-from growlm.training.records import Ledger, RunSummary, StageRecord
+from growlm.training.records import Ledger, StageRecord
 from growlm.training.trainer import _say, read_metrics, resume_run, start_run
 
 STAGE_KEYS = {"name": str, "grow": dict, "init": str, "grow_options": dict, "grow_seed": int, "tokens": int,
@@ -445,17 +445,17 @@ def _run_plan(plan: Plan, resume: bool) -> Ledger | None:
         resuming = bool(storage.list_checkpoints(run_dir))
         barrier()
         if resuming:
-            result = resume_run(run_dir)
+            summary = resume_run(run_dir)
         else:
             if main:
                 shutil.rmtree(run_dir, ignore_errors=True)
             barrier()
-            result = start_run(stage_config(stage, run_dir, source))
+            summary = start_run(stage_config(stage, run_dir, source))
         barrier()
         if not main:
             previous = _final_checkpoint(run_dir)
             continue
-        summary = RunSummary.from_json(result)
+        assert summary is not None  # rank 0 has the run's summary
         record = StageRecord(
             stage=stage.name,
             index=stage.index,

@@ -122,31 +122,6 @@ class RunSummary(FlatRecord):
     wall_seconds: float | None = None
     steady_mfu: float | None = None
 
-    def line(self) -> str:
-        """The compact end-of-run line."""
-        parts = [f"{self.steps} steps", f"{self.tokens:,} tokens", f"{self.train_seconds:.0f} s"]
-        if self.tokens_per_s:
-            parts.append(f"{self.tokens_per_s:,.0f} tok/s")
-        if self.steady_tokens_per_s:
-            parts.append(f"steady {self.steady_tokens_per_s:,.0f} tok/s")
-        if self.wall_tokens_per_s:
-            parts.append(f"wall {self.wall_tokens_per_s:,.0f} tok/s")
-        if self.time_to_first_step_s is not None:
-            parts.append(f"first step after {self.time_to_first_step_s:.1f} s")
-        if self.mfu:
-            parts.append(f"MFU {100 * self.mfu:.1f}%")
-        if self.max_memory_gb:
-            parts.append(f"{self.max_memory_gb:.1f} GiB peak")
-        if self.final_train_loss is not None:
-            parts.append(f"train loss {self.final_train_loss:.4f}")
-        if self.final_val_loss is not None:
-            parts.append(f"val loss {self.final_val_loss:.4f}")
-        if self.non_finite_steps:
-            parts.append(f"{self.non_finite_steps} non-finite steps skipped")
-        if self.skipped_documents:
-            parts.append(f"{self.skipped_documents} documents without text skipped")
-        return "done: " + ", ".join(parts)
-
 
 @dataclass(kw_only=True)
 class StageRecord(FlatRecord):
