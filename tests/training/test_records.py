@@ -8,6 +8,7 @@ import pytest
 
 from growlm.errors import CheckpointError
 from growlm.growth.report import ValueChange
+from growlm.training.metrics import summary_line
 from growlm.training.records import Ledger, RunSummary, StageRecord
 
 # the first summary.json growlm wrote (2026-11-23): ten keys, in this order
@@ -40,7 +41,7 @@ def test_the_first_summary_format_loads_and_round_trips():
     summary = RunSummary.from_json(json.loads(text))
     assert summary.steps == 20 and summary.world_size is None and summary.first_step_at is None
     assert json.dumps(summary.to_json(), indent=2) == text
-    assert summary.line().startswith("done: 20 steps, 2,560 tokens, 4 s")
+    assert summary_line(summary).startswith("done: 20 steps, 2,560 tokens, 4 s")
 
 
 def test_a_summary_made_in_code_writes_todays_keys(tmp_path):
@@ -53,7 +54,7 @@ def test_a_summary_made_in_code_writes_todays_keys(tmp_path):
     path = summary.write(tmp_path)
     assert path.name == "summary.json" and RunSummary.read(tmp_path) == summary
     assert RunSummary.read(tmp_path).to_json() == summary.to_json()
-    assert "steady 52 tok/s" in summary.line()
+    assert "steady 52 tok/s" in summary_line(summary)
 
 
 def test_unknown_keys_keep_their_place_and_missing_ones_are_named(tmp_path):
