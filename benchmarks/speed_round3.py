@@ -518,6 +518,9 @@ def compare_runs(a: Path, b: Path, out: Path) -> None:
 
 
 def main() -> None:
+    from growlm.system import configure_process
+
+    configure_process()  # an entry point: compile caches, recompile limit 64 (many models compile here)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("replay")

@@ -12,10 +12,15 @@ import torch
 import growlm  # noqa: F401 -- registers the architectures with transformers
 from growlm.models import model_class_for
 from growlm.models.presets import build_config
+from growlm.system import tune_cpu_allocator
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GROWLM_SHARED", REPO.parent / "shared"))
 SP_MODEL = SHARED / "tokenizers" / "mistral-v1-32k" / "tokenizer.model"
+
+# The test process is an entry point like ``growlm``: glibc keeps freed blocks for reuse, which
+# the CPU training in many tests needs to run fast (the library itself no longer tunes it).
+tune_cpu_allocator()
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # pytest -n N runs N worker processes side by side: one intra-op thread each keeps them

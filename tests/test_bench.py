@@ -10,6 +10,7 @@ from growlm import bench as bench_module
 from growlm.bench import bench, find_batch, kernel_group, largest_fitting, set_activation_checkpointing
 from growlm.models import model_class_for
 from growlm.models.presets import build_config
+from growlm.runtime import RuntimeOptions
 
 
 @pytest.mark.parametrize("limit", [1, 64, 1000])
@@ -90,7 +91,8 @@ def test_kernel_groups():
 def test_bench_on_cpu_writes_results_profile_and_variant(tmp_path):
     out = tmp_path / "bench.json"
     rows = bench("nexus-tiny", seq_len=16, micro_batch=1, steps=1, warmup=1, device="cpu", out=out,
-                 profile=tmp_path / "prof", profile_steps=1, nexus_fused=False, say=lambda _: None)
+                 profile=tmp_path / "prof", profile_steps=1, options=RuntimeOptions(nexus_fused=False),
+                 say=lambda _: None)
     saved = json.loads(out.read_text())
     assert saved == rows and len(rows) == 1
     row = rows[0]
@@ -104,12 +106,11 @@ def test_bench_on_cpu_writes_results_profile_and_variant(tmp_path):
 
 
 def test_bench_records_inline_rotary_tables_and_the_pattention_kernel_and_restores_the_default():
-    from growlm.models import layers
-
-    row = bench("tokenformer-tiny", seq_len=16, micro_batch=1, steps=1, warmup=1, device="cpu", rotary_inline=True,
-                say=lambda _: None)[0]
+    kwargs = dict(seq_len=16, micro_batch=1, steps=1, warmup=1, device="cpu", say=lambda _: None)
+    row = bench("tokenformer-tiny", options=RuntimeOptions(rotary_opaque=False), **kwargs)[0]
     assert row["variant"] == {"fused_linears": False, "rotary_inline": True, "pattention_kernel": False}
-    assert layers.ROTARY_OPAQUE is not False  # the inline tables were for that run only
+    # the inline tables were for that run only: the next one, told nothing, has the opaque op again
+    assert bench("tokenformer-tiny", **kwargs)[0]["variant"] == {"fused_linears": False, "pattention_kernel": False}
 
 
 def test_activation_checkpointing_does_not_change_the_loss():

@@ -15,6 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "growlm"
 # Top-level module or package of growlm -> its layer. A module may import its own layer or lower.
 LAYERS = {
     "errors": 0, "overrides": 0, "system": 0, "plotting": 0, "stats": 0, "provenance": 0, "folders": 0,
+    "runtime": 0,
     "models": 1, "data": 1, "substrate": 1,
     "evaluation": 2, "growth": 2,
     "training": 3, "convert": 3, "bench": 3, "composition": 3, "info": 3,

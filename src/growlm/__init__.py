@@ -19,8 +19,8 @@ __version__ = "0.1.0"
 def _register_architectures(_transformers: ModuleType) -> None:
     import sys
 
-    # growlm.models registers them as its import ends; its closure (growlm.errors and
-    # growlm.models.*) imports no other growlm module, so importing it here cannot meet a
+    # growlm.models registers them as its import ends; its closure (growlm.errors,
+    # growlm.runtime and growlm.models.*) imports no other growlm module, so importing it here cannot meet a
     # half-imported module. If it is in sys.modules it is already done or about to be.
     if "growlm.models" not in sys.modules:
         import growlm.models  # noqa: F401

@@ -25,6 +25,10 @@ Options for issue 14:
   of fused, or pad M and A to another multiple (``models/nexus.py``).
 * ``--unfused-linears``: run Q/K/V and SwiGLU's gate/up linears one by one instead of as one
   product each (``models/layers.py``, ``fused_linears``).
+* ``--rotary-inline``: rotary tables computed where the compiler sees them (``models/layers.py``).
+  These flags (over the ``GROWLM_*`` variables, read by the CLI) make one
+  :class:`~growlm.runtime.RuntimeOptions`, applied to growlm's model only; the row's
+  ``variant`` records what it ran with.
 * ``--profile DIR``: after the timed steps, ``--profile-steps`` more steps under
   ``torch.profiler``; writes ``DIR/profile-<preset>.json`` (top kernels by GPU time, top
   operators, and the GPU time grouped into matrix products / attention / compiler-fused
@@ -51,7 +55,6 @@ import contextlib
 import datetime as dt
 import gc
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -64,6 +67,7 @@ from transformers import PreTrainedModel
 from growlm.models import GrowLMForCausalLM, model_class_for
 from growlm.models.accounting import model_cost
 from growlm.models.presets import build_config
+from growlm.runtime import RuntimeOptions
 from growlm.training.compiling import compile_model as compile_model_for_training
 
 
@@ -470,9 +474,10 @@ def find_batch(model: torch.nn.Module, preset: str, seq_len: int, device: torch.
 
 
 # -- the command -------------------------------------------------------------------------------
-def run_environment(device: torch.device) -> dict[str, Any]:
-    """What a figure needs beside it: device, versions, date, commit (``$GROWLM_COMMIT``), and growlm's
-    version and source hash (:mod:`growlm.provenance`: they name the code even where ``.git`` is stale)."""
+def run_environment(device: torch.device, commit: str | None = None) -> dict[str, Any]:
+    """What a figure needs beside it: device, versions, date, the commit the caller names (the CLI
+    takes ``$GROWLM_COMMIT``), and growlm's version and source hash (:mod:`growlm.provenance`: they
+    name the code even where ``.git`` is stale)."""
     import transformers
 
     from growlm.provenance import provenance
@@ -480,37 +485,36 @@ def run_environment(device: torch.device) -> dict[str, Any]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return {"device_name": name, "torch": torch.__version__, "transformers": transformers.__version__,
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "commit": os.environ.get("GROWLM_COMMIT", "unknown"), "growlm": provenance().version,
+            "commit": commit or "unknown", "growlm": provenance().version,
             "source_hash": provenance().source_hash}
 
 
-def _variant(model: torch.nn.Module, nexus_fused: bool | None, nexus_pad: int | None,
-             fuse_linears: bool | None, device: torch.device) -> dict[str, Any]:
-    """Apply and record how a growlm model computes: fused sibling linears, fused Nexus-Rank."""
-    from growlm.models import layers
-    from growlm.models.base import set_linear_fusion
-    from growlm.models.nexus import NexusAttention, set_nexus_fusion
+def _variant(model: torch.nn.Module, options: RuntimeOptions, device: torch.device) -> dict[str, Any]:
+    """Apply ``options`` to a growlm model and record how it computes: fused sibling linears, rotary
+    tables, the Pattention kernel, fused Nexus-Rank."""
+    import torch._inductor.config
+
+    from growlm.models import apply_runtime
+    from growlm.models.nexus import NexusAttention
     from growlm.models.pattention_norm import kernel_applies
     from growlm.models.tokenformer import Pattention
 
     if not type(model).__module__.startswith("growlm."):
         return {}
-    if fuse_linears is not None:
-        set_linear_fusion(model, fuse_linears)
-    variant = {"fused_linears": device.type == "cuda" if fuse_linears is None else fuse_linears}
-    if layers.ROTARY_OPAQUE is False:
+    apply_runtime(model, options)
+    fuse = options.fuse_linears
+    variant: dict[str, Any] = {"fused_linears": device.type == "cuda" if fuse is None else fuse}
+    if not options.rotary_opaque:
         variant["rotary_inline"] = True
-    if os.environ.get("TORCHINDUCTOR_COORDINATE_DESCENT_TUNING") == "1":
+    if getattr(torch._inductor.config, "coordinate_descent_tuning", False):  # TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1
         variant["coordinate_descent_tuning"] = True
     norms = [m for m in model.modules() if isinstance(m, Pattention) and m.norm == "l2_norm_gelu"]
     if norms:
         scores = torch.empty(0, norms[0].key_tokens.shape[0], device=device)
-        variant["pattention_kernel"] = kernel_applies(scores)
-    if not any(isinstance(m, NexusAttention) for m in model.modules()):
+        variant["pattention_kernel"] = kernel_applies(scores, norms[0].kernel)
+    layer = next((m for m in model.modules() if isinstance(m, NexusAttention)), None)
+    if layer is None:
         return variant
-    if nexus_fused is not None or nexus_pad is not None:
-        set_nexus_fusion(model, nexus_fused, nexus_pad)
-    layer = next(m for m in model.modules() if isinstance(m, NexusAttention))
     on = device.type == "cuda" if layer.fused is None else layer.fused
     return {**variant, "nexus_fused": bool(on), "nexus_pad": layer.pad if on else 1}
 
@@ -518,31 +522,24 @@ def _variant(model: torch.nn.Module, nexus_fused: bool | None, nexus_pad: int | 
 def bench(preset: str, seq_len: int = 4096, micro_batch: int = 8, steps: int = 20, warmup: int = 5,
           compile_model: bool | str | None = None, reference: bool = False, device: str = "auto",
           loss_chunk_tokens: int = 0, out: str | Path | None = None, say=print,
-          activation_checkpointing: bool = False, nexus_fused: bool | None = None, nexus_pad: int | None = None,
+          activation_checkpointing: bool = False, options: RuntimeOptions | None = None,
           profile: str | Path | None = None, profile_steps: int = 3, find: bool = False,
           find_batch_max: int = 1024, find_batch_budget_s: float | None = None,
-          fuse_linears: bool | None = None, rotary_inline: bool = False) -> list[dict[str, Any]]:
+          commit: str | None = None) -> list[dict[str, Any]]:
+    """Time (or, with ``find``, size) ``preset``'s training step (module doc). ``options``: the fused
+    paths and kernels growlm's model takes (default: auto; ``growlm/runtime.py``); ``commit``: what
+    the rows record as the code's commit."""
     from growlm.system import measure_matmul_flops
 
-    if rotary_inline:
-        from growlm.models.layers import rotary_tables_inline
-
-        with rotary_tables_inline():
-            return bench(preset, seq_len=seq_len, micro_batch=micro_batch, steps=steps, warmup=warmup,
-                         compile_model=compile_model, reference=reference, device=device,
-                         loss_chunk_tokens=loss_chunk_tokens, out=out, say=say,
-                         activation_checkpointing=activation_checkpointing, nexus_fused=nexus_fused,
-                         nexus_pad=nexus_pad, profile=profile, profile_steps=profile_steps, find=find,
-                         find_batch_max=find_batch_max, find_batch_budget_s=find_batch_budget_s,
-                         fuse_linears=fuse_linears)
+    options = options or RuntimeOptions()
     run_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                               ("cpu" if device == "auto" else device))
     compile_model = run_device.type == "cuda" if compile_model is None else compile_model
     config = build_config(preset)
-    environment = run_environment(run_device)
+    environment = run_environment(run_device, commit)
     torch.manual_seed(0)
     model = model_class_for(config)(config)
-    variant = _variant(model, nexus_fused, nexus_pad, fuse_linears, run_device)
+    variant = _variant(model, options, run_device)
     if find:
         say(f"largest micro-batch of {preset} at sequence {seq_len}"
             f"{' with activation checkpointing' if activation_checkpointing else ''}"

@@ -34,7 +34,6 @@ from growlm.evaluation.perplexity import evaluate_loss
 from growlm.growth import grow_checkpoint, parse_init
 from growlm.models import storage
 from growlm.plotting import plot_loss_curves
-from growlm.system import tune_cpu_allocator
 from growlm.training.config import build_train_config
 from growlm.training.trainer import read_metrics, start_run
 
@@ -86,7 +85,6 @@ def _val_loss(folder: Path, split: TokenSplit, plan: DemoPlan) -> float:
 def run_demo(out: Path, shared: Path | None = None, quick: bool = False) -> dict[str, Any]:
     plan = QUICK if quick else FULL
     shared = locate_shared(shared)
-    tune_cpu_allocator()
     torch.manual_seed(0)
     out.mkdir(parents=True, exist_ok=True)
     for name in RUNS:

@@ -1,4 +1,11 @@
-"""Loss curves as PNG (matplotlib, headless)."""
+"""Loss curves as PNG (matplotlib, headless).
+
+Every growlm figure is a :class:`matplotlib.figure.Figure` of its own (:func:`subplots`),
+never pyplot's: no backend is selected, no global figure registry is touched, and
+``savefig`` renders with Agg whatever backend the process uses -- so importing or calling
+this module changes nothing about the process (``matplotlib.use`` is an entry point's
+business, ``growlm.system.configure_process``).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +13,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] | None = None,
+             dpi: float | None = None, **kwargs: Any) -> tuple[Figure, Any]:
+    """``pyplot.subplots`` without pyplot: a new figure and its axes (``kwargs`` as
+    ``Figure.subplots``: ``squeeze``, ``sharex``...). Nothing to close: the figure is freed
+    with its last reference."""
+    fig = Figure(figsize=figsize, dpi=dpi)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 def plot_loss_curves(
@@ -21,7 +34,7 @@ def plot_loss_curves(
     y_label: str = "cross-entropy (nats/token)",
 ) -> Path:
     """One line per curve: ``{"label", "x": [...], "y": [...], "style": "-"}``; vertical markers ``(x, text)``."""
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
+    fig, ax = subplots(figsize=(8, 4.5), dpi=120)
     for curve in curves:
         if curve["x"]:
             ax.plot(curve["x"], curve["y"], curve.get("style", "-"), label=curve["label"], linewidth=1.4,
@@ -38,7 +51,6 @@ def plot_loss_curves(
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
@@ -59,7 +71,7 @@ def plot_score_series(rows: Sequence[dict[str, Any]], path: str | Path, title: s
     rates = [k for k in keys if not k.endswith(("perplexity", "loss"))]
     ppls = [k for k in keys if k.endswith(("perplexity", "loss"))]
     panels = [p for p in (rates, ppls) if p]
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), dpi=120, squeeze=False)
+    fig, axes = subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), dpi=120, squeeze=False)
     x = [r["tokens"] if r["tokens"] is not None else r["step"] for r in rows]
     for ax, panel in zip(axes[0], panels, strict=True):
         for key in panel:
@@ -72,5 +84,4 @@ def plot_score_series(rows: Sequence[dict[str, Any]], path: str | Path, title: s
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
-    plt.close(fig)
     return path

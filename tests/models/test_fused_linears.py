@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from growlm.errors import ConfigError
-from growlm.models.base import set_linear_fusion
+from growlm.models.base import apply_runtime, set_linear_fusion
 from growlm.models.layers import SwiGLU, fused_linears, use_fused
+from growlm.runtime import RuntimeOptions
 from tests.conftest import assert_same_loss_and_gradients, make_model, small_config
 
 
@@ -74,7 +75,10 @@ def test_lora_on_q_proj_is_not_fused_away():
 
 def test_environment_switch(monkeypatch):
     monkeypatch.setenv("GROWLM_FUSE_LINEARS", "0")
-    assert SwiGLU(4, 8).fused is False
+    block = SwiGLU(4, 8)
+    assert block.fused is None  # building a module reads no environment: an entry point does
+    apply_runtime(block, RuntimeOptions.from_env())
+    assert block.fused is False
     monkeypatch.setenv("GROWLM_FUSE_LINEARS", "yes")
     with pytest.raises(ConfigError, match="GROWLM_FUSE_LINEARS must be one of auto, 1, 0"):
-        SwiGLU(4, 8)
+        RuntimeOptions.from_env()

@@ -8,7 +8,9 @@ import torch
 
 import growlm.models.nexus as nexus
 from growlm.errors import ConfigError
+from growlm.models import apply_runtime
 from growlm.models.nexus import NexusAttention, NexusRank, can_fuse, set_nexus_fusion
+from growlm.runtime import RuntimeOptions
 from tests.conftest import make_model, small_config
 
 
@@ -121,15 +123,19 @@ def test_lora_wrapped_maps_are_not_fused():
 
 
 def test_environment_switch(monkeypatch):
+    """The variables still switch the path -- read by an entry point's ``RuntimeOptions.from_env``
+    and applied to the model, never by the module itself."""
     config = small_config("nexus", 0)
     monkeypatch.setenv("GROWLM_NEXUS_FUSED", "0")
     monkeypatch.setenv("GROWLM_NEXUS_PAD", "64")
     att = _attention(config)
+    assert att.fused is None and att.pad == 8  # building a module reads no environment
+    assert apply_runtime(att, RuntimeOptions.from_env()) == 1
     assert att.fused is False and att.pad == 64
     monkeypatch.setenv("GROWLM_NEXUS_FUSED", "maybe")
     with pytest.raises(ConfigError, match="GROWLM_NEXUS_FUSED must be one of auto, 1, 0"):
-        _attention(config)
+        RuntimeOptions.from_env()
     monkeypatch.setenv("GROWLM_NEXUS_FUSED", "1")
     monkeypatch.setenv("GROWLM_NEXUS_PAD", "0")
     with pytest.raises(ConfigError, match="GROWLM_NEXUS_PAD must be a positive integer"):
-        _attention(config)
+        RuntimeOptions.from_env()

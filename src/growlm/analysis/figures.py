@@ -14,11 +14,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+
+from growlm.plotting import subplots
 
 
 def _by_run(report: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -31,14 +29,13 @@ def _by_run(report: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
 def stats_figure(report: dict[str, Any], path: Path) -> Path:
     keys = [("noc", "NOC"), ("z", "Mann-Whitney Z"), ("theta", "θ (rad)"), ("rho", "ρ"), ("R", "R"),
             ("perf", "ΔP")]
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7), dpi=110)
+    fig, axes = subplots(2, 3, figsize=(13, 7), dpi=110)
     for ax, (key, title) in zip(axes.flat, keys, strict=True):
         for label, rows in _by_run(report).items():
             ys = [r.get(key) for r in rows]
@@ -52,7 +49,7 @@ def stats_figure(report: dict[str, Any], path: Path) -> Path:
 
 
 def pca_figure(report: dict[str, Any], path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=110)
+    fig, ax = subplots(figsize=(6.5, 5.5), dpi=110)
     for label, rows in _by_run(report).items():
         x, y = [r["pc1"] for r in rows], [r["pc2"] for r in rows]
         ax.plot(x, y, "o-", markersize=3, linewidth=1, label=label)
@@ -68,7 +65,7 @@ def pca_figure(report: dict[str, Any], path: Path) -> Path:
 
 
 def distances_figure(report: dict[str, Any], path: Path) -> Path:
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    fig, axes = subplots(1, 2, figsize=(11, 4.2), dpi=110)
     for label, rows in _by_run(report).items():
         t = [r["tokens"] for r in rows]
         axes[0].plot(t, [r["grassmann"] for r in rows], "o-", markersize=3, label=label)
@@ -84,7 +81,7 @@ def distances_figure(report: dict[str, Any], path: Path) -> Path:
 
 def harmonic_figure(report: dict[str, Any], path: Path) -> Path:
     fits = {r["label"]: r["periodicity"].get("harmonic") for r in report["runs"]}
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    fig, ax = subplots(figsize=(8, 4.5), dpi=110)
     for i, (label, rows) in enumerate(_by_run(report).items()):
         colour = f"C{i % 10}"
         t = np.array([r["tokens"] for r in rows], dtype=float)
@@ -106,7 +103,7 @@ def harmonic_figure(report: dict[str, Any], path: Path) -> Path:
 
 def law_figure(report: dict[str, Any], path: Path) -> Path:
     runs = {r["label"]: r["init"] for r in report["runs"]}
-    fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
+    fig, ax = subplots(figsize=(7, 5), dpi=110)
     for g, (init, law) in enumerate(report["law"].items()):
         xs = []
         for label, rows in _by_run(report).items():
@@ -131,7 +128,7 @@ def radius_figure(report: dict[str, Any], path: Path) -> Path:
     """Paper Fig. 6: the states in the (θ, ρ) plane coloured by performance, with the level sets of
     R at the band edges of ``radius_bands`` (circles) and each run's trajectory."""
     rows = report["snapshots"]
-    fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=110)
+    fig, ax = subplots(figsize=(6.5, 5.5), dpi=110)
     for run_rows in _by_run(report).values():
         ax.plot([r["theta"] for r in run_rows], [r["rho"] for r in run_rows], "-", linewidth=0.6, alpha=0.5)
     perf = [r.get("perf") for r in rows]

@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Any, NoReturn
 
 from growlm.errors import ConfigError, GrowlmError
+from growlm.runtime import RuntimeOptions  # a dataclass: no torch, so --help stays fast
 
 # Start-up: this module imports no torch, transformers or numpy, and neither does building the
 # parser, so ``growlm --help`` answers at once; each handler imports what it needs
@@ -50,6 +51,12 @@ def _warn(message: str) -> None:
 
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2))
+
+
+def _runtime_options(**flags: Any) -> RuntimeOptions:
+    """The fused paths and kernels a command's models take: the ``GROWLM_*`` variables, then the
+    command's own flags (``growlm/runtime.py``). Read here, at the entry point, and passed down."""
+    return RuntimeOptions.from_env(**flags)
 
 
 # -- models / init / convert ------------------------------------------------------------------
@@ -217,7 +224,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         if args.config:
             raise GrowlmError("pass either CONFIG or --resume RUN_DIR, not both")
         if (Path(args.resume) / PLAN_FILE).exists():
-            ledger = resume_plan(args.resume, overrides)
+            ledger = resume_plan(args.resume, overrides, options=_runtime_options())
             if ledger is not None:  # rank 0 under torchrun, or the only process
                 print("\n".join(ledger.lines()))
             return
@@ -227,7 +234,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                 print(f"nothing to do: {args.resume} finished at step {done} "
                       f"(to train it further: --set max_steps=N with N > {done})")
             return
-        summary = resume_run(args.resume, overrides)
+        summary = resume_run(args.resume, overrides, options=_runtime_options())
     else:
         if not args.config:
             raise GrowlmError("pass a CONFIG.yaml or PLAN.yaml (or --resume RUN_DIR)")
@@ -237,11 +244,11 @@ def cmd_train(args: argparse.Namespace) -> None:
         except yaml.YAMLError:
             values = None  # load_train_config reports it
         if is_plan(values):
-            ledger = run_plan(load_plan(path, overrides))
+            ledger = run_plan(load_plan(path, overrides), options=_runtime_options())
             if ledger is not None:
                 print("\n".join(ledger.lines()))
             return
-        summary = start_run(load_train_config(args.config, overrides))
+        summary = start_run(load_train_config(args.config, overrides), _runtime_options())
     if summary is not None:  # rank 0 under torchrun, or the only process
         _print_json(summary.to_json())
 
@@ -344,7 +351,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     options = dict(data_dir=args.data_dir, ppl_data=args.data, limit=args.limit, batch_size=args.batch_size,
                    device=args.device, seq_len=args.seq_len, max_batches=args.max_batches, say=_warn,
                    dtype=args.dtype, split=args.split, scoring=args.scoring, num_fewshot=args.num_fewshot,
-                   task_data=args.task_data)
+                   task_data=args.task_data, runtime_options=_runtime_options())
     if args.all_checkpoints:
         rows = evaluate_series(args.checkpoint, tasks, out=args.out, **options)
         out = Path(args.out) if args.out else Path(args.checkpoint) / "eval-series"
@@ -386,12 +393,13 @@ def cmd_generate(args: argparse.Namespace) -> None:
     import torch
 
     from growlm.data.tokenizer import load_tokenizer
-    from growlm.models import storage
+    from growlm.models import apply_runtime, storage
     from growlm.system import pick_device
 
     folder = storage.resolve_model_dir(args.checkpoint)
     device = pick_device(args.device)
     model = storage.load_model(folder, device).float()
+    apply_runtime(model, _runtime_options())
     tokenizer = load_tokenizer(folder)
     ids = tokenizer(args.prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)
     torch.manual_seed(args.seed)
@@ -436,14 +444,15 @@ def cmd_bench(args: argparse.Namespace) -> None:
     compile_model = {"auto": None, "on": True, "off": False, "regional": "regional", "graphs": "graphs"}[args.compile]
     if args.nexus_pad is not None and args.nexus_pad < 1:
         raise ConfigError(f"--nexus-pad must be a positive integer, got {args.nexus_pad}")
+    options = _runtime_options(nexus_fused=False if args.nexus_unfused else None, nexus_pad=args.nexus_pad,
+                               fuse_linears=False if args.unfused_linears else None,
+                               rotary_opaque=False if args.rotary_inline else None)
     bench(args.preset, seq_len=args.seq_len, micro_batch=args.micro_batch, steps=args.steps, warmup=args.warmup,
           compile_model=compile_model, reference=args.reference, device=args.device,
           loss_chunk_tokens=args.loss_chunk_tokens, out=args.out,
-          activation_checkpointing=args.activation_checkpointing,
-          nexus_fused=False if args.nexus_unfused else None, nexus_pad=args.nexus_pad, profile=args.profile,
+          activation_checkpointing=args.activation_checkpointing, options=options, profile=args.profile,
           profile_steps=args.profile_steps, find=args.find_batch, find_batch_max=args.find_batch_max,
-          find_batch_budget_s=args.find_batch_budget_s, fuse_linears=False if args.unfused_linears else None,
-          rotary_inline=args.rotary_inline)
+          find_batch_budget_s=args.find_batch_budget_s, commit=os.environ.get("GROWLM_COMMIT"))
 
 
 def cmd_analyze(args: argparse.Namespace) -> None:
@@ -836,8 +845,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, configure: bool | None = None) -> int:
+    """Run one ``growlm`` command. ``configure``: make the process-wide settings of a growlm program
+    first (:func:`growlm.system.configure_process`); by default only when the command comes from
+    this process's own command line (``argv`` None: the ``growlm`` program), not when a caller
+    (a test, a script) passes ``argv`` and keeps its process as it is."""
     args = build_parser().parse_args(argv)
+    if configure is None:
+        configure = argv is None
+    if configure:
+        from growlm.system import configure_process
+
+        configure_process()
     _quiet_libraries()
     try:
         args.func(args)

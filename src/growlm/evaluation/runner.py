@@ -55,9 +55,9 @@ from growlm.evaluation.tasks import (
     resolve_task_data,
     resolve_tasks,
 )
-from growlm.models import GrowLMForCausalLM, storage
+from growlm.models import GrowLMForCausalLM, apply_runtime, storage
 from growlm.models.accounting import model_cost
-from growlm.system import tune_cpu_allocator
+from growlm.runtime import RuntimeOptions
 
 # "auto": fp32 weights, bf16 autocast on CUDA; the others set the weights' dtype, no autocast
 EVAL_DTYPES = {"auto": torch.float32, "float32": torch.float32, "float64": torch.float64,
@@ -250,6 +250,7 @@ def evaluate_checkpoint(
     scoring: str = "loglikelihood",
     num_fewshot: int = 0,
     task_data: list[str] | dict[str, str | Path] | None = None,
+    runtime_options: RuntimeOptions | None = None,
 ) -> dict[str, Any]:
     """Score ``tasks`` on one checkpoint and write results.json, samples.jsonl and results.md.
 
@@ -262,7 +263,8 @@ def evaluate_checkpoint(
     ``scoring`` picks how multiple-choice tasks are scored (:data:`~growlm.evaluation.tasks.SCORINGS`:
     log-likelihood, lm-eval's default, or a generated answer letter); ``num_fewshot`` leads each
     mmlu prompt with that many solved dev examples; ``task_data`` (``{"mmlu": PATH}`` or
-    ``["mmlu=PATH"]``) reads a task from a folder or file of its own.
+    ``["mmlu=PATH"]``) reads a task from a folder or file of its own. ``runtime_options``: the
+    fused paths and kernels the model takes (default: auto; ``growlm/runtime.py``).
     """
     from growlm.evaluation.tasks import default_benchmarks_dir
     from growlm.system import pick_autocast, pick_device
@@ -291,13 +293,12 @@ def evaluate_checkpoint(
         if task.note:
             say(f"note: {task.note}")
     run_device = pick_device(device)
-    if run_device.type == "cpu":
-        tune_cpu_allocator()
     if dtype not in EVAL_DTYPES:
         raise EvalError(f"--dtype must be one of {', '.join(EVAL_DTYPES)}, got {dtype!r}")
     weights = EVAL_DTYPES[dtype]
     model = storage.load_model(folder, run_device, say)
     cast(torch.nn.Module, model).to(weights).eval()  # in place (transformers' wrapped .to is mistyped)
+    apply_runtime(model, runtime_options or RuntimeOptions())
     tokenizer = load_tokenizer(folder)
     autocast = pick_autocast("auto", run_device) if dtype == "auto" else None
     evaluator = Evaluator(model, tokenizer, run_device, autocast, batch_size, progress, scoring, num_fewshot)

@@ -368,8 +368,13 @@ def _context_fields(ctx: Context) -> dict[str, Any]:
 
 
 def _worker_setup(threads: int) -> None:
+    """A worker process's entry: the settings of a growlm program (as the parent's ``growlm``
+    command made them), then its share of the cores."""
     import torch
 
+    from growlm.system import configure_process
+
+    configure_process()
     torch.set_num_threads(max(1, threads))
 
 

@@ -430,9 +430,9 @@ def _verdict(rows: list[dict[str, Any]], paired: list[dict[str, Any]]) -> str:
 
 
 def _figure(ctx: Context, rows: list[dict[str, Any]]) -> Path:
-    from growlm.plotting import plt
+    from growlm.plotting import subplots
 
-    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=120)
+    fig, ax = subplots(figsize=(8, 4.8), dpi=120)
     width = 0.8 / len(rows)
     for i, row in enumerate(rows):
         means = [row[s].mean for s in SPLITS]
@@ -449,5 +449,4 @@ def _figure(ctx: Context, rows: list[dict[str, Any]]) -> Path:
     ctx.out.mkdir(parents=True, exist_ok=True)
     path = ctx.path("composition.png")
     fig.savefig(path)
-    plt.close(fig)
     return path

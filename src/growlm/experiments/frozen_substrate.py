@@ -332,13 +332,11 @@ def _findings(rows: list[dict[str, Any]]) -> str:
 
 
 def _plot(rows: list[dict[str, Any]], path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    import growlm.plotting  # noqa: F401 -- selects the non-interactive backend
+    from growlm.plotting import subplots
 
     panels = [("val_ppl", "validation perplexity ↓", True), ("paper5_acc", "paper5 acc (log-likelihood) ↑", False),
               ("paper5_acc_norm", "paper5 acc_norm ↑", False), ("squad_bpb", "SQuAD answer bits per byte ↓", False)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
+    fig, axes = subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
     for ax, (metric, title, log) in zip(axes, panels, strict=True):
         for i, arm in enumerate(sorted({r["arm"] for r in rows})):
             points = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["depth"])
@@ -358,5 +356,4 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

@@ -161,8 +161,10 @@ def run(ctx: Context) -> Report:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(parallel,
-                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+        from growlm.system import configure_process
+
+        with ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=configure_process) as pool:  # a worker is an entry point
             results = list(pool.map(_run_seed, jobs))
     else:
         results = [_run_seed(job) for job in jobs]

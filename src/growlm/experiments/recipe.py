@@ -263,18 +263,16 @@ def paper_table1(sizes: Sequence[str] = ("170M", "240M")) -> str:
 
 
 def save_figure(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
 def pyplot() -> Any:
-    import matplotlib.pyplot as plt
+    """What the experiments' figures call as ``plt.subplots``: :mod:`growlm.plotting`, whose
+    ``subplots`` makes a figure of its own -- pyplot's calls without pyplot's process-wide
+    state (no backend chosen, nothing to close)."""
+    import growlm.plotting
 
-    import growlm.plotting  # noqa: F401 -- selects the headless backend
-
-    return plt
+    return growlm.plotting

@@ -12,7 +12,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from growlm.errors import ConfigError, unknown_key_message
-from growlm.models.base import GrowLMConfig, GrowLMForCausalLM
+from growlm.models.base import GrowLMConfig, GrowLMForCausalLM, apply_runtime
 from growlm.models.composite import CompositeConfig, CompositeForCausalLM
 from growlm.models.llama import LlamaConfig, LlamaForCausalLM
 from growlm.models.nexus import NexusConfig, NexusForCausalLM
@@ -84,6 +84,7 @@ __all__ = [
     "Qwen3ForCausalLM",
     "TokenFormerConfig",
     "TokenFormerForCausalLM",
+    "apply_runtime",
     "architecture_classes",
     "model_class_for",
     "model_from_state",

@@ -39,10 +39,10 @@ from growlm.models.layers import (
     build_attention_mask,
     chunked_cross_entropy,
     fused_linears,
-    fusion_setting,
     rotary_tables,
     use_fused,
 )
+from growlm.runtime import RuntimeOptions
 
 # Fields every architecture has, with the Python type a value must have.
 COMMON_FIELDS: dict[str, type] = {
@@ -219,19 +219,22 @@ class SelfAttention(nn.Module):
         self.k_proj = make_proj(d, kv_dim, "k")
         self.v_proj = make_proj(d, kv_dim, "v")
         self.o_proj = make_proj(q_dim, d, "o")
-        self.fused_linears = fusion_setting("GROWLM_FUSE_LINEARS")
+        self.fused_linears: bool | None = None  # auto; RuntimeOptions.fuse_linears (set_runtime_options)
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if qk_norm else None
 
     def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Q, K and V of ``x`` (``[..., q_dim]``, ``[..., kv_dim]``, ``[..., kv_dim]``). Linear
-        projections run as one product on CUDA (``layers.fused_linears``; ``GROWLM_FUSE_LINEARS``);
+        projections run as one product on CUDA (``layers.fused_linears``; ``RuntimeOptions.fuse_linears``);
         Nexusformer overrides this with its own fusion."""
         maps = (self.q_proj, self.k_proj, self.v_proj)
         if use_fused(self.fused_linears, x, maps):  # it checked that all three are plain linears
             q, k, v = fused_linears(x, cast(tuple[nn.Linear, ...], maps))
             return q, k, v
         return self.q_proj(x), self.k_proj(x), self.v_proj(x)
+
+    def set_runtime_options(self, options: RuntimeOptions) -> None:
+        self.fused_linears = options.fuse_linears
 
     def forward(
         self,
@@ -270,6 +273,21 @@ def set_linear_fusion(model: nn.Module, fused: bool | None) -> int:
     return count
 
 
+def apply_runtime(model: nn.Module, options: RuntimeOptions) -> int:
+    """Set ``options`` (which fused paths and kernels to take; ``growlm/runtime.py``) on every
+    module of ``model`` that has such a choice -- also inside DDP, FSDP, peft or composite
+    wrappers -- and return how many modules took them. Each module keeps its own setting, so
+    two models in one process can run differently; a compiled graph keeps the setting it was
+    traced with, so apply options before compiling."""
+    count = 0
+    for module in model.modules():
+        setter = getattr(type(module), "set_runtime_options", None)
+        if setter is not None:
+            setter(module, options)
+            count += 1
+    return count
+
+
 class DecoderLayer(nn.Module):
     """Pre-norm block: x + attn(norm(x)), then + ffn(norm(x))."""
 
@@ -301,6 +319,10 @@ class DecoderStack(nn.Module):
         self.layers = nn.ModuleList([make_layer(config, i) for i in range(config.num_hidden_layers)])
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.gradient_checkpointing = False
+        self.rotary_opaque = True  # RuntimeOptions.rotary_opaque (layers.rotary_tables)
+
+    def set_runtime_options(self, options: RuntimeOptions) -> None:
+        self.rotary_opaque = options.rotary_opaque
 
     def forward(
         self,
@@ -318,7 +340,8 @@ class DecoderStack(nn.Module):
         past = cache.get_seq_length() if cache is not None else 0
         if position_ids is None:
             position_ids = torch.arange(past, past + t, device=h.device)[None]
-        rotary = rotary_tables(position_ids, self.config.head_dim, self.config.rope_theta, h.dtype)
+        rotary = rotary_tables(position_ids, self.config.head_dim, self.config.rope_theta, h.dtype,
+                               self.rotary_opaque)
         mask = build_attention_mask(attention_mask, t, past + t, h.device)
         hidden_states = [h] if output_hidden_states else None
         for layer in self.layers:

@@ -11,8 +11,9 @@ computes all of them (one larger matrix product instead of two or three narrow o
 The concatenation is built from the live parameters at every forward (a copy of a few
 MB), so names, checkpoints and growth see the separate modules. It runs only where the
 modules are plain ``nn.Linear`` without hooks (not under peft's LoRA) and, by default,
-only on CUDA: ``GROWLM_FUSE_LINEARS`` = ``auto`` (default), ``1`` or ``0``. On CPU
-(where the parity tests with transformers run) the modules are called one by one.
+only on CUDA (``RuntimeOptions.fuse_linears``: ``None`` = auto, the default, ``True`` or
+``False``; set on a model by ``growlm.models.apply_runtime``). On CPU (where the parity
+tests with transformers run) the modules are called one by one.
 
 Numerics follow transformers' Llama/Qwen3 code exactly (RMSNorm in float32, rotary
 tables cast to the activation dtype, ``head_dim ** -0.5`` scaling) so that a
@@ -21,16 +22,12 @@ converted checkpoint gives the same logits as the reference implementation.
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator
-
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
-from growlm.errors import ConfigError
+from growlm.runtime import RuntimeOptions
 
 
 class RMSNorm(nn.Module):
@@ -72,7 +69,7 @@ def _(position_ids: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Te
 
 
 def rotary_tables(
-    position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
+    position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype, opaque: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin tables of shape (batch, seq, head_dim) for the given positions.
 
@@ -87,23 +84,13 @@ def rotary_tables(
     sequence 4096) those recomputations took ~10 ms of a 105 ms step
     (docs/benchmarks.md). Behind the op they are computed once per forward and only read
     afterwards. The values are the same as the inline formula's in eager mode, bit for
-    bit. ``GROWLM_ROTARY_OPAQUE=0`` (or ``with rotary_tables_inline():``) computes them inline.
+    bit. ``opaque=False`` computes them inline, the state before the op (a model's
+    ``DecoderStack.rotary_opaque``, from ``RuntimeOptions.rotary_opaque``;
+    ``growlm bench --rotary-inline``).
     """
-    compute = _rotary_cos_sin if ROTARY_OPAQUE is False else _rotary_cos_sin_op
+    compute = _rotary_cos_sin_op if opaque else _rotary_cos_sin
     cos, sin = compute(position_ids, head_dim, float(theta))
     return cos.to(dtype), sin.to(dtype)
-
-
-@contextlib.contextmanager
-def rotary_tables_inline() -> Iterator[None]:
-    """Inside: rotary tables computed where the compiler sees (and inlines) them, the state before
-    the opaque op (``growlm bench --rotary-inline``); code compiled inside keeps that choice."""
-    global ROTARY_OPAQUE
-    saved, ROTARY_OPAQUE = ROTARY_OPAQUE, False
-    try:
-        yield
-    finally:
-        ROTARY_OPAQUE = saved
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -115,16 +102,6 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     """Rotate (batch, heads, seq, head_dim) queries or keys by the position tables."""
     cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
     return x * cos + _rotate_half(x) * sin
-
-
-def fusion_setting(variable: str) -> bool | None:
-    """A fusion switch from the environment: ``1`` -> True, ``0`` -> False, ``auto`` (default) ->
-    None, meaning fused on CUDA tensors only."""
-    value = os.environ.get(variable, "auto").strip().lower()
-    choices = {"auto": None, "1": True, "0": False}
-    if value not in choices:
-        raise ConfigError(f"{variable} must be one of auto, 1, 0, got {value!r}")
-    return choices[value]
 
 
 def no_global_hooks() -> bool:
@@ -159,7 +136,10 @@ class SwiGLU(nn.Module):
         self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
         self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
-        self.fused = fusion_setting("GROWLM_FUSE_LINEARS")
+        self.fused: bool | None = None  # auto; RuntimeOptions.fuse_linears (set_runtime_options)
+
+    def set_runtime_options(self, options: RuntimeOptions) -> None:
+        self.fused = options.fuse_linears
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if use_fused(self.fused, x, (self.gate_proj, self.up_proj)):
@@ -232,7 +212,3 @@ def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: t
             _cross_entropy_sum, hidden[start: start + chunk], weight, targets[start: start + chunk],
             use_reentrant=False)
     return total / (targets != -100).sum().clamp(min=1)
-
-
-# rotary_tables reads this at call time: False (GROWLM_ROTARY_OPAQUE=0) computes the tables inline
-ROTARY_OPAQUE = fusion_setting("GROWLM_ROTARY_OPAQUE")

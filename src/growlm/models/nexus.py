@@ -47,17 +47,17 @@ to the original parameters.
 The unfused path (the three modules called one by one) is used whenever the fused one
 could compute something else or hide something: a Q/K/V map or one of its linears is
 not the plain module (peft's LoRA wraps them), has forward hooks, or the three maps
-disagree in M, A or normalisation; and when switched off with the environment
-variable ``GROWLM_NEXUS_FUSED=0`` or ``set_nexus_fusion(model, False)``
-(``growlm bench --nexus-unfused``). By default (``GROWLM_NEXUS_FUSED=auto``) the fused path
-runs on CUDA only: on CPU it measured no faster. ``GROWLM_NEXUS_PAD`` sets the padding
+disagree in M, A or normalisation; and when switched off: ``RuntimeOptions(nexus_fused=False)``
+applied to the model (``growlm.models.apply_runtime``; ``GROWLM_NEXUS_FUSED=0`` at an entry
+point, ``growlm bench --nexus-unfused``) or ``set_nexus_fusion(model, False)``. By default
+(``auto``) the fused path runs on CUDA only: on CPU it measured no faster.
+``RuntimeOptions.nexus_pad`` (``GROWLM_NEXUS_PAD``, ``--nexus-pad``) sets the padding
 multiple (1 = none).
 """
 
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from typing import Any, ClassVar, cast
 
@@ -67,7 +67,8 @@ from torch import nn
 
 from growlm.errors import ConfigError
 from growlm.models.base import DecoderLayer, GrowLMConfig, GrowLMForCausalLM, SelfAttention
-from growlm.models.layers import fusion_setting, no_global_hooks, plain_linear
+from growlm.models.layers import no_global_hooks, plain_linear
+from growlm.runtime import RuntimeOptions
 
 NEXUS_NORMS = ("none", "l2")
 
@@ -144,21 +145,6 @@ class NexusRank(nn.Module):
         return self.d_proj(F.gelu(u2))
 
 
-def fusion_default() -> bool | None:
-    """Whether new Nexusformer attention layers compute Q, K, V fused (env ``GROWLM_NEXUS_FUSED``):
-    ``1`` always, ``0`` never, ``auto`` (default, None) on CUDA tensors only -- on CPU the batched
-    products measured no faster than the separate ones (``benchmarks/nexus_fusion.py``)."""
-    return fusion_setting("GROWLM_NEXUS_FUSED")
-
-
-def pad_default() -> int:
-    """The multiple M and A are zero-padded to in the fused path (env ``GROWLM_NEXUS_PAD``)."""
-    value = os.environ.get("GROWLM_NEXUS_PAD", "8").strip()
-    if not value.isdigit() or int(value) < 1:
-        raise ConfigError(f"GROWLM_NEXUS_PAD must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
@@ -222,12 +208,20 @@ class NexusAttention(SelfAttention):
     """Self-attention whose Q, K, V Nexus-Rank maps run fused when they can (module doc).
 
     ``fused`` and ``pad`` are plain attributes (not config fields): how the same function is
-    computed is a property of the run, not of the model."""
+    computed is a property of the run, not of the model (``RuntimeOptions.nexus_fused``: None
+    = auto, fused on CUDA tensors only -- on CPU the batched products measured no faster than
+    the separate ones, ``benchmarks/nexus_fusion.py``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fused = fusion_default()
-        self.pad = pad_default()
+        defaults = RuntimeOptions()
+        self.fused: bool | None = defaults.nexus_fused
+        self.pad: int = defaults.nexus_pad
+
+    def set_runtime_options(self, options: RuntimeOptions) -> None:
+        super().set_runtime_options(options)
+        self.fused = options.nexus_fused
+        self.pad = options.nexus_pad
 
     def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         maps = (self.q_proj, self.k_proj, self.v_proj)

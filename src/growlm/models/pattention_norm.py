@@ -24,8 +24,9 @@ tested against autograd). Let ``n = ||s||``, ``c = scale``, ``inv = c / max(n, e
 The kernel runs on CUDA tensors when Triton is importable and the row has at most
 ``MAX_KERNEL_SLOTS`` entries; everything else (CPU, wider rows) uses the torch
 expression of ``tokenformer.py``, which CPU tests and parity checks see unchanged.
-``GROWLM_PATTENTION_KERNEL=0`` switches the kernel off (``auto``, the default, and ``1``
-use it on CUDA). The op is a ``torch.library`` custom op, so ``torch.compile`` calls it
+``RuntimeOptions(pattention_kernel=False)`` on the model (each ``Pattention``'s ``kernel``;
+``GROWLM_PATTENTION_KERNEL=0`` at an entry point) switches the kernel off (``None`` = auto,
+the default, and ``True`` use it on CUDA). The op is a ``torch.library`` custom op, so ``torch.compile`` calls it
 as one opaque kernel and autograd uses the backward registered here.
 """
 
@@ -35,8 +36,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-
-from growlm.models.layers import fusion_setting
 
 MAX_KERNEL_SLOTS = 8192
 EPS = 1e-12  # F.normalize's default
@@ -51,9 +50,6 @@ try:  # Triton ships with CUDA builds of torch; CPU builds (and CI) have none
         from triton.language.extra.cuda import libdevice
 except ImportError:
     triton = None
-
-KERNEL_SETTING = fusion_setting("GROWLM_PATTENTION_KERNEL")
-
 
 def reference(s: torch.Tensor, scale: float) -> torch.Tensor:
     """The normalisation as the released code writes it (tokenformer.py uses this off CUDA)."""
@@ -165,15 +161,16 @@ def _backward(ctx, grad_w: torch.Tensor, _grad_inv: torch.Tensor | None) -> tupl
 _l2_norm_gelu.register_autograd(_backward, setup_context=_setup_context)
 
 
-def kernel_applies(s: torch.Tensor) -> bool:
-    """Whether ``l2_norm_gelu`` runs the Triton kernel for these scores (module doc)."""
-    wanted = s.is_cuda if KERNEL_SETTING is None else KERNEL_SETTING
+def kernel_applies(s: torch.Tensor, setting: bool | None = None) -> bool:
+    """Whether ``l2_norm_gelu`` runs the Triton kernel for these scores (module doc); ``setting``:
+    None = auto (CUDA), False = never."""
+    wanted = s.is_cuda if setting is None else setting
     return bool(wanted and triton is not None and s.is_cuda and s.shape[-1] <= MAX_KERNEL_SLOTS)
 
 
-def l2_norm_gelu(s: torch.Tensor, scale: float) -> torch.Tensor:
-    """``GELU(S / ||S||_2 * scale)`` over the last dimension: the row kernel where it applies, else
-    the torch expression."""
-    if kernel_applies(s):
+def l2_norm_gelu(s: torch.Tensor, scale: float, kernel: bool | None = None) -> torch.Tensor:
+    """``GELU(S / ||S||_2 * scale)`` over the last dimension: the row kernel where it applies
+    (``kernel``: None = auto), else the torch expression."""
+    if kernel_applies(s, kernel):
         return _l2_norm_gelu(s, float(scale))[0]
     return reference(s, scale)

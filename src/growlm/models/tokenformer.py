@@ -43,6 +43,7 @@ from transformers import initialization as init
 from growlm.errors import ConfigError
 from growlm.models.base import DecoderLayer, GrowLMConfig, GrowLMForCausalLM, SelfAttention
 from growlm.models.pattention_norm import l2_norm_gelu
+from growlm.runtime import RuntimeOptions
 
 PATTENTION_NORMS = ("l2_norm_gelu", "gelu_l2_norm", "softmax")
 
@@ -95,6 +96,10 @@ class Pattention(nn.Module):
         self.value_tokens = nn.Parameter(torch.empty(slots, out_features))
         self.norm = norm
         self.fixed_scale = scale
+        self.kernel: bool | None = None  # the l2_norm_gelu row kernel: auto; RuntimeOptions.pattention_kernel
+
+    def set_runtime_options(self, options: RuntimeOptions) -> None:
+        self.kernel = options.pattention_kernel
 
     @property
     def scale(self) -> float:
@@ -103,7 +108,7 @@ class Pattention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scores = x @ self.key_tokens.t()
         if self.norm == "l2_norm_gelu":
-            weights = l2_norm_gelu(scores, self.scale)  # one Triton row kernel on CUDA (pattention_norm.py)
+            weights = l2_norm_gelu(scores, self.scale, self.kernel)  # one Triton row kernel on CUDA (pattention_norm.py)
         elif self.norm == "gelu_l2_norm":
             weights = F.normalize(F.gelu(scores), dim=-1) * self.scale
         else:  # softmax, n-scaled as released; computed stably

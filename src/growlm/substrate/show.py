@@ -74,7 +74,7 @@ def _plot_cells(pictures: list[np.ndarray], labels: list[str], path: Path, title
     from matplotlib.font_manager import FontProperties
 
     from growlm.errors import DataError
-    from growlm.plotting import plt  # pyplot with the headless backend selected
+    from growlm.plotting import subplots  # a figure of its own: no pyplot, no backend
     from growlm.substrate.glyphs import find_font
 
     try:  # labels in Unifont too: matplotlib's default font lacks most of a vocabulary's scripts
@@ -84,7 +84,7 @@ def _plot_cells(pictures: list[np.ndarray], labels: list[str], path: Path, title
 
     cols = 8
     rows = (len(pictures) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.4, rows * 1.6), dpi=110)
+    fig, axes = subplots(rows, cols, figsize=(cols * 1.4, rows * 1.6), dpi=110)
     for ax in np.asarray(axes).reshape(-1):
         ax.axis("off")
     for ax, picture, label in zip(np.asarray(axes).reshape(-1), pictures, labels, strict=False):
@@ -93,7 +93,6 @@ def _plot_cells(pictures: list[np.ndarray], labels: list[str], path: Path, title
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def describe_substrate(tokenizer: Any, kind: str, out: Path, dim: int | None = None, cell: int = 32,

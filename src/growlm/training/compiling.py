@@ -1,4 +1,4 @@
-"""How ``growlm train`` and ``growlm bench`` compile a model, and the compiler caches they keep.
+"""How ``growlm train`` and ``growlm bench`` compile a model.
 
 ``compile`` (train config key; ``growlm bench --compile``):
 
@@ -25,13 +25,16 @@
   one message.
 * ``auto`` -- ``true`` on CUDA, off on CPU; ``false`` -- eager.
 
-Caches (``configure_compiler``): Inductor's FX-graph cache and AOTAutograd's cache on disk
-(``$TORCHINDUCTOR_CACHE_DIR``, default ``/tmp/torchinductor_$USER``) make a second
-compilation of the same graph (the same shapes: a resumed run, a repeated stage, the same
-plan run again) load kernels instead of generating and autotuning them. Dynamo keeps at
-most ``recompile_limit`` (default 8) graphs per code object and silently runs eagerly after
-that; one process running a plan compiles the same ``forward`` for every stage, in train
-and eval mode, so the limit is raised to 64.
+Caches and limits are the process's, not this module's: ``growlm.system.configure_process``
+(which entry points call: the ``growlm`` command, experiment workers) turns on Inductor's
+FX-graph cache and AOTAutograd's cache on disk (``$TORCHINDUCTOR_CACHE_DIR``, default
+``/tmp/torchinductor_$USER``), which make a second compilation of the same graph (the same
+shapes: a resumed run, a repeated stage, the same plan run again) load kernels instead of
+generating and autotuning them, and raises Dynamo's per-function recompile limit from 8 to
+64: Dynamo silently runs eagerly past it, and one process running a plan compiles the same
+``forward`` for every stage, in train and eval mode. Compiling here changes no setting, so
+a library caller that runs many plan stages in one process should call
+``configure_process()`` (or ``growlm.system.configure_compiler()``) first, as ``growlm`` does.
 """
 
 from __future__ import annotations
@@ -46,22 +49,6 @@ from growlm.errors import ConfigError
 
 COMPILE_MODES = (True, False, "auto", "regional", "graphs")
 COMPILE_CHOICES = "true, false, auto, regional or graphs"
-RECOMPILE_LIMIT = 64
-
-
-def configure_compiler() -> None:
-    """Turn on the persistent compile caches and raise Dynamo's per-function recompile limit."""
-    import torch._dynamo
-    import torch._inductor.config
-
-    torch._inductor.config.fx_graph_cache = True
-    functorch_config = getattr(torch._functorch, "config", None)
-    if functorch_config is not None and hasattr(functorch_config, "enable_autograd_cache"):
-        functorch_config.enable_autograd_cache = True
-    for name in ("recompile_limit", "cache_size_limit"):  # the newer name, then the older one
-        if hasattr(torch._dynamo.config, name):
-            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), RECOMPILE_LIMIT))
-            break
 
 
 def check_mode(mode: Any) -> None:
@@ -110,7 +97,6 @@ def compile_model(model: nn.Module, mode: Any, device: torch.device,
     mode = resolve_mode(mode, device, model, say)
     if mode is False:
         return model
-    configure_compiler()
     if mode == "regional":
         for layer in decoder_layers(model):
             layer.compile()

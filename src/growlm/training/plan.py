@@ -63,6 +63,7 @@ from growlm.models.presets import build_config
 from growlm.models.storage import PLAN_FILE, STAGE_FILE
 from growlm.overrides import coerce, read_yaml
 from growlm.plotting import plot_loss_curves
+from growlm.runtime import RuntimeOptions
 from growlm.training.config import SCHEDULES, TrainConfig, build_train_config, field_types
 from growlm.training.distributed import join_process_group, rank_device
 from growlm.training.layerwise import expand_layerwise
@@ -373,15 +374,16 @@ def _process_group(plan: Plan) -> tuple[bool, Any]:
     return main, (dist.barrier if dist.is_initialized() else (lambda: None))
 
 
-def run_plan(plan: Plan, resume: bool = False) -> Ledger | None:
+def run_plan(plan: Plan, resume: bool = False, options: RuntimeOptions | None = None) -> Ledger | None:
     """Run (or continue) every stage; returns the ledger (None on processes other than rank 0). Under
     torchrun all processes train; rank 0 alone grows models (on full checkpoints) and writes the stage
     records and the ledger, the others wait for it.
 
     A plan run that fails before any stage has trained is no dead end: the error says so, and
-    running the corrected plan file into the same ``out_dir`` starts it over."""
+    running the corrected plan file into the same ``out_dir`` starts it over. ``options``: the fused
+    paths and kernels every stage's model takes (default: auto)."""
     try:
-        return _run_plan(plan, resume)
+        return _run_plan(plan, resume, options)
     except GrowlmError as exc:
         out = plan.out_dir
         if not ((out / PLAN_FILE).exists() and nothing_trained(out)):
@@ -390,7 +392,7 @@ def run_plan(plan: Plan, resume: bool = False) -> Ledger | None:
                         f"`growlm train PLAN.yaml` again, which starts over in {out}") from exc
 
 
-def _run_plan(plan: Plan, resume: bool) -> Ledger | None:
+def _run_plan(plan: Plan, resume: bool, options: RuntimeOptions | None) -> Ledger | None:
     out = plan.out_dir
     main, barrier = _process_group(plan)
     plan_shapes(plan)  # every stage's request is checked before anything is written
@@ -445,12 +447,12 @@ def _run_plan(plan: Plan, resume: bool) -> Ledger | None:
         resuming = bool(storage.list_checkpoints(run_dir))
         barrier()
         if resuming:
-            summary = resume_run(run_dir)
+            summary = resume_run(run_dir, options=options)
         else:
             if main:
                 shutil.rmtree(run_dir, ignore_errors=True)
             barrier()
-            summary = start_run(stage_config(stage, run_dir, source))
+            summary = start_run(stage_config(stage, run_dir, source), options)
         barrier()
         if not main:
             previous = _final_checkpoint(run_dir)
@@ -501,11 +503,12 @@ def nothing_trained(out: Path) -> bool:
         storage.list_checkpoints(folder / "train") for folder in out.glob("stage-*"))
 
 
-def resume_plan(out: str | Path, overrides: dict[str, Any] | None = None) -> Ledger | None:
+def resume_plan(out: str | Path, overrides: dict[str, Any] | None = None,
+                options: RuntimeOptions | None = None) -> Ledger | None:
     """Continue the plan run in ``out`` with the plan it was started with (``OUT/plan.yaml``)."""
     out = Path(out)
     plan = load_plan(out / PLAN_FILE, {**(overrides or {}), "out_dir": str(out)})
-    return run_plan(plan, resume=True)
+    return run_plan(plan, resume=True, options=options)
 
 
 def plot_plan(out: Path) -> Path | None:

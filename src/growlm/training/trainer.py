@@ -31,10 +31,11 @@ from tqdm.auto import tqdm
 from growlm.data.loader import open_training_data, resolve_data  # noqa: F401  (resolve_data: kept importable here)
 from growlm.errors import CheckpointError, ConfigError, GrowlmError
 from growlm.evaluation.perplexity import autocast_context, evaluate_loss
-from growlm.models import storage
+from growlm.models import apply_runtime, storage
 from growlm.models.accounting import model_cost, training_flops_per_token
 from growlm.models.storage import base_model
-from growlm.system import measure_matmul_flops, pick_autocast, tune_cpu_allocator
+from growlm.runtime import RuntimeOptions
+from growlm.system import measure_matmul_flops, pick_autocast
 from growlm.training.checkpoint_manager import CheckpointManager, resume_point
 from growlm.training.compiling import compile_model
 from growlm.training.config import TrainConfig, build_train_config, snapshot_steps
@@ -87,9 +88,10 @@ class _StopRequest:
 class Trainer:
     """One training run (or one resumed part of it): builds everything in ``__init__``, trains in :meth:`run`."""
 
-    def __init__(self, cfg: TrainConfig, resume: bool = False) -> None:
+    def __init__(self, cfg: TrainConfig, resume: bool = False, options: RuntimeOptions | None = None) -> None:
         self.started = time.time()  # stage start: time to the first optimizer step is counted from here
         self.cfg = cfg
+        self.options = options or RuntimeOptions()  # fused paths and kernels (growlm/runtime.py)
         self.out = Path(cfg.out_dir)
         # deterministic: set before anything touches CUDA (cuBLAS reads its workspace setting once);
         # undone when run() ends
@@ -97,8 +99,6 @@ class Trainer:
         self._modes.enter_context(deterministic_mode(cfg.deterministic, cfg.seed))
         try:
             self.runtime, self.device = setup_runtime(cfg.distributed, cfg.device)
-            if self.device.type == "cpu":
-                tune_cpu_allocator()
             self.autocast = pick_autocast(cfg.dtype, self.device)
             runtime = self.runtime
             self.data = open_training_data(cfg.data, cfg.seq_len, cfg.seed, runtime.rank, runtime.world,
@@ -114,6 +114,7 @@ class Trainer:
                 raise ConfigError("no parameter is trainable: check 'trainable', 'frozen' and 'lora'")
             self.base = base_model(model)
             self.base.model.gradient_checkpointing = cfg.activation_checkpointing
+            apply_runtime(model, self.options)  # before compiling: a graph keeps what it was traced with
             self.facts = RunFacts(world_size=runtime.world, deterministic=cfg.deterministic,
                                   parameters=model_cost(self.base.config, cfg.seq_len).total_params,
                                   trainable_parameters=self.trainable_params,
@@ -288,9 +289,10 @@ class Trainer:
                                    checkpoints[-1] if checkpoints else None, skipped, self.base.config.architecture)
 
 
-def start_run(cfg: TrainConfig) -> RunSummary | None:
+def start_run(cfg: TrainConfig, options: RuntimeOptions | None = None) -> RunSummary | None:
     """Begin a new run in ``cfg.out_dir``, refusing to overwrite an existing one; returns its summary
-    (None on processes other than rank 0)."""
+    (None on processes other than rank 0). ``options``: the fused paths and kernels the model takes
+    (default: auto)."""
     out = Path(cfg.out_dir)
     if storage.list_checkpoints(out) or (out / METRICS_FILE).exists():
         raise ConfigError(f"out_dir {out} already holds a run; continue it with `growlm train --resume {out}` "
@@ -298,7 +300,7 @@ def start_run(cfg: TrainConfig) -> RunSummary | None:
     if _is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         (out / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    return Trainer(cfg).run()
+    return Trainer(cfg, options=options).run()
 
 
 def _is_main_process() -> bool:
@@ -340,7 +342,8 @@ def _checkpoint_step(folder: Path) -> int:
         return -1  # unreadable: not a finished run's checkpoint
 
 
-def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> RunSummary | None:
+def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None,
+               options: RuntimeOptions | None = None) -> RunSummary | None:
     """Continue the run in ``run_dir`` from its newest good checkpoint (``--set`` may extend it).
 
     A finished run (:func:`finished_step`) is left exactly as it is -- no file is rewritten --
@@ -354,4 +357,4 @@ def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> 
         config_path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     with contextlib.suppress(FileExistsError):
         run_dir.mkdir(parents=True)
-    return Trainer(cfg, resume=True).run()
+    return Trainer(cfg, resume=True, options=options).run()
