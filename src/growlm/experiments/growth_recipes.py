@@ -207,7 +207,7 @@ def settings(ctx: Context) -> Settings:
     return out
 
 
-# -- plan features (the growth operators and the cross-stage schedule come from issue 19's other parts) --
+# -- plan features (growth operators and the cross-stage schedule that older checkouts may lack) --
 def features() -> dict[str, bool]:
     """Which plan keys this growlm has: ``init: stack``/``clone``, plan ``schedule``, ``lr_factor``, ``moments``.
 

@@ -80,9 +80,8 @@ def rotary_tables(
     The tables are computed by an opaque custom op (``growlm::rotary_cos_sin``): left
     visible, ``torch.compile``'s Inductor inlines the cheap-looking ``cos``/``sin`` into
     every consumer and so recomputes them -- in float32, with large arguments, for every
-    element of Q and K in every layer, forward and backward. On an H200 (nexus-240m,
-    sequence 4096) those recomputations took ~10 ms of a 105 ms step
-    (docs/benchmarks.md). Behind the op they are computed once per forward and only read
+    element of Q and K in every layer, forward and backward, a tenth of a nexus-240m step at
+    sequence 4096 (measured: docs/benchmarks.md, round two). Behind the op they are computed once per forward and only read
     afterwards. The values are the same as the inline formula's in eager mode, bit for
     bit. ``opaque=False`` computes them inline, the state before the op (a model's
     ``DecoderStack.rotary_opaque``, from ``RuntimeOptions.rotary_opaque``;

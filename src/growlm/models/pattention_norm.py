@@ -3,8 +3,8 @@
 Why a kernel. Each Pattention layer turns its scores ``S`` (``tokens x slots``, slots =
 768 to 3072 in tokenformer-240m) into weights with an L2 norm over the row followed by a
 GELU. Left to ``torch.compile``, forward and backward became looped Triton reductions
-that read each row several times and ran at about 0.7 TB/s on an H200: 31% of a
-tokenformer-240m training step (docs/benchmarks.md). A row of at most 8192 slots fits
+that read each row several times, at a fraction of the memory bandwidth: close to a third of
+a tokenformer-240m training step (measured: docs/benchmarks.md, round two). A row of at most 8192 slots fits
 in one Triton program's registers, so here forward reads ``S`` once and writes the
 weights and one float per row (``scale / max(||S||, eps)``); backward reads ``S``, the
 incoming gradient and that float once and writes the gradient.

@@ -15,7 +15,7 @@
 * ``graphs`` -- ``true`` plus CUDA graphs (``torch.compile(mode="reduce-overhead")``):
   each compiled forward and backward is recorded once per shape and replayed as one
   launch, which removes the per-kernel launch cost that dominates small models (the
-  experiments' 20-44M models, issue 23). Same Inductor kernels as ``true``, so the same
+  experiments' 20-44M models; docs/benchmarks.md, round three). Same Inductor kernels as ``true``, so the same
   training (``benchmarks/gpu_speed_round3.sh`` measures the loss difference); the
   optimizer step, gradient clipping and logging stay eager. Every call marks a new
   CUDA-graph step (``torch.compiler.cudagraph_mark_step_begin``), so gradient accumulation
