@@ -117,7 +117,7 @@ def test_two_layers_per_stage_freeze_train_merge_ledger_and_resume(tmp_path, tin
     original = Trainer._step
 
     def crash(self):
-        if "stage-02" in str(self.cfg.out_dir) and self.state["step"] == 3:
+        if "stage-02" in str(self.cfg.out_dir) and self.state.step == 3:
             raise RuntimeError("simulated crash")
         return original(self)
 
