@@ -244,7 +244,7 @@ def test_growlm_train_reads_the_variables_once_and_passes_them_down(monkeypatch,
     from growlm.cli.main import main
 
     seen = []
-    monkeypatch.setattr(trainer, "start_run", lambda cfg, options=None: seen.append(options) or {})
+    monkeypatch.setattr(trainer, "start_run", lambda cfg, options=None: seen.append(options))  # no summary
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({"model": "nexus-tiny", "data": str(tiny_data), "out_dir": str(tmp_path / "o"),
                                       "device": "cpu", "max_steps": 1}))

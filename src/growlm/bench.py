@@ -63,8 +63,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import PreTrainedModel
 
-from growlm.models import model_class_for
+from growlm.models import GrowLMForCausalLM, model_class_for
 from growlm.models.accounting import model_cost
 from growlm.models.presets import build_config
 from growlm.runtime import RuntimeOptions
@@ -132,9 +133,10 @@ def _reference_model(config) -> torch.nn.Module:
 def set_activation_checkpointing(model: torch.nn.Module, on: bool) -> None:
     """Recompute each decoder layer's activations in backward: growlm's own switch (what ``growlm
     train`` sets for ``activation_checkpointing``), or transformers' for the reference model."""
-    if type(model).__module__.startswith("growlm."):
+    if isinstance(model, GrowLMForCausalLM):
         model.model.gradient_checkpointing = on
-    elif on:  # transformers renamed the switch (activation_... from 5.x; the old name warns)
+    elif on and isinstance(model, PreTrainedModel):  # transformers renamed the switch (activation_... from
+        # 5.x; the old name warns)
         enable = getattr(model, "activation_checkpointing_enable", None)
         if enable is not None:
             enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -297,13 +299,13 @@ def attention_spy(calls: dict[str, dict[str, int]], functional: bool = True) -> 
         record("F.scaled_dot_product_attention", args, kwargs)
         return sdpa(*args, **kwargs)
 
-    torch._ops.OpOverload.__call__ = spy_overload
+    torch._ops.OpOverload.__call__ = spy_overload  # type: ignore[method-assign]  # counting every op call
     if functional:
         F.scaled_dot_product_attention = spy_sdpa
     try:
         yield
     finally:
-        torch._ops.OpOverload.__call__ = overload_call
+        torch._ops.OpOverload.__call__ = overload_call  # type: ignore[method-assign]
         F.scaled_dot_product_attention = sdpa
 
 
@@ -609,7 +611,7 @@ def bench(preset: str, settings: BenchSettings | None = None, **fields: Any) -> 
 
 def _line(r: BenchResult) -> str:
     variant = "".join(f" {k}={v}" for k, v in r.variant.items())
-    compiled = {True: " compiled", False: ""}.get(r.compiled, f" compiled {r.compiled}")
+    compiled = " compiled" if r.compiled is True else "" if r.compiled is False else f" compiled {r.compiled}"
     return (f"{r.name:<12} {r.preset} seq {r.seq_len} x {r.micro_batch}{compiled}"
             f"{' AC' if r.activation_checkpointing else ''}{variant}: "
             f"{r.tokens_per_s:,.0f} tok/s, {r.seconds_per_step * 1e3:.1f} ms/step, {r.achieved_tflops:.1f} TFLOP/s"

@@ -75,7 +75,9 @@ def _train(out: Path, plan: DemoPlan, data: Path, steps: int, **values: Any) -> 
               "lr": 3e-3, "warmup_steps": max(2, steps // 10), "schedule": "cosine", "min_lr_ratio": 0.1,
               "log_every": max(1, steps // 40), "eval_every": max(1, steps // 5), "eval_batches": plan.eval_batches,
               "checkpoint_every": steps, "out_dir": str(out), **values}
-    return start_run(build_train_config(config))
+    summary = start_run(build_train_config(config))
+    assert summary is not None  # one process
+    return summary.to_json()
 
 
 def _val_loss(folder: Path, split: TokenSplit, plan: DemoPlan) -> float:
@@ -114,11 +116,12 @@ def run_demo(out: Path, shared: Path | None = None, quick: bool = False) -> dict
     changes = ", ".join(f"{k} -> {v}" for k, v in plan.grow_to.items())
     logger.info(f"[3/6] growing the Nexus-Rank projections ({changes}) with --init preserve")
     growth = grow_checkpoint(base_ckpt, out / "grown", plan.grow_to, parse_init("preserve"))
-    check = growth["verification"]
+    check = growth.verification
+    assert check is not None  # grow_checkpoint verifies unless told not to
     base_val, grown_val = _val_loss(base_ckpt, val_split, plan), _val_loss(out / "grown", val_split, plan)
-    logger.info(f"      max |Δlogit| {check['logits']['max_abs_diff']:.2e} (relative {check['logits']['max_rel_diff']:.2e}); "
-                f"val loss {base_val:.5f} before, {grown_val:.5f} after; every new block trains within two steps: "
-                f"{check['gradients']['every_block_got_gradient']}")
+    logger.info(f"      max |Δlogit| {check.logits.max_abs_diff:.2e} (relative {check.logits.max_rel_diff:.2e}); "
+        f"val loss {base_val:.5f} before, {grown_val:.5f} after; every new block trains within two steps: "
+        f"{check.gradients.every_block_got_gradient}")
 
     logger.info(f"[4/6] continuing the grown model for {plan.extra_steps} steps on unseen data")
     # Continued training re-warms to a third of the base's peak: the base ended its cosine at 3e-4, and
@@ -134,11 +137,11 @@ def run_demo(out: Path, shared: Path | None = None, quick: bool = False) -> dict
                  "unigram_entropy_nats": entropy, "slice_seed": SLICE_SEED, "train_slice": train_slice,
                  "validation": validation},
         "base": {**base, "val_loss_before_growth": base_val},
-        "growth": {"changes": growth["changes"], "parameters": growth["parameters"],
-                   "max_abs_logit_diff": check["logits"]["max_abs_diff"],
-                   "max_rel_logit_diff": check["logits"]["max_rel_diff"],
+        "growth": {"changes": growth.to_json()["changes"], "parameters": growth.parameters.to_json(),
+                   "max_abs_logit_diff": check.logits.max_abs_diff,
+                   "max_rel_logit_diff": check.logits.max_rel_diff,
                    "val_loss_after_growth": grown_val,
-                   "every_new_block_got_gradient": check["gradients"]["every_block_got_gradient"]},
+                   "every_new_block_got_gradient": check.gradients.every_block_got_gradient},
         "grown_continued": grown,
         "control": control,
         "seconds": round(time.time() - started, 1),

@@ -25,9 +25,11 @@ from __future__ import annotations
 import hashlib
 import re
 import subprocess
+import sys
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 _GIT_TIMEOUT_S = 10
@@ -77,14 +79,24 @@ def names_growlm(pyproject: Path) -> bool:
         text = pyproject.read_text()
     except OSError:
         return False
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10: no TOML reader in the standard library; the name line will do
+    toml = _tomllib()
+    if toml is None:  # Python 3.10: no TOML reader in the standard library; the name line will do
         return re.search(r"(?ms)^\[project\][^\[]*?^name\s*=\s*[\"']growlm[\"']\s*$", text) is not None
     try:
-        return tomllib.loads(text).get("project", {}).get("name") == "growlm"
-    except tomllib.TOMLDecodeError:
+        return toml.loads(text).get("project", {}).get("name") == "growlm"
+    except toml.TOMLDecodeError:
         return False
+
+
+def _tomllib() -> Any:
+    """The standard library's TOML reader (Python 3.11+), or None where there is none."""
+    if sys.version_info >= (3, 11):
+        try:
+            import tomllib
+        except ImportError:
+            return None
+        return tomllib
+    return None
 
 
 def _git(package_dir: Path, *args: str) -> str | None:

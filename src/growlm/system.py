@@ -16,7 +16,7 @@ import ctypes.util
 import os
 import sys
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from growlm.errors import ConfigError
 
@@ -79,11 +79,12 @@ def _configure_dynamo(config: ModuleType) -> None:
             break
 
 
-def _configure_inductor(config: ModuleType) -> None:
+# torch's compiler config modules make their attributes at import (install_config_module): Any here
+def _configure_inductor(config: Any) -> None:
     config.fx_graph_cache = True
 
 
-def _configure_functorch(config: ModuleType) -> None:
+def _configure_functorch(config: Any) -> None:
     if hasattr(config, "enable_autograd_cache"):
         config.enable_autograd_cache = True
 

@@ -86,7 +86,7 @@ def test_regions_of_a_real_growth_record_hold_exactly_the_old_weights():
     config = small_config("nexus", seed=3)
     model = make_model(config, seed=0, perturb=0.02)
     result = grow_model(model, {"nexus_m": config.nexus_m + 8, "nexus_a": config.nexus_a + 8}, parse_init("preserve"))
-    record = json.loads(json.dumps(growth_report(result, None)))
+    record = json.loads(json.dumps(growth_report(result, None).to_json()))
     state = {k: v.double() for k, v in result.model.state_dict().items()}
     matrices = grown_matrices(record, {k: tuple(v.shape) for k, v in state.items()})
     assert len(matrices) == 3 * 3 * config.num_hidden_layers  # m, a, d of q, k, v in every layer

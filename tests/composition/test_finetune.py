@@ -48,7 +48,7 @@ def test_a_zero_adapter_computes_exactly_the_merge(mixing):
             if plain.mixer.gate is not None:
                 plain.mixer.gate.weight.normal_(0, 0.5)
     adapted = copy.deepcopy(plain)
-    adapter = adapted.add_adapter()
+    adapter = adapted.add_hidden_adapter()
     built = CompositeForCausalLM.from_experts(copy.deepcopy(experts), mixing, adapter=True)
     assert adapted.config.adapter and adapter.weight.shape == (64, 64) and not adapter.weight.any()
     ids = torch.randint(0, V, (2, 11), generator=torch.Generator().manual_seed(0))

@@ -53,8 +53,8 @@ def test_clone_is_lossless_trains_and_carries_moments(arch, tied, name):
     request = _requests(arch, model.config)[name]
     result = grow_model(model, request, parse_init("clone"))
     check = verify_growth(model, result)
-    assert check["logits"]["max_rel_diff"] <= 1e-5, check["logits"]
-    assert check["passed"] and check["gradients"]["every_block_got_gradient"]
+    assert check.logits.max_rel_diff <= 1e-5, check.logits
+    assert check.passed and check.gradients.every_block_got_gradient
     assert result.blocks and all(b.init == "clone" for b in result.blocks)
     # moments: with the old gradient as m (and its square as v), the carried moments are the grown
     # model's gradient (and its square) at the same batch: the gradient factors of clone.py are exact
@@ -108,8 +108,8 @@ def test_noise_breaks_symmetry_by_an_amount_that_grows_with_f(arch):
     for scheme in ("clone", "clone:0.01", "clone:0.1"):
         result = grow_model(model, request, parse_init(scheme), seed=1)
         check = verify_growth(model, result)
-        assert check["passed"]
-        deviation.append(check["logits"]["max_rel_diff"])
+        assert check.passed
+        deviation.append(check.logits.max_rel_diff)
     assert deviation[0] <= 1e-5 < deviation[1] < deviation[2] < 0.5, deviation
     assert str(parse_init("clone:0.1")) == "clone:0.1" and not parse_init("clone:0.1").lossless
     assert parse_init("clone").lossless
@@ -136,5 +136,5 @@ def test_clone_refusals():
 def test_softmax_pattention_clones_exactly():
     tf = make_model(small_config("tokenformer", 6, pattention_norm="softmax", **SLOTS), perturb=0.02)
     result = grow_model(tf, {"ffn_slots": 96, "qkv_slots": 48}, parse_init("clone"))
-    assert verify_growth(tf, result)["logits"]["max_rel_diff"] <= 1e-5
+    assert verify_growth(tf, result).logits.max_rel_diff <= 1e-5
     assert result.new_config.ffn_scale == pytest.approx(32**0.5 * 3**0.5)

@@ -46,11 +46,11 @@ def test_head_dim_growth_is_lossless_and_trains(arch, factor, seed, tmp_path):
         before, after = model(ids).logits, loaded(ids).logits
     assert (before - after).abs().max() / before.abs().max() <= 1e-5  # fp32: ~1e-7 measured
     check = verify_growth(model, result, seed)
-    assert check["passed"], [b["label"] for b in check["gradients"]["blocks"] if b["first_step_with_gradient"] is None]
+    assert check.passed, [b.block.label for b in check.gradients.blocks if b.first_step_with_gradient is None]
     labels = {b.label for b in result.blocks}
     assert {"q_proj new features of each head", "k_proj new features of each head",
             "v_proj new features of each head", "o_proj inputs from new head features"} <= labels
-    assert check["gradients"]["every_block_moved"]  # two AdamW steps move every new block
+    assert check.gradients.every_block_moved  # two AdamW steps move every new block
 
 
 def test_naive_layout_is_not_lossless(monkeypatch):
@@ -59,11 +59,11 @@ def test_naive_layout_is_not_lossless(monkeypatch):
     config = _config("llama", 5, head_dim=16)
     model = make_model(config, 5, perturb=0.02)
     exact = grow_model(model, {"head_dim": 32}, parse_init("preserve"))
-    assert verify_growth(model, exact)["logits"]["max_rel_diff"] <= 1e-5
+    assert verify_growth(model, exact).logits.max_rel_diff <= 1e-5
     monkeypatch.setattr(head_dim_module, "rotary_positions",
                         lambda d0, d1: torch.cat([torch.arange(d0 // 2), torch.arange(d0 // 2) + d1 // 2]))
     naive = grow_model(model, {"head_dim": 32}, parse_init("preserve"))
-    assert verify_growth(model, naive)["logits"]["max_rel_diff"] > 1e-4
+    assert verify_growth(model, naive).logits.max_rel_diff > 1e-4
 
 
 def test_query_scale_and_moments():
@@ -118,7 +118,7 @@ def test_heads_widen_nexus_attention_to_d():
                                 "nexus_m": config.nexus_m + 8, "nexus_a": config.nexus_a + 8}, parse_init("preserve"))
     assert result.new_config.num_attention_heads * result.new_config.head_dim == result.new_config.hidden_size
     check = verify_growth(model, result)
-    assert check["passed"] and check["logits"]["max_rel_diff"] <= 1e-5
+    assert check.passed and check.logits.max_rel_diff <= 1e-5
 
 
 def test_cli_grows_heads_and_head_dim(tmp_path, capsys):
@@ -151,7 +151,7 @@ def test_head_dim_with_every_other_operator():
     result = grow_model(model, request, parse_init("preserve"), 3, {"layers_at": "start"})
     assert result.operators == ["nexus_rank", "ffn_width", "attention_heads", "head_dim", "hidden_size", "depth"]
     check = verify_growth(model, result, 3)
-    assert check["passed"] and check["logits"]["max_rel_diff"] <= 1e-5
+    assert check.passed and check.logits.max_rel_diff <= 1e-5
     q = "model.layers.1.self_attn.q_proj.d_proj.weight"  # old layer 0, after a new block at the start
     assert result.placements[q].source == "model.layers.0.self_attn.q_proj.d_proj.weight"
     assert result.placements[q].scale == pytest.approx(2**0.5)  # the query scale; hidden size leaves Q alone

@@ -87,9 +87,9 @@ def test_random_configs_preserve_and_train(norm, seed, axes):
         request = {"nexus_a": config.nexus_a + 4, "nexus_m": config.nexus_m + 4}
     result = grow_model(model, request, parse_init("preserve"), seed)
     check = verify_growth(model, result, seed)
-    assert check["logits"]["max_rel_diff"] <= 1e-5
-    assert check["gradients"]["every_block_got_gradient"], check["gradients"]["blocks"]
-    assert check["passed"]
+    assert check.logits.max_rel_diff <= 1e-5
+    assert check.gradients.every_block_got_gradient, check.gradients.blocks
+    assert check.passed
     for name, value in request.items():
         assert getattr(result.model.config, name) == value
 
@@ -99,9 +99,9 @@ def test_zero_scheme_blocks_never_move():
     model = make_model(config, perturb=0.02)
     result = grow_model(model, {"nexus_m": config.nexus_m + 8, "nexus_a": config.nexus_a + 8}, parse_init("zero"))
     check = verify_growth(model, result)
-    assert check["logits"]["max_rel_diff"] <= 1e-5
-    assert check["gradients"]["every_block_still_zero"] and check["gradients"]["no_block_moved"]
-    assert not check["gradients"]["every_block_got_gradient"]
+    assert check.logits.max_rel_diff <= 1e-5
+    assert check.gradients.every_block_still_zero and check.gradients.no_block_moved
+    assert not check.gradients.every_block_got_gradient
     assert any("no new Nexus-Rank block ever receives gradient" in w for w in result.warnings)
 
 
@@ -116,7 +116,7 @@ def test_noise_scheme_perturbs_by_the_fraction():
     new_rows_large = large.model.get_parameter(name).detach()[config.nexus_a:]
     assert new_rows_small.std().item() == pytest.approx(0.1 * old.std().item(), rel=0.25)
     assert torch.allclose(new_rows_large, 2 * new_rows_small)
-    assert verify_growth(model, small)["logits"]["max_abs_diff"] > 0
+    assert verify_growth(model, small).logits.max_abs_diff > 0
 
 
 def test_optimizer_moments_are_carried_into_place():

@@ -167,14 +167,14 @@ def test_tokenformer_exact_and_released_slot_growth():
     keys = exact.model.get_parameter("model.layers.0.self_attn.q_proj.key_tokens").detach()
     values = exact.model.get_parameter("model.layers.0.self_attn.q_proj.value_tokens").detach()
     assert (keys[24:] == 0).all() and (values[24:] != 0).all()
-    assert verify_growth(model, exact)["logits"]["max_rel_diff"] <= 1e-5
+    assert verify_growth(model, exact).logits.max_rel_diff <= 1e-5
     released = grow_model(model, {"qkv_slots": 40}, parse_init("random"))
     assert released.new_config.qkv_scale is None  # follows n, as in the released code
-    assert verify_growth(model, released)["logits"]["max_rel_diff"] > 1e-3
+    assert verify_growth(model, released).logits.max_rel_diff > 1e-3
     softmax = make_model(small_config("tokenformer", 6, pattention_norm="softmax", **SLOTS))
     with pytest.raises(GrowthError, match="cannot grow losslessly"):
         grow_model(softmax, {"ffn_slots": 40}, parse_init("preserve"))
-    assert verify_growth(softmax, grow_model(softmax, {"ffn_slots": 40}, parse_init("random")))["passed"]
+    assert verify_growth(softmax, grow_model(softmax, {"ffn_slots": 40}, parse_init("random"))).passed
 
 
 def test_zero_init_starts_at_zero_everywhere():
@@ -183,6 +183,6 @@ def test_zero_init_starts_at_zero_everywhere():
     result = grow_model(model, {"num_hidden_layers": config.num_hidden_layers + 1, "intermediate_size": 99},
                         parse_init("zero"))
     check = verify_growth(model, result)
-    assert check["passed"] and check["logits"]["max_rel_diff"] <= 1e-5
+    assert check.passed and check.logits.max_rel_diff <= 1e-5
     new_layer = f"model.layers.{config.num_hidden_layers}"
     assert all((p == 0).all() for n, p in result.model.named_parameters() if n.startswith(new_layer))

@@ -33,11 +33,11 @@ def test_stack_copies_blocks_exactly_and_reports_the_loss_jump(arch):
     assert result.placements["model.layers.3.post_attention_layernorm.weight"].source == \
         "model.layers.1.post_attention_layernorm.weight"
     check = verify_growth(model, result)  # not function-preserving, and that is not a failure
-    assert check["passed"] and check["gradients"]["every_block_got_gradient"]
-    assert check["logits"]["max_rel_diff"] > 1e-4
-    loss = check["loss"]
-    assert loss["jump"] == pytest.approx(loss["after"] - loss["before"]) and loss["jump"] != 0
-    assert "loss jump" in check["expectation"]
+    assert check.passed and check.gradients.every_block_got_gradient
+    assert check.logits.max_rel_diff > 1e-4
+    loss = check.loss
+    assert loss.jump == pytest.approx(loss.after - loss.before) and loss.jump != 0
+    assert "loss jump" in check.expectation
     assert all(b.init == "copy" for b in result.blocks) and {b.param.split(".")[2] for b in result.blocks} == {"2", "3"}
 
 
@@ -91,7 +91,7 @@ def test_checkpoint_moments_fresh_vs_carry_and_a_stale_tmp_folder(tmp_path):
     (tmp_path / "carry.tmp" / "stale.bin").write_text("left by a crash")
     report = grow_checkpoint(tmp_path / "src", tmp_path / "carry", {"intermediate_size": 80}, parse_init("clone"))
     assert not (tmp_path / "carry" / "stale.bin").exists() and not (tmp_path / "carry.tmp").exists()
-    assert report["moments"] == "carry" and "copied with their units" in report["optimizer_state"]
+    assert report.moments == "carry" and "copied with their units" in report.optimizer_state
     grown_names = json.loads((tmp_path / "carry" / storage.TRAINER_STATE).read_text())["param_names"]
     saved = torch.load(tmp_path / "carry" / storage.OPTIMIZER, weights_only=False)["state"]
     up = saved[grown_names.index("model.layers.0.mlp.up_proj.weight")]
@@ -102,7 +102,7 @@ def test_checkpoint_moments_fresh_vs_carry_and_a_stale_tmp_folder(tmp_path):
     assert torch.allclose(down["exp_avg"], torch.full_like(down["exp_avg"], 0.5))  # read axis: m
 
     report = grow_checkpoint(tmp_path / "src", tmp_path / "fresh", {"intermediate_size": 80}, parse_init("clone"), moments="fresh")
-    assert report["moments"] == "fresh" and report["optimizer_state"].startswith("fresh")
+    assert report.moments == "fresh" and report.optimizer_state.startswith("fresh")
     assert torch.load(tmp_path / "fresh" / storage.OPTIMIZER, weights_only=False)["state"] == {}
     with pytest.raises(GrowthError, match="unknown moments 'warm'; valid: carry, fresh"):
         grow_checkpoint(tmp_path / "src", tmp_path / "x", {"intermediate_size": 80}, parse_init("clone"),
@@ -137,7 +137,7 @@ def test_plan_stages_clone_then_stack(tmp_path, tiny_data):
     with pytest.raises(Exception, match="moments"):
         parse_plan({**values, "stages": [values["stages"][0], {**values["stages"][1], "moments": "warm"}]})
     ledger = run_plan(parse_plan(values))
-    assert [s["stage"] for s in ledger["stages"]] == ["base", "wider", "deeper"]
+    assert [s.stage for s in ledger.stages] == ["base", "wider", "deeper"]
     wider = json.loads((tmp_path / "run" / "stage-02-wider" / "grown" / "growth.json").read_text())
     deeper = json.loads((tmp_path / "run" / "stage-03-deeper" / "grown" / "growth.json").read_text())
     assert wider["init"] == "clone" and wider["moments"] == "fresh"

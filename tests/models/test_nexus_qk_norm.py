@@ -112,8 +112,8 @@ def test_growth_stays_exact_and_trains_with_qk_norm(op, norm):
     result = grow_model(model, request, parse_init("preserve"), 5, options)
     assert result.model.config.qk_norm is True
     check = verify_growth(model, result, 5)
-    assert check["logits"]["max_rel_diff"] <= 1e-5
-    assert check["gradients"]["every_block_got_gradient"], check["gradients"]["blocks"]
+    assert check.logits.max_rel_diff <= 1e-5
+    assert check.gradients.every_block_got_gradient, check.gradients.blocks
     # the QK-norm gains of every grown layer are there, with the head width
     for layer in result.model.model.layers:
         assert layer.self_attn.q_norm.weight.shape == (config.head_dim,)

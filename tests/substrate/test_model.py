@@ -95,7 +95,7 @@ def test_hidden_size_growth_is_exact_and_keeps_the_substrate(arch, kind, tokeniz
     ids = random_batch(32000, 1)
     once = grow_model(model, {"hidden_size": d + d // 2}, parse_init("preserve"))
     twice = grow_model(once.model, {"hidden_size": 2 * d}, parse_init("random"))  # the substrate ignores the scheme
-    assert compare_logits(model, once.model, ids)["max_rel_diff"] < 1e-5
+    assert compare_logits(model, once.model, ids).max_rel_diff < 1e-5
     for result, width in ((once, d + d // 2), (twice, 2 * d)):
         config = result.model.config
         assert config.embedding_dim == d and config.embedding_scale == pytest.approx(math.sqrt(width / d))
@@ -105,7 +105,7 @@ def test_hidden_size_growth_is_exact_and_keeps_the_substrate(arch, kind, tokeniz
     from growlm.growth.verify import gradient_reach
 
     reach = gradient_reach(once.model, once.blocks, ids)
-    assert reach["every_block_got_gradient"], [b["param"] for b in reach["blocks"] if not b["first_step_with_gradient"]]
+    assert reach.every_block_got_gradient, [b.block.param for b in reach.blocks if not b.first_step_with_gradient]
 
 
 def test_cli_init_and_substrate(tmp_path, capsys, glyph32k):

@@ -65,7 +65,7 @@ def test_a_run_is_deterministic_while_it_runs_and_records_it(tiny_data, tmp_path
 
     monkeypatch.setattr(trainer.Trainer, "_step", step)
     summary = start_run(train_config(tiny_data, tmp_path / "run", max_steps=3, deterministic=True))
-    assert seen == [True, True, True] and summary["deterministic"] is True
+    assert seen == [True, True, True] and summary.deterministic is True
     assert not torch.are_deterministic_algorithms_enabled()
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["deterministic"] is True
 

@@ -91,7 +91,7 @@ def test_fresh_init_draws_a_from_scratch_block_and_changes_the_function():
     again = grow_model(model, {"num_hidden_layers": 3}, parse_init("fresh"), seed=5).model.state_dict()
     assert all(torch.equal(again[k], v) for k, v in state.items())  # seeded
     check = verify_growth(model, result)
-    assert check["passed"] and check["logits"]["max_rel_diff"] > 1e-3  # trains; not lossless
+    assert check.passed and check.logits.max_rel_diff > 1e-3  # trains; not lossless
     with pytest.raises(GrowthError, match="depth growth"):
         grow_model(model, {"num_hidden_layers": 2, "intermediate_size": 512}, parse_init("fresh"))
 
@@ -112,7 +112,7 @@ def test_layerwise_run_freezes_merges_and_ledgers_exactly(tmp_path, tiny_data):
     values["layerwise"].update(depth=3, tokens_per_block=4 * 64)  # 4 steps of 2 x 32 tokens per block
     out = tmp_path / "run"
     ledger = run_plan(parse_plan(values))
-    assert [s["stage"] for s in ledger["stages"]] == ["block-01", "block-02", "block-03-holistic"]
+    assert [s.stage for s in ledger.stages] == ["block-01", "block-02", "block-03-holistic"]
     states = {s: storage.load_state(_final(out, s)) for s in ("stage-01-block-01", "stage-02-block-02",
                                                                "stage-03-block-03-holistic")}
     s1, s2, s3 = states.values()
@@ -159,12 +159,12 @@ def test_layerwise_run_freezes_merges_and_ledgers_exactly(tmp_path, tiny_data):
     cfg2 = build_config("nexus-tiny", {"num_hidden_layers": 2, "tie_word_embeddings": False})
     block0 = sum(v.numel() for v in _block(s2, 0).values() if v.dim() == 2)
     attn = cfg2.num_attention_heads * cfg2.head_dim * 32
-    assert ledger["stages"][1]["train_flops_per_token"] == model_cost(cfg2, 32).train_flops_per_token \
+    assert ledger.stages[1].train_flops_per_token == model_cost(cfg2, 32).train_flops_per_token \
         - 4 * block0 - 8 * attn
-    assert ledger["stages"][1]["train_flops"] == ledger["stages"][1]["train_flops_per_token"] * 4 * 64
+    assert ledger.stages[1].train_flops == ledger.stages[1].train_flops_per_token * 4 * 64
     # holistic: every block back-propagates, weight gradients only for adapters, block 2, norm, head
     full3 = model_cost(build_config("nexus-tiny", {"num_hidden_layers": 3, "tie_word_embeddings": False}), 32)
     frozen_matmul = sum(v.numel() for v in _block(s2, 0).values() if v.dim() == 2) * 2
     lora_params = sum(v.numel() for v in adapter.values())
-    assert ledger["stages"][2]["train_flops_per_token"] == full3.train_flops_per_token - 2 * frozen_matmul \
+    assert ledger.stages[2].train_flops_per_token == full3.train_flops_per_token - 2 * frozen_matmul \
         + 6 * lora_params

@@ -117,7 +117,7 @@ def test_two_layers_per_stage_freeze_train_merge_ledger_and_resume(tmp_path, tin
     original = Trainer._step
 
     def crash(self):
-        if "stage-02" in str(self.cfg.out_dir) and self.state["step"] == 3:
+        if "stage-02" in str(self.cfg.out_dir) and self.state.step == 3:
             raise RuntimeError("simulated crash")
         return original(self)
 
@@ -135,8 +135,8 @@ def test_two_layers_per_stage_freeze_train_merge_ledger_and_resume(tmp_path, tin
     after = [(r["step"], r["loss"]) for r in read_metrics(out / STAGES[1] / "train") if "loss" in r]
     assert [step for step, _ in after] == [1, 2, 3, 4] and after[:3] == before
 
-    assert [s["stage"] for s in ledger["stages"]] == [name.split("-", 2)[2] for name in STAGES]
-    assert [s["steps"] for s in ledger["stages"]] == [4, 4, 4]
+    assert [s.stage for s in ledger.stages] == [name.split("-", 2)[2] for name in STAGES]
+    assert [s.steps for s in ledger.stages] == [4, 4, 4]
     s1, s2, s3 = (storage.load_state(_final(out, name)) for name in STAGES)
     assert sum(1 for k in s1 if k.endswith("self_attn.o_proj.weight")) == 2  # stage 1 is a 2-block model
 
@@ -179,13 +179,13 @@ def test_two_layers_per_stage_freeze_train_merge_ledger_and_resume(tmp_path, tin
     cfg4 = build_config("nexus-tiny", {**SMALL, "num_hidden_layers": 4})
     below = sum(v.numel() for i in (0, 1) for v in _block(s2, i).values() if v.dim() == 2)
     attn = cfg4.num_attention_heads * cfg4.head_dim * 32
-    assert ledger["stages"][1]["train_flops_per_token"] == model_cost(cfg4, 32).train_flops_per_token \
+    assert ledger.stages[1].train_flops_per_token == model_cost(cfg4, 32).train_flops_per_token \
         - 4 * below - 2 * 8 * attn
     full6 = model_cost(build_config("nexus-tiny", {**SMALL, "num_hidden_layers": 6}), 32)
     frozen4 = sum(v.numel() for i in range(4) for v in _block(s2, i).values() if v.dim() == 2)
     lora_params = sum(v.numel() for v in adapter.values())
-    assert ledger["stages"][2]["train_flops_per_token"] == full6.train_flops_per_token - 2 * frozen4 + 6 * lora_params
-    assert ledger["total"]["tokens"] == 6 * 2 * 64
+    assert ledger.stages[2].train_flops_per_token == full6.train_flops_per_token - 2 * frozen4 + 6 * lora_params
+    assert ledger.total.tokens == 6 * 2 * 64
 
 
 def test_plan_show_lists_the_multi_block_stages(tmp_path, capsys):

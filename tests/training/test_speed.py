@@ -70,26 +70,26 @@ def test_steady_state_leaves_out_the_slow_first_step(tiny_data, tmp_path, monkey
     steps = STEADY_SKIP_STEPS + 7
     cfg = train_config(tiny_data, tmp_path / "run", max_steps=steps, eval_every=5, checkpoint_every=5)
     summary = start_run(cfg)
-    assert summary["session_steps"] == steps and calls["validate"] >= 2 and calls["save"] >= 2
-    assert summary["first_step_s"] == FIRST_STEP_S
-    assert summary["time_to_first_step_s"] == SETUP_S + FIRST_STEP_S
-    assert summary["steady_tokens_per_s"] == round(cfg.tokens_per_step / STEP_S, 1)
+    assert summary.session_steps == steps and calls["validate"] >= 2 and calls["save"] >= 2
+    assert summary.first_step_s == FIRST_STEP_S
+    assert summary.time_to_first_step_s == SETUP_S + FIRST_STEP_S
+    assert summary.steady_tokens_per_s == round(cfg.tokens_per_step / STEP_S, 1)
     # the average over all steps carries the stall
     train_s = FIRST_STEP_S + (steps - 1) * STEP_S
-    assert summary["train_seconds"] == round(train_s, 2)
-    assert summary["tokens_per_s"] == round(summary["tokens"] / train_s, 1)
+    assert summary.train_seconds == round(train_s, 2)
+    assert summary.tokens_per_s == round(summary.tokens / train_s, 1)
     # wall clock also counts setup, validation and checkpoints
     wall_s = SETUP_S + train_s + calls["validate"] * VALIDATE_S + calls["save"] * SAVE_S
-    assert summary["wall_seconds"] == round(wall_s, 2) == round(clock.now - 1024.0, 2)
-    assert summary["wall_tokens_per_s"] == round(summary["tokens"] / wall_s, 1)
+    assert summary.wall_seconds == round(wall_s, 2) == round(clock.now - 1024.0, 2)
+    assert summary.wall_tokens_per_s == round(summary.tokens / wall_s, 1)
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert saved["steady_tokens_per_s"] == summary["steady_tokens_per_s"]
+    assert saved["steady_tokens_per_s"] == summary.steady_tokens_per_s
     assert "steady" in summary_line(summary) and "first step after 3.5 s" in summary_line(summary)
 
 
 def test_too_short_a_run_has_no_steady_state(tiny_data, tmp_path):
     summary = start_run(train_config(tiny_data, tmp_path / "run", max_steps=STEADY_SKIP_STEPS))
-    assert summary["steady_tokens_per_s"] is None and summary["time_to_first_step_s"] > 0
+    assert summary.steady_tokens_per_s is None and summary.time_to_first_step_s > 0
 
 
 def test_compile_modes_are_checked(tiny_data, tmp_path):

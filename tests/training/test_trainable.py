@@ -26,7 +26,7 @@ def test_frozen_parameters_do_not_move(tiny_data, tmp_path):
     for (name, p0), (_, p1) in zip(before.named_parameters(), after.named_parameters(), strict=True):
         trains = (name.startswith("model.layers.3.") and ".mlp." not in name) or name == "lm_head.weight"
         assert torch.equal(p0, p1) != trains, name
-    assert summary["trainable_parameters"] < summary["parameters"]
+    assert summary.trainable_parameters < summary.parameters
 
 
 def test_lora_checkpoints_are_merged_and_resume_exactly(tiny_data, tmp_path):

@@ -29,7 +29,7 @@ def test_learns_and_writes_everything(tiny_data, tmp_path):
     assert rows[-1]["loss"] < rows[0]["loss"] - 1.0
     assert [r["step"] for r in rows if "val_loss" in r] == [10, 20, 30, 40, 50, 60]
     assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
-    assert summary["steps"] == 60 and summary["tokens"] == 60 * 4 * 32
+    assert summary.steps == 60 and summary.tokens == 60 * 4 * 32
     assert [p.name for p in storage.list_checkpoints(tmp_path / "run")] == ["step-00000020", "step-00000040",
                                                                         "step-00000060"]
     final = storage.list_checkpoints(tmp_path / "run")[-1]
@@ -72,7 +72,7 @@ def test_resume_of_a_finished_run_leaves_it_untouched(tiny_data, tmp_path, capsy
         assert out.splitlines() == [f"nothing to do: {run} finished at step 10 "
                                     "(to train it further: --set max_steps=N with N > 10)"]
         assert _files(run) == before  # summary.json (and everything else) byte for byte
-    assert resume_run(run) == json.loads(before[Path("summary.json")])  # the library call: same, untouched
+    assert resume_run(run).to_json() == json.loads(before[Path("summary.json")])  # the library call: same, untouched
     assert _files(run) == before
 
     assert main(["train", "--resume", str(run), "--set", "max_steps=15"]) == 0  # extending still works

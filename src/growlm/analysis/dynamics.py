@@ -183,10 +183,13 @@ def analyse_run(run: RunSource, out: Path, settings: AnalysisSettings,
     weight statistics are computed there, one task per snapshot, while this process evaluates."""
     growth_folder = str(run.points[0].folder)
     folders = [str(p.folder) for p in run.points]
-    args = (run.growth, growth_folder)
-    options = (settings.max_values, settings.grid, settings.definitions, settings.pooling, settings.seed)
+    def statistics(snapshots: list[str]) -> list[dict[str, Any]]:
+        return weight_statistics(run.growth, growth_folder, snapshots, settings.max_values, settings.grid,
+                                 settings.definitions, settings.pooling, settings.seed)
+
     if pool is not None:
-        futures = [pool.submit(weight_statistics, *args, [f], *options) for f in folders]
+        futures = [pool.submit(weight_statistics, run.growth, growth_folder, [f], settings.max_values, settings.grid,
+                               settings.definitions, settings.pooling, settings.seed) for f in folders]
     else:
         futures = None
     evaluations = []
@@ -194,10 +197,7 @@ def analyse_run(run: RunSource, out: Path, settings: AnalysisSettings,
         benchmarks = settings.benchmark_points == "all" or i in (0, len(run.points) - 1)
         evaluations.append(_evaluate(run, point.folder, out / "eval" / run.label / f"step-{point.step:08d}",
                                      settings, benchmarks))
-    if futures is not None:
-        weights = [f.result()[0] for f in futures]
-    else:
-        weights = weight_statistics(*args, folders, *options)
+    weights = [f.result()[0] for f in futures] if futures is not None else statistics(folders)
     if settings.definitions == "growlm":
         matrices = [m.name for m in grown_matrices(run.growth, {k: tuple(v.shape) for k, v in storage.load_state(
             run.points[0].folder).items()})]
@@ -297,6 +297,7 @@ def analyse(paths: Sequence[str | Path], out: str | Path, settings: AnalysisSett
     for row in rows:
         row["perf"] = row.get(perf) if perf else None
     notes: list[str] = []
+    assert settings.state is not None  # check() resolved the default
     state = [f for f in settings.state if f != "perf" or perf]
     if len(state) < len(settings.state):
         notes.append("no performance measure (neither benchmarks nor perplexity evaluated): the state vector "
@@ -358,7 +359,7 @@ def analyse(paths: Sequence[str | Path], out: str | Path, settings: AnalysisSett
     if all(r.get("ppl") is not None for r in rows):
         bands["ln_ppl"] = radius_bands([r["R"] for r in rows], [math.log(r["ppl"]) for r in rows])
 
-    report = {
+    report: dict[str, Any] = {
         "settings": {**asdict(settings), "state": state, "performance_measure": perf or None,
                      "normalisation": ({"theta_max": scales["theta"], "rho_max": scales["rho"]} if scales
                                        else None)},

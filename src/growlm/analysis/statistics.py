@@ -424,7 +424,7 @@ def _run_permutation_pvalue(x: np.ndarray, y: np.ndarray, groups: np.ndarray, pe
     if len(names) < 2 or len({b.size for b in blocks_x}) != 1:
         return math.nan, 0
 
-    def r2(order: Sequence[int]) -> float:
+    def r2(order: Sequence[int] | np.ndarray) -> float:
         yy = np.concatenate([blocks_y[i] for i in order])
         xx = np.concatenate(blocks_x)
         if np.ptp(xx) == 0 or np.ptp(yy) == 0:

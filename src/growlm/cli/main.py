@@ -170,8 +170,9 @@ def cmd_init(args: argparse.Namespace) -> None:
         from growlm.substrate import install_substrate
 
         substrate = install_substrate(model, tokenizer)
-        print(f"frozen {config.embedding} substrate {substrate.key} ({config.vocab_size} x {config.embedding_dim}"
-              f"{' zero-padded to ' + str(config.hidden_size) if config.embedding_dim < config.hidden_size else ''})")
+        dim = config.embedding_dim or config.hidden_size  # set for every frozen embedding
+        print(f"frozen {config.embedding} substrate {substrate.key} ({config.vocab_size} x {dim}"
+              f"{' zero-padded to ' + str(config.hidden_size) if dim < config.hidden_size else ''})")
     save_model(model, out, tokenizer)
     cost = model_cost(config)
     print(f"wrote {config.architecture} model ({cost.total_params:,} parameters) to {out}")
@@ -218,7 +219,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     from growlm.overrides import parse_assignments
     from growlm.training.config import load_train_config
-    from growlm.training.plan import PLAN_FILE, is_plan, ledger_lines, load_plan, resume_plan, run_plan
+    from growlm.training.plan import PLAN_FILE, is_plan, load_plan, resume_plan, run_plan
     from growlm.training.trainer import finished_step, resume_run, start_run
 
     overrides = parse_assignments(args.set)
@@ -227,8 +228,8 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise GrowlmError("pass either CONFIG or --resume RUN_DIR, not both")
         if (Path(args.resume) / PLAN_FILE).exists():
             ledger = resume_plan(args.resume, overrides, options=_runtime_options())
-            if ledger:  # rank 0 under torchrun, or the only process
-                print("\n".join(ledger_lines(ledger)))
+            if ledger is not None:  # rank 0 under torchrun, or the only process
+                print("\n".join(ledger.lines()))
             return
         done = finished_step(args.resume, overrides)
         if done is not None:  # a finished run is left exactly as it is
@@ -247,12 +248,12 @@ def cmd_train(args: argparse.Namespace) -> None:
             values = None  # load_train_config reports it
         if is_plan(values):
             ledger = run_plan(load_plan(path, overrides), options=_runtime_options())
-            if ledger:
-                print("\n".join(ledger_lines(ledger)))
+            if ledger is not None:
+                print("\n".join(ledger.lines()))
             return
         summary = start_run(load_train_config(args.config, overrides), _runtime_options())
-    if summary:  # rank 0 under torchrun, or the only process
-        _print_json(summary)
+    if summary is not None:  # rank 0 under torchrun, or the only process
+        _print_json(summary.to_json())
 
 
 def cmd_plan_show(args: argparse.Namespace) -> None:
@@ -271,13 +272,14 @@ def cmd_plan_show(args: argparse.Namespace) -> None:
 
 
 def cmd_plan_report(args: argparse.Namespace) -> None:
-    from growlm.training.plan import LEDGER_FILE, ledger_lines, plot_plan, plot_plan_lr
+    from growlm.training.plan import plot_plan, plot_plan_lr
+    from growlm.training.records import LEDGER_FILE, Ledger
 
     out = Path(args.run)
     if not (out / LEDGER_FILE).exists():
         raise GrowlmError(f"{out} holds no {LEDGER_FILE}: not a plan run, or no stage has finished yet")
     pictures = [plot_plan(out), plot_plan_lr(out)]
-    print("\n".join(ledger_lines(json.loads((out / LEDGER_FILE).read_text()))))
+    print("\n".join(Ledger.read(out).lines()))
     for picture in pictures:
         if picture:
             print(f"wrote {picture}")
@@ -291,28 +293,28 @@ def cmd_grow(args: argparse.Namespace) -> None:
     report = grow_checkpoint(args.checkpoint, args.out, parse_assignments(args.set), parse_init(args.init),
                              seed=args.seed, verify=not args.no_verify, options=options,
                              moments=args.moments)
-    changes = ", ".join(f"{k} {v['old']} -> {v['new']}" for k, v in report["changes"].items())
-    print(f"grew {report['architecture']} ({changes}) with --init {report['init']}: "
-          f"{report['parameters']['old']:,} -> {report['parameters']['new']:,} parameters")
-    print(f"optimizer state: {report['optimizer_state']}")
-    v = report["verification"]
-    if v is not None and report["init"] == "zero":
-        stuck = sum(1 for b in v["gradients"]["blocks"] if b["first_step_with_gradient"] is None)
+    changes = ", ".join(f"{k} {c.old} -> {c.new}" for k, c in report.changes.items())
+    print(f"grew {report.architecture} ({changes}) with --init {report.init}: "
+          f"{report.parameters.old:,} -> {report.parameters.new:,} parameters")
+    print(f"optimizer state: {report.optimizer_state}")
+    v = report.verification
+    if v is not None and report.init == "zero":
+        stuck = sum(1 for b in v.gradients.blocks if b.first_step_with_gradient is None)
         if stuck:
-            _warn(f"warning: {stuck} of {len(v['gradients']['blocks'])} new blocks received no gradient in two steps "
+            _warn(f"warning: {stuck} of {len(v.gradients.blocks)} new blocks received no gradient in two steps "
                   "and will never train")
     if v is not None:
-        grads = v["gradients"]
-        print(f"verification: max |Δlogit| {v['logits']['max_abs_diff']:.3g} "
-              f"(relative {v['logits']['max_rel_diff']:.3g}); {len(grads['blocks'])} new blocks, "
-              f"all received gradient within {grads['steps']} steps: {grads['every_block_got_gradient']}, "
-              f"none moved: {grads['no_block_moved']}; expectation ({v['expectation']}) "
-              f"{'met' if v['passed'] else 'NOT MET'}")
-        loss = v["loss"]
-        print(f"loss on the verification batch: {loss['before']:.4f} -> {loss['after']:.4f} "
-              f"(jump {loss['jump']:+.4g})")
+        grads = v.gradients
+        print(f"verification: max |Δlogit| {v.logits.max_abs_diff:.3g} "
+              f"(relative {v.logits.max_rel_diff:.3g}); {len(grads.blocks)} new blocks, "
+              f"all received gradient within {grads.steps} steps: {grads.every_block_got_gradient}, "
+              f"none moved: {grads.no_block_moved}; expectation ({v.expectation}) "
+              f"{'met' if v.passed else 'NOT MET'}")
+        if v.loss is not None:
+            print(f"loss on the verification batch: {v.loss.before:.4f} -> {v.loss.after:.4f} "
+                  f"(jump {v.loss.jump:+.4g})")
     print(f"wrote {args.out} (details in {Path(args.out) / 'growth.json'})")
-    if v is not None and not v["passed"]:
+    if v is not None and not v.passed:
         raise GrowlmError("the grown model failed its verification; see growth.json")
 
 
@@ -503,7 +505,10 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", _DefaultsFormatter)
         super().__init__(*args, **kwargs)
 
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+    # argparse's stubs type these as overloads generic in the namespace; growlm passes none of its own
+    def parse_known_args(  # type: ignore[override]
+        self, args: Any = None, namespace: Any = None
+    ) -> tuple[argparse.Namespace, list[str]]:
         parsed, extras = super().parse_known_args(args, namespace)
         # subcommands parse first and their namespace is copied into the parent's: the innermost
         # parser that left arguments unparsed is the one to report them

@@ -59,7 +59,7 @@ def trainable_parameters(model: Any, mode: str) -> list[Any]:
     for param in model.parameters():
         param.requires_grad_(False)
     if mode == "adapter":
-        model.add_adapter()
+        model.add_hidden_adapter()
         modules = [m for m in (model.adapter, model.mixer) if m is not None]
         params = [p for m in modules for p in m.parameters()]
     else:
@@ -88,7 +88,7 @@ def finetune(folder: str | Path, data: str | Path, steps: int, mode: str = "full
     frozen = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in params)
     fit = train_parameters(model, params, data, steps, seq_len, batch_size, lr, seed, run_device, eval_batches,
                            clip=1.0, hint="lower --finetune-lr")
-    storage.save_model(model.to("cpu"), folder)
+    storage.save_model(model.cpu(), folder)
     record = {"mode": mode, "data": str(data), "steps": steps, "seq_len": fit["seq_len"], "batch_size": batch_size,
               "lr": lr, "seed": seed, "device": str(run_device), "clip": 1.0,
               "trainable_params": sum(p.numel() for p in params), "frozen_params": frozen,

@@ -27,6 +27,7 @@ from growlm.composition.substrate import CompositionError
 from growlm.data.dataset import TokenSplit, WindowSampler
 from growlm.evaluation.perplexity import evaluate_loss
 from growlm.models import storage
+from growlm.models.composite import CompositeForCausalLM
 from growlm.system import pick_autocast, pick_device
 
 logger = logging.getLogger(__name__)
@@ -44,17 +45,21 @@ def train_mixer(folder: str | Path, data: str | Path, steps: int, seq_len: int =
     folder = Path(folder)
     run_device = pick_device(device)
     model = storage.load_model(folder, run_device)
-    if getattr(model, "mixer", None) is None:
+    if not isinstance(model, CompositeForCausalLM):
+        raise CompositionError(f"{folder} is not a composite model (growlm compose makes one)")
+    mixer = model.mixer
+    if mixer is None:
         raise CompositionError(f"{folder} mixes with '{model.config.mixing}', which has nothing to train; "
                                "compose with --mixing weights, gate, prob_weights or prob_gate")
     for param in model.parameters():
         param.requires_grad_(False)
-    params = list(model.mixer.parameters())
+    params = list(mixer.parameters())
     fit = train_parameters(model, params, data, steps, seq_len, batch_size, lr, seed, run_device, eval_batches,
                            hint="lower --mix-lr")
-    storage.save_model(model.to("cpu"), folder)
+    model.to("cpu")
+    storage.save_model(model, folder)
     with torch.no_grad():
-        weights = torch.softmax(model.mixer.bias.float(), -1).tolist()
+        weights = torch.softmax(mixer.bias.float(), -1).tolist()
     record = {"data": str(data), "steps": steps, "seq_len": fit["seq_len"], "batch_size": batch_size, "lr": lr,
               "seed": seed, "device": str(run_device), "val_loss_before": fit["val_loss_before"],
               "val_loss_after": fit["val_loss_after"], "train_loss_first": fit["train_loss_first"],

@@ -85,6 +85,8 @@ def describe_tokenizer(fp: Fingerprint) -> Any:
     """Load ``fp``'s tokenizer and fill in its vocabulary, pipeline and special-token fields; returns it."""
     from growlm.data.tokenizer import load_tokenizer
 
+    if fp.folder is None:
+        raise CompositionError(f"{fp.name}: no folder to read the tokenizer from")
     tokenizer = load_tokenizer(fp.folder)
     vocab = tokenizer.get_vocab()
     fp.tokenizer_size = len(tokenizer)

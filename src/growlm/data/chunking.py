@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from growlm.errors import DataError
 
@@ -112,7 +113,7 @@ class Encoder:
     """
 
     def __init__(self, tokenizer: Any, text_field: str, piece_chars: int, check: bool = True,
-                 eod: int | None = None, dtype: np.dtype | type = np.int64) -> None:
+                 eod: int | None = None, dtype: DTypeLike = np.int64) -> None:
         self.tokenizer, self.text_field = tokenizer, text_field
         self.eod, self.dtype = eod, np.dtype(dtype)  # what run() appends to a document's end, and its ids' type
         self.anchor_ids = self._encode_one(ANCHOR)
@@ -162,7 +163,7 @@ class Encoder:
         return out
 
     def run(self, items: Sequence[tuple]) -> list[tuple[str, Any]]:
-        results: list[tuple[str, Any] | None] = [None] * len(items)
+        results: list[tuple[Any, ...] | None] = [None] * len(items)
         texts, anchored, owner = [], [], []  # what to encode, and which item each text belongs to
         for i, item in enumerate(items):
             if item[0] == "skip":  # decided by the reader (a huge line or a .txt file it parsed itself)
@@ -170,7 +171,7 @@ class Encoder:
                 continue
             if item[0] == "line":
                 text, reason = parse_line(item[1], self.text_field)
-                if reason:
+                if text is None:  # then reason says why
                     results[i] = ("skip", reason)
                     continue
                 pieces = self.split(text)  # long documents encode faster in pieces, and identically

@@ -13,7 +13,7 @@ never saw.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -91,7 +91,7 @@ class WindowSampler:
 
     def _index(self, position: int) -> int:
         epoch, offset = divmod(position, self.n)
-        if epoch != self._epoch:
+        if epoch != self._epoch or self._order is None:
             self._order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
             self._epoch = epoch
         return int(self._order[offset])
@@ -107,7 +107,19 @@ class WindowSampler:
         return tokens[:, :-1], tokens[:, 1:]
 
 
-def evaluation_windows(split: TokenSplit, seq_len: int, max_windows: int | None = None) -> np.ndarray:
+class WindowSplit(Protocol):
+    """What evaluation reads from a split: a :class:`TokenSplit`, or a ``dataset`` source's
+    ``sources.InMemorySplit``."""
+
+    num_tokens: int
+    num_bytes: int
+
+    def num_windows(self, seq_len: int) -> int: ...
+
+    def window(self, index: int, seq_len: int) -> np.ndarray: ...
+
+
+def evaluation_windows(split: WindowSplit, seq_len: int, max_windows: int | None = None) -> np.ndarray:
     """Window indices for validation: all of them, or ``max_windows`` spread evenly over the split.
 
     Spreading (rather than taking the first windows) keeps a capped evaluation
@@ -120,7 +132,7 @@ def evaluation_windows(split: TokenSplit, seq_len: int, max_windows: int | None 
     return np.unique(np.linspace(0, n - 1, max_windows).round().astype(np.int64))
 
 
-def evaluation_batches(split: TokenSplit, seq_len: int, batch_size: int, max_batches: int | None = None):
+def evaluation_batches(split: WindowSplit, seq_len: int, batch_size: int, max_batches: int | None = None):
     """Batches of validation windows (see :func:`evaluation_windows`), the same every time."""
     windows = evaluation_windows(split, seq_len, None if max_batches is None else max_batches * batch_size)
     for start in range(0, len(windows), batch_size):

@@ -38,7 +38,7 @@ import os
 import sys
 import time
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -149,6 +149,7 @@ class ShardWriter:
                 self._open_next()
             room = self.shard_tokens - self.shards[-1]["tokens"]
             part, ids = ids[:room], ids[room:]
+            assert self.handle is not None  # _open_next() opened it
             self.handle.write(part.astype(self.dtype, copy=False).tobytes())
             self.shards[-1]["tokens"] += len(part)
             self.tokens += len(part)
@@ -228,10 +229,10 @@ class _Run:
             return float("inf")
         return self.max_docs - self.docs[f] - self.in_flight[f]
 
-    def _items(self, f: int) -> Iterator[tuple[tuple, int]]:
+    def _items(self, f: int) -> Generator[tuple[tuple, int], None, None]:
         """The work items of file ``f`` with their line numbers (0 for a whole-file document)."""
         path = self.files[f][0]
-        suffix = _suffix(path)
+        suffix = _suffix(path) or ""  # files are listed by their suffix: never empty here
         try:
             raw = open(path, "rb")  # noqa: SIM115 -- closed below, and tell() is needed for progress
         except OSError as exc:
@@ -259,11 +260,11 @@ class _Run:
                     done = raw.tell()
                 if self.encoder.piece_chars and len(line) > self.batch_bytes:
                     # a huge line: parse and cut it here, so that its pieces spread over the workers
-                    text, reason = parse_line(line, self.encoder.text_field)
-                    if reason:
+                    line_text, reason = parse_line(line, self.encoder.text_field)
+                    if line_text is None:  # then reason says why
                         yield ("skip", reason), lineno
                         continue
-                    pieces = self.encoder.split(text)
+                    pieces = self.encoder.split(line_text)
                     for k, piece in enumerate(pieces):
                         yield ("piece", piece, k == 0, k == len(pieces) - 1), lineno
                 else:

@@ -146,7 +146,8 @@ class DatasetSource:
     def _fill(self) -> None:
         if self._iterator is None:
             self._iterator = self._open()
-        texts, empty_epoch = [], True
+        texts: list[str] = []
+        empty_epoch = True
         while len(texts) < self.batch_documents:
             try:
                 record = next(self._iterator)
@@ -250,7 +251,8 @@ def build_stream(spec: dict[str, Any], tokenizer: Any, seq_len: int, seed: int, 
     """The training stream of a ``data: {sources: ...}`` config, for process ``rank`` of ``world``."""
     if not 0 <= rank < world:
         raise DataError(f"rank {rank} is outside a world of {world} process(es)")
-    sources, weights = [], []
+    sources: list[PreparedSource | DatasetSource] = []
+    weights: list[float] = []
     for i, entry in enumerate(spec["sources"]):
         entry = check_source(entry, f"data.sources[{i}]")
         if "prepared" in entry:

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
+from transformers import PreTrainedModel
 
 from growlm.evaluation.perplexity import autocast_context
 
@@ -72,7 +74,7 @@ class Score:
 class LoglikelihoodScorer:
     """Scores (context, [continuations]) groups with a growlm model."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer, device: torch.device,
+    def __init__(self, model: PreTrainedModel, tokenizer: Any, device: torch.device,
                  autocast: torch.dtype | None = None, batch_size: int = 16) -> None:
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self.autocast, self.batch_size = autocast, batch_size

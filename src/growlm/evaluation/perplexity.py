@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from growlm.data.dataset import TokenSplit, evaluation_batches
+from growlm.data.dataset import WindowSplit, evaluation_batches
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype | None):
@@ -31,7 +31,7 @@ def autocast_context(device: torch.device, dtype: torch.dtype | None):
 @torch.no_grad()
 def evaluate_loss(
     model: torch.nn.Module,
-    split: TokenSplit,
+    split: WindowSplit,
     seq_len: int,
     batch_size: int,
     max_batches: int | None = None,

@@ -32,7 +32,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -56,7 +56,7 @@ from growlm.evaluation.tasks import (
     resolve_task_data,
     resolve_tasks,
 )
-from growlm.models import apply_runtime, storage
+from growlm.models import GrowLMForCausalLM, apply_runtime, storage
 from growlm.models.accounting import model_cost
 from growlm.runtime import RuntimeOptions
 
@@ -81,7 +81,7 @@ def _summary(values: dict[str, list[float]]) -> dict[str, float]:
     return out
 
 
-def model_info(folder: Path, model: torch.nn.Module) -> dict[str, Any]:
+def model_info(folder: Path, model: GrowLMForCausalLM) -> dict[str, Any]:
     config = model.config
     cost = model_cost(config)
     info = {"checkpoint": str(folder), "architecture": config.architecture, "parameters": cost.total_params,
@@ -142,7 +142,10 @@ class Evaluator:
         with tqdm(total=len(examples), desc=name, disable=not self.progress, leave=False) as bar:
             texts = generate_answers(self.model, self.tokenizer, prompts, self.device, self.autocast,
                                      self.batch_size, max_new_tokens=MAX_NEW_TOKENS, progress=bar, cut=str)
-        acc, unparsed, samples, counts = [], [], [], Counter()
+        acc: list[float] = []
+        unparsed: list[float] = []
+        samples: list[dict[str, Any]] = []
+        counts: Counter[str] = Counter()
         for i, (example, prompt, text) in enumerate(zip(examples, prompts, texts, strict=True)):
             letters = letters_for(len(example.choices))
             pred = parse_letter(text, len(example.choices))
@@ -150,13 +153,12 @@ class Evaluator:
             unparsed.append(float(pred is None))
             counts[letters[pred] if pred is not None else "unparsed"] += 1
             samples.append({"task": name, "doc_id": i, "context": prompt, "choices": list(example.choices),
-                            "gold": example.gold, "gold_letter": letters[example.gold], "generated": text,
+                            "gold": example.gold, "gold_letter": None if example.gold is None else letters[example.gold], "generated": text,
                             "pred": pred, "pred_letter": None if pred is None else letters[pred], "acc": acc[-1]})
         metrics = _summary({"acc": acc, "unparsed": unparsed})
         # a uniform guess among the valid letters scores this in expectation; below it is worse than guessing
         metrics["chance"] = float(np.mean([1.0 / len(e.choices) for e in examples]))
-        metrics["answer_counts"] = dict(sorted(counts.items()))
-        return metrics, samples
+        return {**metrics, "answer_counts": dict(sorted(counts.items()))}, samples
 
     def _need_stop_token(self, name: str) -> None:
         if self.tokenizer.eos_token_id is None and self.tokenizer.pad_token_id is None:
@@ -164,22 +166,24 @@ class Evaluator:
                             "or padding token to stop and pad with")
 
     def loglikelihood(self, name: str, docs: list[dict]) -> tuple[dict, list[dict]]:
-        examples = [TASKS[name].to_example(d) for d in docs]
-        scores = self.scorer.score([(e.context, [e.target]) for e in examples], desc=name, progress=self.progress)
+        examples = [TASKS[name].example(d) for d in docs]
+        targets = [e.target or "" for e in examples]  # loglikelihood tasks always have one
+        scores = self.scorer.score([(e.context, [t]) for e, t in zip(examples, targets, strict=True)], desc=name,
+                                   progress=self.progress)
         lls = [s[0].loglikelihood for s in scores]
         greedy = [float(s[0].is_greedy) for s in scores]
         metrics = _summary({"acc": greedy})
         perplexity = math.exp(-float(np.mean(lls)))
         metrics.update(perplexity=perplexity, perplexity_stderr=perplexity * mean_stderr(lls))
         # per byte of target text: comparable across targets of any length and across tokenizers
-        metrics["bits_per_byte"] = -float(np.sum(lls)) / (math.log(2) * sum(len(e.target.encode()) for e in examples))
+        metrics["bits_per_byte"] = -float(np.sum(lls)) / (math.log(2) * sum(len(t.encode()) for t in targets))
         samples = [{"task": name, "doc_id": i, "context": e.context, "target": e.target, "loglikelihood": ll,
                     "is_greedy": bool(g)} for i, (e, ll, g) in enumerate(zip(examples, lls, greedy, strict=True))]
         return metrics, samples
 
     def generate(self, name: str, docs: list[dict]) -> tuple[dict, list[dict]]:
         self._need_stop_token(name)
-        examples = [TASKS[name].to_example(d) for d in docs]
+        examples = [TASKS[name].example(d) for d in docs]
         with tqdm(total=len(examples), desc=name, disable=not self.progress, leave=False) as bar:
             answers = generate_answers(self.model, self.tokenizer, [e.context for e in examples], self.device,
                                        self.autocast, max(1, self.batch_size // 2), progress=bar)
@@ -284,8 +288,8 @@ def evaluate_checkpoint(
     if "ppl" in names and ppl_data is None:
         raise EvalError("task ppl needs --data DATA_DIR (a folder written by `growlm data prepare`)")
     explicit = data_dir is not None
-    bench = Path(data_dir) if explicit else default_benchmarks_dir()
-    if explicit and not bench.is_dir():
+    bench = Path(data_dir) if data_dir is not None else default_benchmarks_dir()
+    if data_dir is not None and bench is not None and not bench.is_dir():
         raise EvalError(f"--data-dir {bench} does not exist")
     folder = storage.resolve_model_dir(checkpoint)
     if not any((folder / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
@@ -307,7 +311,8 @@ def evaluate_checkpoint(
     if dtype not in EVAL_DTYPES:
         raise EvalError(f"--dtype must be one of {', '.join(EVAL_DTYPES)}, got {dtype!r}")
     weights = EVAL_DTYPES[dtype]
-    model = storage.load_model(folder, run_device).to(weights).eval()
+    model = storage.load_model(folder, run_device)
+    cast(torch.nn.Module, model).to(weights).eval()  # in place (transformers' wrapped .to is mistyped)
     apply_runtime(model, runtime_options or RuntimeOptions())
     tokenizer = load_tokenizer(folder)
     autocast = pick_autocast("auto", run_device) if dtype == "auto" else None
@@ -320,6 +325,7 @@ def evaluate_checkpoint(
         kind = TASKS[name].kind
         if kind == "perplexity":
             trained = report_info.get("trained_seq_len")
+            assert ppl_data is not None  # checked above
             metrics, rows = evaluator.perplexity(Path(ppl_data), seq_len or trained, max_batches)
         else:
             if kind == "multiple_choice":

@@ -122,6 +122,12 @@ class TaskSpec:
     splits: tuple[str, ...] = ()  # every split with gold labels, the standard one first
     fewshot_split: str | None = None  # where --num-fewshot examples come from (lm-eval's fewshot_split)
 
+    def example(self, doc: dict[str, Any]) -> Example:
+        """The scored item of one document (every task but ``ppl``, which scores token windows)."""
+        if self.to_example is None:
+            raise EvalError(f"task {self.name} scores token windows, not documents")
+        return self.to_example(doc)
+
     @property
     def local_file(self) -> str | None:
         """The standard split's file under the benchmarks folder."""
@@ -356,7 +362,7 @@ def load_task_docs(spec: TaskSpec, data_dir: Path | None, limit: int | None = No
             break
     if files:
         docs, source = [d for f in files for d in read_docs(f)], ", ".join(str(f) for f in files)
-    elif explicit:
+    elif explicit and root is not None:
         raise _missing(root, spec, wanted, where)
     else:
         try:
@@ -378,7 +384,7 @@ def build_examples(name: str, docs: list[dict[str, Any]], fewshot_docs: list[dic
     if num_fewshot < 0:
         raise EvalError(f"--num-fewshot must be 0 or more, got {num_fewshot}")
     if num_fewshot == 0:
-        return [spec.to_example(d) for d in docs]
+        return [spec.example(d) for d in docs]
     if name != "mmlu":
         raise EvalError(f"--num-fewshot {num_fewshot}: few-shot prompts are supported for mmlu only, not {name} "
                         "(lm-eval draws other tasks' examples at random)")

@@ -131,7 +131,8 @@ class Context:
         return out
 
     # -- resumable units ----------------------------------------------------------------------
-    def unit(self, key: str, work: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    # Callable[..., ...]: callers bind their loop variables as lambda defaults, which mypy cannot infer
+    def unit(self, key: str, work: Callable[..., dict[str, Any]]) -> dict[str, Any]:
         """``work(folder)`` once; its JSON result is kept in ``OUT/units/KEY.json`` and reused after.
 
         The result is returned as read back from that file, on the first call too, so an
@@ -162,7 +163,8 @@ class Context:
                 summary = resume_run(run)
             else:
                 summary = start_run(build_train_config(settings))
-            return {"summary": summary, "metrics": read_metrics(run), "run": str(run)}
+            assert summary is not None  # experiments train in one process
+            return {"summary": summary.to_json(), "metrics": read_metrics(run), "run": str(run)}
 
         return self.unit(key, work)
 
@@ -177,11 +179,14 @@ class Context:
                         **values.get("defaults", {})}
             plan_values = {**values, "defaults": defaults, "out_dir": str(run)}
             ledger = resume_plan(run) if (run / PLAN_FILE).exists() else run_plan(parse_plan(plan_values))
+            assert ledger is not None  # experiments run in one process
             stages = []
-            for record in ledger["stages"]:
-                stage_dir = next(run.glob(f"stage-{record['index'] + 1:02d}-*"))
-                stages.append({**record, "metrics": read_metrics(stage_dir / "train"), "folder": str(stage_dir)})
-            return {"ledger": {k: v for k, v in ledger.items() if k != "stages"}, "stages": stages, "run": str(run)}
+            for record in ledger.stages:
+                stage_dir = next(run.glob(f"stage-{record.index + 1:02d}-*"))
+                stages.append({**record.to_json(), "metrics": read_metrics(stage_dir / "train"),
+                               "folder": str(stage_dir)})
+            totals = {k: v for k, v in ledger.to_json().items() if k != "stages"}
+            return {"ledger": totals, "stages": stages, "run": str(run)}
 
         return self.unit(key, work)
 

@@ -182,6 +182,7 @@ def _compose_unit(ctx: Context, key: str, experts: list[str], mixing: str, mix_d
                                               batch_size=size.mix_batch_size, seed=seed, device=ctx.device,
                                               eval_batches=size.eval_batches)
         if finetune_mode is not None:
+            assert mix_data is not None  # a fine-tuning arm trains on the mixture (model_job passes it)
             lr = size.ft_lr if finetune_mode == "full" else size.adapter_lr
             record["finetune"] = finetune(model, mix_data, size.mix_steps, mode=finetune_mode, lr=lr,
                                           seq_len=size.seq_len, batch_size=size.mix_batch_size, seed=seed,
@@ -233,6 +234,7 @@ def model_job(ctx: Context, seed: int, name: str, checkpoint: str | None, expert
         record = _compose_unit(ctx, f"seed={seed}/{key}", experts, mixing,
                                data["mixture"] if mix_train or finetune_mode else None, size, seed, finetune_mode)
         checkpoint = record["model"]
+    assert checkpoint is not None  # a single model's run, or the composite just made
     scores = _evaluate_unit(ctx, f"seed={seed}/eval-{MODELS.index(name)}", checkpoint,
                             {s: data[s] for s in SPLITS}, size)
     return {"compose": record, "scores": scores}
@@ -259,7 +261,7 @@ def run(ctx: Context) -> Report:
     run_jobs(ctx, train_jobs, size.parallel, phase="train")
     runs = {k: ctx.train(f"seed={k[0]}/train-{k[1]}", v)["run"] for k, v in values.items()}
     singles = {"prose expert": "prose", "technical expert": "technical", "joint (mixture, 2x steps)": "joint"}
-    model_args = []
+    model_args: list[dict[str, Any]] = []
     for seed in ctx.seeds:
         experts = [runs[seed, "prose"], runs[seed, "technical"]]
         for name in MODELS:

@@ -108,7 +108,7 @@ def _settings(ctx: Context) -> dict[str, Any]:
     from growlm.errors import ConfigError, unknown_key_message
 
     base = QUICK if ctx.quick else FULL
-    settings = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    settings: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
     nested = [k for k, v in base.items() if isinstance(v, dict)]
     for key, value in ctx.options.items():
         group, dot, field = key.partition(".")

@@ -42,6 +42,7 @@ LR_AFTER_GROWTH = 1.5
 
 
 def _sizes(ctx: Context) -> dict[str, Any]:
+    sizes: dict[str, Any]
     if ctx.quick:
         sizes = {"base": QUICK_BASE, "m": 64, "a": 80, "seq_len": 32, "micro_batch_size": 4, "base_tokens": 30 * 128,
                  "tokens": 14 * 128, "snapshots": 8, "ppl_batches": 1, "max_values": 2000, "tasks": [], "limit": 0,
@@ -104,7 +105,8 @@ def _seed(ctx: Context, seed: int, sizes: dict[str, Any], data: Path) -> dict[st
                         "lr": sizes["lr_after_growth"],
                         "warmup_steps": 2 if ctx.quick else 20, "snapshots": sizes["snapshots"], "device": ctx.device,
                         "progress": False, "tensorboard": False, "out_dir": str(run)}))
-                return {"run": str(run), "summary": summary}
+                assert summary is not None  # experiments train in one process
+                return {"run": str(run), "summary": summary.to_json()}
 
             result = ctx.unit(f"grow/{_label(scale, init)}/seed={seed}", work)
             runs.append(result["run"])
@@ -146,9 +148,9 @@ def _combined(pvalues: list[float | None]) -> str:
     return f"{combine_pvalues(values, method='fisher').pvalue:.3g}" if values else "n/a"
 
 
-def _interval(values: list[float]) -> Any:
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    return mean_interval(values) if values else None
+def _interval(values: list[float | None]) -> Any:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return mean_interval(finite) if finite else None
 
 
 def run(ctx: Context) -> Report:
@@ -220,7 +222,8 @@ def _report(ctx: Context, sizes: dict[str, Any], results: list[dict[str, Any]]) 
 
     features = results[0]["pca"]["features"] if results[0].get("pca") else []
     reference = np.array(results[0]["pca"]["components"]) if features else None
-    aligned = [align_signs(np.array(r["pca"]["components"]), reference) for r in results if r.get("pca")]
+    aligned = [align_signs(np.array(r["pca"]["components"]), reference) for r in results
+               if r.get("pca") and reference is not None]
     table5 = []
     for pc in range(2):
         row = {"pc": f"PC{pc + 1}"}
@@ -264,7 +267,8 @@ def _report(ctx: Context, sizes: dict[str, Any], results: list[dict[str, Any]]) 
         returns[init] = f"{count}/{len(per_seed)}"
     final_ppl = {init: _interval([seed[_label(middle, init)][-1].get("ppl") for seed in per_seed]) for init in INITS}
     zero_ppl = [per_seed[0][_label(s, "zero")][-1].get("ppl") for s in scales]
-    zero_same = None not in zero_ppl and max(zero_ppl) - min(zero_ppl) <= 1e-3 * max(zero_ppl)
+    known = [p for p in zero_ppl if p is not None]
+    zero_same = len(known) == len(zero_ppl) and max(known) - min(known) <= 1e-3 * max(known)
     zero_frozen = zero_same  # the new blocks of the all-zero growth add nothing at any scale
     final_r = {init: _interval([seed[_label(middle, init)][-1].get("R") for seed in per_seed]) for init in INITS}
 

@@ -426,8 +426,8 @@ def run(ctx: Context) -> Report:
                       val_docs_per_file=size.val_docs_per_file or None)
     arm_names = size.arm_list
     skipped = {a: why for a in arm_names if (why := missing_feature(ARMS[a], have))}
-    for arm, why in skipped.items():
-        logger.info(f"growth-recipes: arm {arm} skipped ({why})")
+    for skipped_arm, why in skipped.items():
+        logger.info(f"growth-recipes: arm {skipped_arm} skipped ({why})")
     arms = [a for a in arm_names if a not in skipped]
     archs = [a for a in ARCHS if a == "llama" or any(ARMS[x].arch == a for x in arms)]
     paper_seeds = ctx.seeds[:max(1, size.paper_seeds)]

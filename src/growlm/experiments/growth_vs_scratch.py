@@ -87,6 +87,7 @@ def compare(grown: list[dict[str, Any]], scratch: list[dict[str, Any]]) -> dict[
     f_scratch = flops_to_reach([p["flops"] for p in scratch], [p["loss"] for p in scratch], target)
     f_grown = flops_to_reach([p["flops"] for p in grown], [p["loss"] for p in grown], target)
     total_grown = grown[-1]["flops"]
+    assert f_scratch is not None  # the scratch curve ends at the target: it reaches it
     return {"target_loss": target, "scratch_final_loss": target, "grown_final_loss": grown[-1]["loss"],
             "scratch_total_flops": scratch[-1]["flops"], "grown_total_flops": total_grown,
             "scratch_flops_to_target": f_scratch, "grown_flops_to_target": f_grown, "reached": f_grown is not None,
@@ -184,6 +185,7 @@ def _cross_architecture(records: list[dict[str, Any]], seeds: list[int]) -> dict
         f_tf = flops_to_reach([p["flops"] for p in tf["grown_curve"]], [p["loss"] for p in tf["grown_curve"]], target)
         f_nx = flops_to_reach([p["flops"] for p in nexus["grown_curve"]],
                               [p["loss"] for p in nexus["grown_curve"]], target)
+        assert f_tf is not None  # the target is the TokenFormer curve's own final loss
         if f_nx is not None:
             reached += 1
             savings.append(100 * (1 - f_nx / f_tf))

@@ -148,8 +148,9 @@ def run(ctx: Context) -> Report:
 
             def grow(folder: Path, scheme: str = scheme, base_ckpt: str = base_ckpt, seed: int = seed) -> dict[str, Any]:
                 report = grow_checkpoint(base_ckpt, folder / "model", growth, parse_init(scheme), seed=seed)
-                return {"model": str(folder / "model"), "new_blocks": report["new_blocks"],
-                        "verification": report["verification"], "parameters": report["parameters"]}
+                saved = report.to_json()  # the unit's JSON record holds growth.json's fields
+                return {"model": str(folder / "model"), "new_blocks": saved["new_blocks"],
+                        "verification": saved["verification"], "parameters": saved["parameters"]}
 
             grown = ctx.unit(f"{key}/grown", grow)
             after_growth = ctx.unit(f"{key}/val-after-growth", lambda folder, m=grown["model"]: {

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import shutil
 from dataclasses import dataclass
@@ -58,6 +59,8 @@ from growlm.experiments.common import Context, Job, Report, markdown_table, run_
 from growlm.experiments.recipe import model_costs, pyplot, save_figure
 from growlm.logs import quiet
 from growlm.stats import mean_interval
+
+logger = logging.getLogger(__name__)
 
 DESCRIPTION = "Nexusformer Table 9 (grow M only, A only, both; M > A too) and App. I dimension schedules, one base"
 DEFAULT_SEEDS = 3
@@ -279,8 +282,9 @@ def arm_unit(ctx: Context, seed: int, name: str, data: str, size: dict[str, Any]
             with quiet():
                 report = grow_checkpoint(base_ckpt, folder / "model", {"nexus_m": m, "nexus_a": a},
                                          parse_init("preserve"), seed=seed)
-            return {"model": str(folder / "model"), "verification": report["verification"],
-                    "parameters": report["parameters"]}
+            saved = report.to_json()  # the unit's JSON record holds growth.json's fields
+            return {"model": str(folder / "model"), "verification": saved["verification"],
+                    "parameters": saved["parameters"]}
 
         grown = ctx.unit(f"{key}/grown", grow)
         start, verified = grown["model"], (grown["verification"] or {}).get("passed")
@@ -489,9 +493,10 @@ def _figure_bars(ctx: Context, size: Settings, rows: dict[str, dict[str, Any]]) 
     ax.bar(range(len(diffs)), [v.mean for v in values],
            yerr=[0.0 if math.isnan(v.half_width) else v.half_width for v in values], capsize=3,
            color=[f"C{names.index(a)}" for a in diffs])
-    paper = [(i, ARMS[a].paper_ppl) for i, a in enumerate(diffs) if ARMS[a].paper_ppl]
-    if paper:
-        ax.plot([i for i, _ in paper], [math.log(p / ARMS[REFERENCE].paper_ppl) for _, p in paper], "k*",
+    paper = [(i, p) for i, a in enumerate(diffs) if (p := ARMS[a].paper_ppl)]
+    reference_ppl = ARMS[REFERENCE].paper_ppl
+    if paper and reference_ppl:
+        ax.plot([i for i, _ in paper], [math.log(p / reference_ppl) for _, p in paper], "k*",
                 markersize=10, label="paper (Table 9)")
         ax.legend(fontsize=8)
     ax.axhline(0, color="black", linewidth=0.8)

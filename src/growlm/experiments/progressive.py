@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import shutil
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ from growlm.errors import ConfigError, GrowlmError, unknown_key_message
 from growlm.experiments.common import Context, Job, Report, markdown_table, run_jobs
 from growlm.experiments.recipe import flops_to_reach, pyplot, save_figure
 from growlm.stats import Interval, mean_interval
+
+logger = logging.getLogger(__name__)
 
 DESCRIPTION = "one Nexus base grown to three sizes (Table 7) vs Qwen3 from scratch and grown TokenFormer: Tables 2, 8, Fig. 2"
 DEFAULT_SEEDS = 3
@@ -242,12 +245,12 @@ def run_grown(ctx: Context, key: str, base_key: str, request: dict[str, Any], da
     def grow(folder: Path) -> dict[str, Any]:
         grown = folder / "grown"
         shutil.rmtree(grown, ignore_errors=True)
-        info = grow_checkpoint(base["checkpoint"], grown, request, parse_init("preserve"), seed=seed)
-        verification = info.get("verification")
-        if verification is not None and not verification["passed"]:
-            raise GrowlmError(f"{key}: the grown model failed its verification ({verification})")
-        return {"folder": str(grown), "changes": info.get("changes"),
-                "verified": verification["passed"] if verification else None}
+        report = grow_checkpoint(base["checkpoint"], grown, request, parse_init("preserve"), seed=seed)
+        verification = report.verification
+        if verification is not None and not verification.passed:
+            raise GrowlmError(f"{key}: the grown model failed its verification ({verification.to_json()})")
+        return {"folder": str(grown), "changes": report.to_json()["changes"],
+                "verified": verification.passed if verification else None}
 
     growth = ctx.unit(f"{key}/grow", grow)
     trained = ctx.train(f"{key}/train", {
@@ -379,7 +382,7 @@ def report(ctx: Context, size: Settings, shape: dict[str, Any], runner: list[dic
     for name in SIZES:
         for arch in (*GROWN, "qwen3"):
             members = rec[arch, name]
-            row = {"model": TITLES[arch], "size": f"{LABELS[name]}-scaled",
+            row: dict[str, Any] = {"model": TITLES[arch], "size": f"{LABELS[name]}-scaled",
                    "how": "grown" if arch in GROWN else "scratch"}
             for task in (*BENCH, "paper5"):
                 row[task] = mean_interval(m[task] for m in members)

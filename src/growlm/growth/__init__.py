@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from growlm.growth.base import InitScheme, NewBlock, Placement, parse_init
     from growlm.growth.grow import GrowthResult, grow_checkpoint, grow_model, growable_fields
+    from growlm.growth.report import GrowthReport, Verification
 
 # The operators need torch; the package itself does not, so ``growlm.growth.schemes`` (the
 # scheme names ``growlm grow --help`` lists) imports without it. Names load on first use.
 _EXPORTS = {"InitScheme": "base", "NewBlock": "base", "Placement": "base", "parse_init": "base",
-            "GrowthResult": "grow", "grow_checkpoint": "grow", "grow_model": "grow", "growable_fields": "grow"}
+            "GrowthResult": "grow", "grow_checkpoint": "grow", "grow_model": "grow", "growable_fields": "grow",
+            "GrowthReport": "report", "Verification": "report"}
 
 
 def __getattr__(name: str) -> Any:
@@ -27,10 +29,12 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "GrowthReport",
     "GrowthResult",
     "InitScheme",
     "NewBlock",
     "Placement",
+    "Verification",
     "grow_checkpoint",
     "grow_model",
     "growable_fields",

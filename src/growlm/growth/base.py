@@ -43,11 +43,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
 from growlm.errors import GrowthError
+from growlm.growth.report import BlockRecord, PlacementRecord
 from growlm.growth.schemes import scheme_names
 
 Index = tuple[torch.Tensor, ...]  # per axis: the positions (LongTensor) an index set covers
@@ -127,9 +127,8 @@ class Placement:
     scale: float = 1.0
     note: str = ""  # e.g. clone growth: the old entries are scaled per feature, not by one ``scale``
 
-    def as_dict(self) -> dict[str, Any]:
-        out = {"source": self.source, "positions": [ranges(i) for i in self.index], "scale": self.scale}
-        return {**out, "note": self.note} if self.note else out
+    def record(self) -> PlacementRecord:
+        return PlacementRecord(self.source, [ranges(i) for i in self.index], self.scale, self.note)
 
 
 def place(old: torch.Tensor, new_shape: Sequence[int], positions: Sequence[torch.Tensor | None] = (),
@@ -156,9 +155,8 @@ class NewBlock:
     index: Index  # its entries in the grown tensor
     init: str  # "random" or "zero" under the preserve scheme
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"param": self.param, "label": self.label, "init": self.init,
-                "region": [ranges(i) for i in self.index]}
+    def record(self) -> BlockRecord:
+        return BlockRecord(self.param, self.label, self.init, [ranges(i) for i in self.index])
 
 
 @dataclass
@@ -184,14 +182,13 @@ class BlockFiller:
         sample = torch.randn(tuple(shape), generator=self.generator, dtype=torch.float32)
         return (sample * std).to(dtype=like.dtype, device=like.device)
 
-    def fill(self, tensor: torch.Tensor, param: str, label: str, index: Index | tuple[slice, ...], role: str,
+    def fill(self, tensor: torch.Tensor, param: str, label: str, slices: Index | tuple[slice, ...], role: str,
              scale: float) -> None:
         """Initialise ``tensor[index]``; ``role`` is what *preserve* needs there ("random" or "zero").
 
         ``scale`` is the standard deviation of the pretrained tensor the block extends.
         """
-        if index and isinstance(index[0], slice):
-            index = tuple(arange(s.stop - s.start, s.start) for s in index)
+        index = tuple(i if isinstance(i, torch.Tensor) else arange(i.stop - i.start, i.start) for i in slices)
         shape = tuple(len(i) for i in index)
         if 0 in shape:
             return
@@ -247,7 +244,7 @@ def grow_axis(
     old = state[name]
     shape = list(old.shape)
     shape[axis] = new_size
-    lead = [None] * old.dim()
+    lead: list[torch.Tensor | None] = [None] * old.dim()
     lead[axis] = positions
     grown, index = place(old, shape, lead, scale)
     slab = tuple(complement(index[d], new_size) if d == axis else arange(n) for d, n in enumerate(shape))

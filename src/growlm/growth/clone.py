@@ -88,6 +88,7 @@ from growlm.errors import GrowthError
 from growlm.growth.base import BlockFiller, GrowthStep, Placement, arange, matrix_std
 from growlm.growth.interfaces import input_axes, output_axes
 from growlm.models.base import GrowLMConfig
+from growlm.models.nexus import NexusConfig
 
 MOMENTS = ("exp_avg", "exp_avg_sq")
 
@@ -190,7 +191,8 @@ def clone_gain(state: dict[str, torch.Tensor], placements: dict[str, Placement],
 
 def clone_ffn(state: dict[str, torch.Tensor], old: GrowLMConfig, new: GrowLMConfig, filler: BlockFiller
               ) -> GrowthStep:
-    out, placements = dict(state), {}
+    out = dict(state)
+    placements: dict[str, Placement] = {}
     cmap = clone_map(old.intermediate_size, new.intermediate_size)
     for i in range(old.num_hidden_layers):
         mlp = f"model.layers.{i}.mlp"
@@ -224,7 +226,8 @@ def clone_heads(state: dict[str, torch.Tensor], old: GrowLMConfig, new: GrowLMCo
         raise GrowthError(f"num_key_value_heads={kv1} must divide num_attention_heads={h1}")
     q_map, kv_map = head_clone_maps(h0, kv0, h1, kv1)
     q_feat, kv_feat = q_map.expand(d), kv_map.expand(d)
-    out, placements = dict(state), {}
+    out = dict(state)
+    placements: dict[str, Placement] = {}
     for i in range(old.num_hidden_layers):
         attn = f"model.layers.{i}.self_attn"
         for proj, cmap in (("q_proj", q_feat), ("k_proj", kv_feat), ("v_proj", kv_feat)):
@@ -243,7 +246,8 @@ def clone_hidden(state: dict[str, torch.Tensor], old: GrowLMConfig, new: GrowLMC
     d0, d1 = old.hidden_size, new.hidden_size
     lam = d1 / d0
     cmap = clone_map(d0, d1, norm_preserving=True)
-    out, placements = dict(state), {}
+    out = dict(state)
+    placements: dict[str, Placement] = {}
 
     def axes(prefix: str, role: str, label: str) -> None:
         for name, axis in (output_axes if role == "produce" else input_axes)(out, prefix):
@@ -268,7 +272,7 @@ def clone_hidden(state: dict[str, torch.Tensor], old: GrowLMConfig, new: GrowLMC
     return GrowthStep(out, placements)
 
 
-def clone_nexus_rank(state: dict[str, torch.Tensor], old: GrowLMConfig, new: GrowLMConfig, filler: BlockFiller
+def clone_nexus_rank(state: dict[str, torch.Tensor], old: NexusConfig, new: NexusConfig, filler: BlockFiller
                      ) -> GrowthStep:
     from growlm.growth.nexus_rank import nexus_projection_prefixes
 
@@ -276,7 +280,8 @@ def clone_nexus_rank(state: dict[str, torch.Tensor], old: GrowLMConfig, new: Gro
         raise GrowthError("--init clone cannot grow nexus_m/nexus_a with nexus_norm=l2 (copies change the norm "
                           "every unit is divided by); use --init preserve")
     m_map, a_map = clone_map(old.nexus_m, new.nexus_m), clone_map(old.nexus_a, new.nexus_a)
-    out, placements = dict(state), {}
+    out = dict(state)
+    placements: dict[str, Placement] = {}
     for prefix in nexus_projection_prefixes(old):
         if new.nexus_m != old.nexus_m:
             clone_axis(out, placements, f"{prefix}.m_proj.weight", 0, m_map, "produce", filler, "W_M rows")
@@ -291,7 +296,8 @@ def clone_tokenformer_slots(state: dict[str, torch.Tensor], old: GrowLMConfig, n
                             filler: BlockFiller) -> GrowthStep:
     from growlm.growth.tokenformer_slots import KINDS
 
-    out, placements = dict(state), {}
+    out = dict(state)
+    placements: dict[str, Placement] = {}
     for field_name, (scale_field, modules) in KINDS.items():
         n0, n1 = getattr(old, field_name), getattr(new, field_name)
         if n1 == n0:

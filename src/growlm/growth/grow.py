@@ -50,6 +50,7 @@ from growlm.growth.ffn_width import grow_ffn_width
 from growlm.growth.head_dim import check_head_dim, grow_head_dim
 from growlm.growth.hidden_size import grow_hidden_size
 from growlm.growth.nexus_rank import grow_nexus_rank
+from growlm.growth.report import FlopsChange, GrowthReport, ParameterCounts, ValueChange, Verification
 from growlm.growth.schemes import scheme_names
 from growlm.growth.stack import grow_stack
 from growlm.growth.tokenformer_slots import grow_tokenformer_slots
@@ -60,8 +61,10 @@ from growlm.overrides import coerce
 
 logger = logging.getLogger(__name__)
 
-GrowFn = Callable[[dict[str, torch.Tensor], GrowLMConfig, GrowLMConfig, BlockFiller, dict], GrowthStep]
-CloneFn = Callable[[dict[str, torch.Tensor], GrowLMConfig, GrowLMConfig, BlockFiller], GrowthStep]
+# (state, old config, new config, filler[, options]) -> step. The configs are Any: each operator takes its
+# architecture's config class (NexusConfig, TokenFormerConfig, ...), and OPERATORS pairs them.
+GrowFn = Callable[[dict[str, torch.Tensor], Any, Any, BlockFiller, dict], GrowthStep]
+CloneFn = Callable[[dict[str, torch.Tensor], Any, Any, BlockFiller], GrowthStep]
 MOMENT_MODES = ("carry", "fresh")
 
 
@@ -327,21 +330,21 @@ def carry_moments(old_by_name: dict[str, dict[str, Any]], result: GrowthResult) 
                 new_entry[key] = value
                 continue
             power = 2 if key == "exp_avg_sq" else 1
-            grown = torch.zeros(params[name].shape, dtype=value.dtype)
-            put(grown, placement.index, value.cpu() / placement.scale**power)
-            new_entry[key] = grown
+            moment = torch.zeros(params[name].shape, dtype=value.dtype)
+            put(moment, placement.index, value.cpu() / placement.scale**power)
+            new_entry[key] = moment
         carried[name] = new_entry
     return carried
 
 
-def verify_growth(original: GrowLMForCausalLM, result: GrowthResult, seed: int = 0) -> dict[str, Any]:
+def verify_growth(original: GrowLMForCausalLM, result: GrowthResult, seed: int = 0) -> Verification:
     config = result.new_config
     ids = random_batch(config.vocab_size, seed, seq_len=min(32, config.max_position_embeddings))
     logits = compare_logits(original, result.model, ids)
     loss = compare_loss(original, result.model, ids)
     reach = gradient_reach(result.model, result.blocks, ids)
-    lossless = logits["max_rel_diff"] <= 1e-5
-    every = reach["every_block_got_gradient"]
+    lossless = logits.max_rel_diff <= 1e-5
+    every = reach.every_block_got_gradient
     if result.init.kind == "preserve" or (result.init.kind == "clone" and result.init.lossless):
         expected, passed = "same function; every new block gets gradient", lossless and every
     elif result.init.kind == "zero":
@@ -351,30 +354,32 @@ def verify_growth(original: GrowLMForCausalLM, result: GrowthResult, seed: int =
                            "every new block gets gradient", every
     else:
         expected, passed = "function changes by design; every new block gets gradient", every
-    return {"logits": logits, "loss": loss, "gradients": reach, "expectation": expected, "passed": bool(passed),
-            "batch_shape": list(ids.shape), "seed": seed}
+    return Verification(logits, reach, expected, bool(passed), list(ids.shape), seed, loss)
 
 
-def growth_report(result: GrowthResult, verification: dict[str, Any] | None, **extra: Any) -> dict[str, Any]:
+def growth_report(result: GrowthResult, verification: Verification | None, source: str | None = None,
+                  out: str | None = None, seed: int | None = None, optimizer_state: str | None = None,
+                  moments: str | None = None) -> GrowthReport:
+    """``growth.json`` of ``result``; the keyword fields say what ``grow_checkpoint`` did around the growth."""
     old_cost, new_cost = model_cost(result.old_config), model_cost(result.new_config)
-    return {
-        "architecture": result.old_config.architecture,
-        "init": str(result.init),
-        "operators": result.operators,
-        "changes": {k: {"old": o, "new": n} for k, (o, n) in result.changes.items()},
-        "parameters": {"old": old_cost.total_params, "new": new_cost.total_params,
-                       "added": new_cost.total_params - old_cost.total_params},
-        "train_flops_per_token": {"old": old_cost.train_flops_per_token, "new": new_cost.train_flops_per_token,
-                                  "seq_len": new_cost.seq_len},
-        "options": result.options,
-        "new_blocks": [b.as_dict() for b in result.blocks],
-        "placements": {name: p.as_dict() for name, p in result.placements.items()
-                       if p.source != name or p.scale != 1.0
-                       or [len(i) for i in p.index] != list(result.model.get_parameter(name).shape)},
-        "verification": verification,
-        "warnings": result.warnings,
-        **extra,
-    }
+    return GrowthReport(
+        architecture=result.old_config.architecture,
+        init=str(result.init),
+        operators=result.operators,
+        changes={k: ValueChange(o, n) for k, (o, n) in result.changes.items()},
+        parameters=ParameterCounts(old_cost.total_params, new_cost.total_params,
+                                   new_cost.total_params - old_cost.total_params),
+        train_flops_per_token=FlopsChange(old_cost.train_flops_per_token, new_cost.train_flops_per_token,
+                                          new_cost.seq_len),
+        options=result.options,
+        new_blocks=[b.record() for b in result.blocks],
+        placements={name: p.record() for name, p in result.placements.items()
+                    if p.source != name or p.scale != 1.0
+                    or [len(i) for i in p.index] != list(result.model.get_parameter(name).shape)},
+        verification=verification,
+        warnings=result.warnings,
+        source=source, out=out, seed=seed, optimizer_state=optimizer_state, moments=moments,
+    )
 
 
 def grow_checkpoint(
@@ -386,8 +391,8 @@ def grow_checkpoint(
     verify: bool = True,
     options: dict[str, Any] | None = None,
     moments: str = "carry",
-) -> dict[str, Any]:
-    """Grow the model in ``source`` into ``out``; returns the growth.json content.
+) -> GrowthReport:
+    """Grow the model in ``source`` into ``out``; returns what it writes to growth.json.
 
     ``moments``: ``carry`` the optimizer moments over (module docstring) or start them
     ``fresh`` (an empty optimizer state: zero moments, step count 0)."""
@@ -429,7 +434,7 @@ def grow_checkpoint(
         verification = verify_growth(model, result, seed) if verify else None
         report = growth_report(result, verification, source=str(src), out=str(out), seed=seed,
                                optimizer_state=optimizer_note, moments=moments)
-        (out_tmp / "growth.json").write_text(json.dumps(report, indent=2))
+        report.write(out_tmp)
         storage.write_manifest(out_tmp)
     return report
 

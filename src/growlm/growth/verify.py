@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
 from growlm.growth.base import NewBlock, take
+from growlm.growth.report import BlockReach, GradientReach, LogitCheck, LossCheck
 
 
 def random_batch(vocab_size: int, seed: int, batch: int = 2, seq_len: int = 32) -> torch.Tensor:
@@ -29,28 +29,28 @@ def random_batch(vocab_size: int, seed: int, batch: int = 2, seq_len: int = 32) 
 
 
 @torch.no_grad()
-def compare_logits(reference: torch.nn.Module, candidate: torch.nn.Module, input_ids: torch.Tensor) -> dict[str, float]:
+def compare_logits(reference: torch.nn.Module, candidate: torch.nn.Module, input_ids: torch.Tensor) -> LogitCheck:
     reference, candidate = reference.float().eval(), candidate.float().eval()
     a = reference(input_ids=input_ids, use_cache=False).logits
     b = candidate(input_ids=input_ids, use_cache=False).logits
     max_abs = float((a - b).abs().max())
     scale = float(a.abs().max())
-    return {"max_abs_diff": max_abs, "max_rel_diff": max_abs / scale if scale else max_abs, "logit_scale": scale}
+    return LogitCheck(max_abs, max_abs / scale if scale else max_abs, scale)
 
 
 @torch.no_grad()
-def compare_loss(reference: torch.nn.Module, candidate: torch.nn.Module, input_ids: torch.Tensor) -> dict[str, float]:
+def compare_loss(reference: torch.nn.Module, candidate: torch.nn.Module, input_ids: torch.Tensor) -> LossCheck:
     """Next-token loss of both models on the batch: ``jump = after - before`` (the loss jump of a growth
     that changes the function, e.g. stacking; ~0 for a lossless one)."""
     reference, candidate = reference.float().eval(), candidate.float().eval()
     before = float(reference(input_ids=input_ids, labels=input_ids, use_cache=False).loss)
     after = float(candidate(input_ids=input_ids, labels=input_ids, use_cache=False).loss)
-    return {"before": before, "after": after, "jump": after - before}
+    return LossCheck(before, after, after - before)
 
 
 def gradient_reach(
     model: torch.nn.Module, blocks: Sequence[NewBlock], input_ids: torch.Tensor, steps: int = 2, lr: float = 1e-3
-) -> dict[str, Any]:
+) -> GradientReach:
     """Per new block: max |grad| at each step, whether it moved, whether it is still all zero."""
     work = copy.deepcopy(model).float().train()
     params = dict(work.named_parameters())
@@ -68,19 +68,10 @@ def gradient_reach(
     report = []
     for i, block in enumerate(blocks):
         after = take(params[block.param].detach(), block.index)
-        report.append({
-            **block.as_dict(),
-            "max_abs_grad_per_step": grads[i],
-            "first_step_with_gradient": next((s + 1 for s, g in enumerate(grads[i]) if g > 0), None),
-            "moved": bool((after != take(before[block.param], block.index)).any()),
-            "all_zero_after": bool((after == 0).all()),
-        })
-    return {
-        "steps": steps,
-        "lr": lr,
-        "blocks": report,
-        "every_block_got_gradient": all(r["first_step_with_gradient"] is not None for r in report),
-        "every_block_moved": all(r["moved"] for r in report),
-        "every_block_still_zero": all(r["all_zero_after"] for r in report),
-        "no_block_moved": not any(r["moved"] for r in report),
-    }
+        report.append(BlockReach(
+            block.record(), grads[i],
+            first_step_with_gradient=next((s + 1 for s, g in enumerate(grads[i]) if g > 0), None),
+            moved=bool((after != take(before[block.param], block.index)).any()),
+            all_zero_after=bool((after == 0).all()),
+        ))
+    return GradientReach.of(steps, lr, report)

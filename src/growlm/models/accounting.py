@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from growlm.models import GrowLMConfig, model_class_for
+from growlm.models import GrowLMConfig, GrowLMForCausalLM, model_class_for
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class ModelCost:
         return asdict(self)
 
 
-def _meta_model(config: GrowLMConfig) -> torch.nn.Module:
+def _meta_model(config: GrowLMConfig) -> GrowLMForCausalLM:
     with torch.device("meta"):
         return model_class_for(config)(config)
 
@@ -61,13 +61,13 @@ def model_cost(config: GrowLMConfig, seq_len: int | None = None) -> ModelCost:
         if adapter is not None:  # a matmul on every token, like the gate
             extra += adapter.weight.numel()
             gate += adapter.weight.numel()
-        total = {k: sum(getattr(p, k) for p in parts) for k in ModelCost.__dataclass_fields__ if k != "seq_len"}
-        total.update(total_params=total["total_params"] + extra,
-                     non_embedding_params=total["non_embedding_params"] + extra,
-                     matmul_params=total["matmul_params"] + gate,
-                     forward_flops_per_token=total["forward_flops_per_token"] + 2 * gate,
-                     train_flops_per_token=total["train_flops_per_token"] + 6 * gate)
-        return ModelCost(seq_len=seq_len, **total)
+        summed = {k: sum(getattr(p, k) for p in parts) for k in ModelCost.__dataclass_fields__ if k != "seq_len"}
+        summed.update(total_params=summed["total_params"] + extra,
+                      non_embedding_params=summed["non_embedding_params"] + extra,
+                      matmul_params=summed["matmul_params"] + gate,
+                      forward_flops_per_token=summed["forward_flops_per_token"] + 2 * gate,
+                      train_flops_per_token=summed["train_flops_per_token"] + 6 * gate)
+        return ModelCost(seq_len=seq_len, **summed)
     model = _meta_model(config)
     total = sum(p.numel() for p in model.parameters())  # tied weights are counted once
     embed = model.get_input_embeddings().weight

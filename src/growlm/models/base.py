@@ -20,7 +20,7 @@ q_proj``...), so Qwen3 and Llama checkpoints convert by renaming nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -107,8 +107,10 @@ class GrowLMConfig(PretrainedConfig):
     intermediate_size: int = 2048
     num_hidden_layers: int = 12
     num_attention_heads: int = 12
-    num_key_value_heads: int | None = None
-    head_dim: int | None = None
+    # None asks __post_init__ to derive the value, which it always does: a built config holds ints
+    # (typed so for its readers; an invalid num_attention_heads leaves None for validate() to name).
+    num_key_value_heads: int = None  # type: ignore[assignment]
+    head_dim: int = None  # type: ignore[assignment]
     max_position_embeddings: int = 4096
     rope_theta: float = 10000.0
     rms_norm_eps: float = 1e-6
@@ -226,8 +228,9 @@ class SelfAttention(nn.Module):
         projections run as one product on CUDA (``layers.fused_linears``; ``RuntimeOptions.fuse_linears``);
         Nexusformer overrides this with its own fusion."""
         maps = (self.q_proj, self.k_proj, self.v_proj)
-        if use_fused(self.fused_linears, x, maps):
-            return fused_linears(x, maps)  # type: ignore[return-value]
+        if use_fused(self.fused_linears, x, maps):  # it checked that all three are plain linears
+            q, k, v = fused_linears(x, cast(tuple[nn.Linear, ...], maps))
+            return q, k, v
         return self.q_proj(x), self.k_proj(x), self.v_proj(x)
 
     def set_runtime_options(self, options: RuntimeOptions) -> None:
@@ -245,7 +248,7 @@ class SelfAttention(nn.Module):
         q = q.view(b, t, self.num_heads, self.head_dim)
         k = k.view(b, t, self.num_kv_heads, self.head_dim)
         v = v.view(b, t, self.num_kv_heads, self.head_dim)
-        if self.q_norm is not None:
+        if self.q_norm is not None and self.k_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         cos, sin = rotary
@@ -356,11 +359,13 @@ class GrowLMForCausalLM(PreTrainedModel, GenerationMixin):
     """A growlm architecture as a transformers causal LM (``from_pretrained``, ``generate``)."""
 
     config_class = GrowLMConfig
+    config: GrowLMConfig
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
-    _no_split_modules: ClassVar[list[str]] = ["DecoderLayer"]
+    # transformers declares these two as instance attributes (it rewrites them per model)
+    _no_split_modules = ["DecoderLayer"]  # noqa: RUF012
     _supports_sdpa = True
-    _tied_weights_keys: ClassVar[dict[str, str]] = {"lm_head.weight": "model.embed_tokens.weight"}
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}  # noqa: RUF012
 
     def __init__(self, config: GrowLMConfig) -> None:
         config.validate()
@@ -410,7 +415,9 @@ class GrowLMForCausalLM(PreTrainedModel, GenerationMixin):
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.embed_tokens
 
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        if not isinstance(value, nn.Embedding):
+            raise TypeError(f"the input embedding must be an nn.Embedding, got {type(value).__name__}")
         self.model.embed_tokens = value
 
     def get_output_embeddings(self) -> nn.Linear:
@@ -452,20 +459,22 @@ class GrowLMForCausalLM(PreTrainedModel, GenerationMixin):
         hidden, all_hidden = self.model(
             input_ids, inputs_embeds, attention_mask, position_ids, cache, bool(output_hidden_states)
         )
-        if labels is not None and shift_labels is None:
-            shift_labels = F.pad(labels, (0, 1), value=-100)[:, 1:]
-        if loss_chunk_tokens > 0 and shift_labels is not None:
-            loss = chunked_cross_entropy(hidden.flatten(0, 1), self.lm_head.weight, shift_labels.flatten(),
+        targets: torch.Tensor | None = shift_labels
+        if labels is not None and targets is None:
+            targets = F.pad(labels, (0, 1), value=-100)[:, 1:]
+        cache_out: dict[str, Any] = {_CACHE_FIELD: cache}
+        if loss_chunk_tokens > 0 and targets is not None:
+            loss = chunked_cross_entropy(hidden.flatten(0, 1), self.lm_head.weight, targets.flatten(),
                                          loss_chunk_tokens)
-            return CausalLMOutputWithPast(loss=loss, logits=None, hidden_states=all_hidden, **{_CACHE_FIELD: cache})
+            return CausalLMOutputWithPast(loss=loss, logits=None, hidden_states=all_hidden, **cache_out)
         if isinstance(logits_to_keep, int) and logits_to_keep > 0:
             hidden = hidden[:, -logits_to_keep:]
         elif isinstance(logits_to_keep, torch.Tensor):
             hidden = hidden[:, logits_to_keep]
         logits = self.lm_head(hidden)
-        loss = None
-        if shift_labels is not None:
-            loss = F.cross_entropy(
-                logits.float().reshape(-1, logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100
+        full_loss: torch.Tensor | None = None
+        if targets is not None:
+            full_loss = F.cross_entropy(
+                logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100
             )
-        return CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=all_hidden, **{_CACHE_FIELD: cache})
+        return CausalLMOutputWithPast(loss=full_loss, logits=logits, hidden_states=all_hidden, **cache_out)

@@ -51,7 +51,7 @@ and growlm's prefix-cached log-likelihood scoring cache every expert.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -231,8 +231,9 @@ class CompositeForCausalLM(PreTrainedModel, GenerationMixin):
     """N growlm experts whose logits are mixed (transformers model type ``growlm_composite``)."""
 
     config_class = CompositeConfig
+    config: CompositeConfig
     base_model_prefix = "composite"
-    _no_split_modules: ClassVar[list[str]] = ["DecoderLayer"]
+    _no_split_modules = ["DecoderLayer"]  # noqa: RUF012 (an instance attribute in transformers)
     _supports_sdpa = True
 
     def __init__(self, config: CompositeConfig) -> None:
@@ -242,8 +243,8 @@ class CompositeForCausalLM(PreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.experts = nn.ModuleList([model_class_for(c)(c) for c in config.expert_configs()])
         self.mixer = None if config.mixing in FIXED_MIXINGS else LogitMixer(
-            [e.config.hidden_size for e in self.experts], conditioned=_gated(config.mixing))
-        self.adapter = HiddenAdapter([e.config.hidden_size for e in self.experts]) if config.adapter else None
+            [e.config.hidden_size for e in self.expert_models], conditioned=_gated(config.mixing))
+        self.adapter = HiddenAdapter([e.config.hidden_size for e in self.expert_models]) if config.adapter else None
         self.post_init()
         self.collect_expert_ties()
 
@@ -260,18 +261,24 @@ class CompositeForCausalLM(PreTrainedModel, GenerationMixin):
             model.mixer.to(next(experts[0].parameters()).device)
         model.adapter = None
         if adapter:
-            model.add_adapter()
+            model.add_hidden_adapter()
         model.collect_expert_ties()
         return model.eval()
 
-    def add_adapter(self) -> HiddenAdapter:
+    def add_hidden_adapter(self) -> HiddenAdapter:
         """Give this composite a zero :class:`HiddenAdapter` (``config.adapter`` set, so it saves and loads);
         the function is unchanged. Returns the adapter (an existing one is kept as it is)."""
         if self.adapter is None:
             weight = next(self.experts[0].parameters())
-            self.adapter = HiddenAdapter([e.config.hidden_size for e in self.experts]).to(weight.device, weight.dtype)
+            self.adapter = HiddenAdapter([e.config.hidden_size for e in self.expert_models]).to(weight.device,
+                                                                                               weight.dtype)
             self.config.adapter = True
         return self.adapter
+
+    @property
+    def expert_models(self) -> list[GrowLMForCausalLM]:
+        """The experts, typed (an ``nn.ModuleList`` only knows it holds modules)."""
+        return cast(list[GrowLMForCausalLM], list(self.experts))
 
     def collect_expert_ties(self) -> None:
         """Tell transformers about each expert's tied LM head (it does not look inside a ModuleList),
@@ -284,7 +291,7 @@ class CompositeForCausalLM(PreTrainedModel, GenerationMixin):
 
     def get_input_embeddings(self) -> nn.Embedding:
         """The first expert's table (every expert holds an identical one: the shared substrate)."""
-        return self.experts[0].get_input_embeddings()
+        return self.expert_models[0].get_input_embeddings()
 
     def get_output_embeddings(self) -> None:
         return None  # several heads; nothing to resize or tie at this level
@@ -301,11 +308,12 @@ class CompositeForCausalLM(PreTrainedModel, GenerationMixin):
         pairwise holds two ``(..., V)`` tensors at a time instead of all N."""
         log_w = None if self.mixer is None else self.mixer.log_weights(hiddens)
         uniform = -math.log(len(self.experts))
-        mixture = None
-        for index, (expert, hidden) in enumerate(zip(self.experts, hiddens, strict=True)):
+        mixture: torch.Tensor | None = None
+        for index, (expert, hidden) in enumerate(zip(self.expert_models, hiddens, strict=True)):
             part = F.log_softmax(expert.lm_head(hidden).float(), dim=-1)
             part = part + (uniform if log_w is None else log_w[..., index: index + 1])
             mixture = part if mixture is None else torch.logaddexp(mixture, part)
+        assert mixture is not None  # validate() requires at least one expert
         return mixture
 
     def forward(
@@ -336,7 +344,7 @@ class CompositeForCausalLM(PreTrainedModel, GenerationMixin):
         cache = past_key_values if use_cache else None
         past = cache.get_seq_length() if cache is not None else 0
         hiddens, offset = [], 0
-        for expert in self.experts:
+        for expert in self.expert_models:
             view = _ExpertCache(cache, offset, past) if cache is not None else None
             hidden, _ = expert.model(input_ids, inputs_embeds, attention_mask, position_ids, view)
             offset += expert.config.num_hidden_layers
@@ -351,16 +359,19 @@ class CompositeForCausalLM(PreTrainedModel, GenerationMixin):
             logits = self.mixture_log_probs(hiddens)
         else:
             weights = self.expert_weights(hiddens)
-            logits = None
-            for index, (expert, hidden) in enumerate(zip(self.experts, hiddens, strict=True)):
+            mixed: torch.Tensor | None = None
+            for index, (expert, hidden) in enumerate(zip(self.expert_models, hiddens, strict=True)):
                 part = expert.lm_head(hidden).float()
                 part = part / len(self.experts) if weights is None else part * weights[..., index: index + 1]
-                logits = part if logits is None else logits + part
-        if labels is not None and shift_labels is None:
-            shift_labels = F.pad(labels, (0, 1), value=-100)[:, 1:]
+                mixed = part if mixed is None else mixed + part
+            assert mixed is not None  # validate() requires at least one expert
+            logits = mixed
+        targets: torch.Tensor | None = shift_labels
+        if labels is not None and targets is None:
+            targets = F.pad(labels, (0, 1), value=-100)[:, 1:]
         loss = None
-        if shift_labels is not None:
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100)
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+        cache_out: dict[str, Any] = {_CACHE_FIELD: cache}
         return CausalLMOutputWithPast(loss=loss, logits=logits,
-                                      hidden_states=tuple(hiddens) if output_hidden_states else None,
-                                      **{_CACHE_FIELD: cache})
+                                      hidden_states=tuple(hiddens) if output_hidden_states else None, **cache_out)

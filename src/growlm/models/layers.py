@@ -170,7 +170,7 @@ def build_attention_mask(
     q_pos = torch.arange(q_len, device=device)[:, None] + offset
     k_pos = torch.arange(kv_len, device=device)[None, :]
     mask = (k_pos <= q_pos)[None, None]
-    if padded:
+    if padded and attention_mask is not None:  # (padded implies a mask)
         keep = attention_mask[:, None, None, :kv_len].bool()
         mask = mask & keep
         mask = mask | (k_pos == q_pos)[None, None]

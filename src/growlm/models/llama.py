@@ -26,6 +26,6 @@ class LlamaForCausalLM(GrowLMForCausalLM):
 
     config_class = LlamaConfig
 
-    def make_layer(self, config: LlamaConfig, layer_idx: int) -> DecoderLayer:
+    def make_layer(self, config: GrowLMConfig, layer_idx: int) -> DecoderLayer:
         attention = SelfAttention(config, layer_idx, linear_projection, qk_norm=False)
         return DecoderLayer(config, attention, self.swiglu(config))

@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -131,8 +131,9 @@ class NexusRank(nn.Module):
         self.a_proj = nn.Linear(config.nexus_m, config.nexus_a, bias=False)
         self.d_proj = nn.Linear(config.nexus_a, out_features, bias=False)
         self.l2 = config.nexus_norm == "l2"
-        self.scale_m = config.nexus_scale_m
-        self.scale_a = config.nexus_scale_a
+        # the l2 variant's scales (NexusConfig resolves them, sqrt(M) and sqrt(A) by default); unused without it
+        self.scale_m: float = config.nexus_scale_m if config.nexus_scale_m is not None else 1.0
+        self.scale_a: float = config.nexus_scale_a if config.nexus_scale_a is not None else 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u1 = self.m_proj(x)
@@ -195,11 +196,12 @@ def can_fuse(maps: tuple[nn.Module, ...]) -> bool:
     first = maps[0]
     if not all(type(p) is NexusRank and not (p._forward_hooks or p._forward_pre_hooks) for p in maps):
         return False
-    if not all(plain_linear(lin) for p in maps for lin in (p.m_proj, p.a_proj, p.d_proj)):
+    ranks = cast(tuple[NexusRank, ...], maps)  # checked just above
+    if not all(plain_linear(lin) for p in ranks for lin in (p.m_proj, p.a_proj, p.d_proj)):
         return False
-    return all(p.a_proj.weight.shape == first.a_proj.weight.shape and
-               p.m_proj.weight.shape == first.m_proj.weight.shape and
-               (p.l2, p.scale_m, p.scale_a) == (first.l2, first.scale_m, first.scale_a) for p in maps)
+    return all(p.a_proj.weight.shape == ranks[0].a_proj.weight.shape and
+               p.m_proj.weight.shape == ranks[0].m_proj.weight.shape and
+               (p.l2, p.scale_m, p.scale_a) == (first.l2, first.scale_m, first.scale_a) for p in ranks)
 
 
 class NexusAttention(SelfAttention):
@@ -225,7 +227,8 @@ class NexusAttention(SelfAttention):
         maps = (self.q_proj, self.k_proj, self.v_proj)
         fused = x.is_cuda if self.fused is None else self.fused
         if fused and can_fuse(maps):
-            return fused_nexus_qkv(x, maps, self.pad)  # type: ignore[return-value]
+            q, k, v = fused_nexus_qkv(x, cast(tuple[NexusRank, ...], maps), self.pad)  # can_fuse checked them
+            return q, k, v
         return super().project_qkv(x)
 
 
@@ -250,7 +253,8 @@ class NexusForCausalLM(GrowLMForCausalLM):
 
     config_class = NexusConfig
 
-    def make_layer(self, config: NexusConfig, layer_idx: int) -> DecoderLayer:
+    def make_layer(self, config: GrowLMConfig, layer_idx: int) -> DecoderLayer:
+        assert isinstance(config, NexusConfig)  # config_class: transformers builds it as one
         def projection(in_features: int, out_features: int, role: str) -> nn.Module:
             if role == "o":  # the paper keeps W_O linear
                 return nn.Linear(in_features, out_features, bias=False)

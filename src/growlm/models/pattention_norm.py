@@ -32,6 +32,8 @@ as one opaque kernel and autograd uses the backward registered here.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -67,6 +69,9 @@ def backward_reference(grad_w: torch.Tensor, s: torch.Tensor, scale: float, eps:
     return (inv * (g - projection * u * dot / (scale * scale))).to(s.dtype)
 
 
+# The Triton kernels (Any to the type checker: Triton ships no types, and CPU builds have none).
+_forward_kernel: Any
+_backward_kernel: Any
 if triton is not None:
 
     @triton.jit
@@ -102,6 +107,7 @@ if triton is not None:
 
 
 def _launch_shape(n: int) -> tuple[int, int]:
+    assert triton is not None  # only the kernels' launchers call this, and they exist only with Triton
     block = triton.next_power_of_2(n)
     return block, 4 if block <= 1024 else 8 if block <= 4096 else 16
 

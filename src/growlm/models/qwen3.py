@@ -33,6 +33,6 @@ class Qwen3ForCausalLM(GrowLMForCausalLM):
 
     config_class = Qwen3Config
 
-    def make_layer(self, config: Qwen3Config, layer_idx: int) -> DecoderLayer:
+    def make_layer(self, config: GrowLMConfig, layer_idx: int) -> DecoderLayer:
         attention = SelfAttention(config, layer_idx, linear_projection, qk_norm=True)
         return DecoderLayer(config, attention, self.swiglu(config))

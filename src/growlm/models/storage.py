@@ -30,13 +30,13 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
-from transformers import AutoConfig
+from transformers import AutoConfig, PreTrainedModel
 
 from growlm.errors import CheckpointError, ConfigError, read_json
 from growlm.folders import state_by_name  # noqa: F401  (its home was here; kept importable)
@@ -145,7 +145,7 @@ def resolve_model_dir(path: str | Path) -> Path:
 
 
 # -- growlm folders -------------------------------------------------------------------------------
-def save_model(model: GrowLMForCausalLM, folder: Path, tokenizer: Any = None) -> None:
+def save_model(model: PreTrainedModel, folder: Path, tokenizer: Any = None) -> None:
     """A transformers model folder (config, safetensors weights, tokenizer)."""
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
@@ -195,7 +195,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> GrowLMFo
     hf_type = transformers_type(folder)
     if hf_type:
         logger.info(f"{folder} is a transformers {hf_type} checkpoint: loaded as growlm {HF_TO_GROWLM[hf_type]}")
-        return model_from_hf(folder).to(device)
+        model = model_from_hf(folder)
+        cast(torch.nn.Module, model).to(device)  # in place (transformers' wrapped .to is mistyped)
+        return model
     config = load_config(folder)
     return model_from_state(config, load_state(folder, device), str(folder / WEIGHTS))
 
@@ -220,7 +222,8 @@ def canonical_name(name: str) -> str:
 
 def base_model(model: nn.Module) -> GrowLMForCausalLM:
     """The growlm model inside a peft wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+    get_base = getattr(model, "get_base_model", None)
+    return cast(GrowLMForCausalLM, get_base() if get_base is not None else model)
 
 
 def named_trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:

@@ -125,7 +125,8 @@ class TokenFormerForCausalLM(GrowLMForCausalLM):
 
     config_class = TokenFormerConfig
 
-    def make_layer(self, config: TokenFormerConfig, layer_idx: int) -> DecoderLayer:
+    def make_layer(self, config: GrowLMConfig, layer_idx: int) -> DecoderLayer:
+        assert isinstance(config, TokenFormerConfig)  # config_class: transformers builds it as one
         def projection(in_features: int, out_features: int, role: str) -> nn.Module:
             if role == "o":
                 return Pattention(in_features, out_features, config.proj_slots, config.pattention_norm,

@@ -32,7 +32,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from growlm.errors import CheckpointError, ConfigError, unknown_key_message
-from growlm.models.base import FROZEN_EMBEDDINGS, SUBSTRATE_PARAMETER, GrowLMConfig
+from growlm.models.base import FROZEN_EMBEDDINGS, SUBSTRATE_PARAMETER, GrowLMConfig, GrowLMForCausalLM
 from growlm.substrate.codes import binary_codes, glyph_codes, random_binary_codes, table_from_codes
 from growlm.substrate.text import token_texts
 
@@ -63,6 +63,8 @@ class SubstrateSpec:
     def from_config(cls, config: GrowLMConfig, font: str | Path | None = None) -> SubstrateSpec:
         if not config.frozen_embedding:
             raise ConfigError("this model's embedding is 'learned': it has no substrate to build")
+        if config.embedding_dim is None:  # set at creation for every frozen embedding
+            raise ConfigError(f"embedding={config.embedding} needs embedding_dim, which this config leaves unset")
         return cls(config.embedding, config.vocab_size, config.embedding_dim, config.embedding_cell,
                    config.embedding_seed, str(font) if font else None)
 
@@ -151,7 +153,7 @@ def expected_table(config: GrowLMConfig, tokenizer: Any, font: str | Path | None
     return substrate.table(config.hidden_size, config.embedding_scale)
 
 
-def install_substrate(model: torch.nn.Module, tokenizer: Any, font: str | Path | None = None) -> Substrate:
+def install_substrate(model: GrowLMForCausalLM, tokenizer: Any, font: str | Path | None = None) -> Substrate:
     """Write the substrate of ``model.config`` into the model's (frozen) input embedding."""
     config = model.config
     substrate = build_substrate(SubstrateSpec.from_config(config, font), tokenizer)
@@ -163,7 +165,7 @@ def install_substrate(model: torch.nn.Module, tokenizer: Any, font: str | Path |
     return substrate
 
 
-def check_substrate(model: torch.nn.Module, tokenizer: Any, font: str | Path | None = None) -> float:
+def check_substrate(model: GrowLMForCausalLM, tokenizer: Any, font: str | Path | None = None) -> float:
     """Raise :class:`CheckpointError` unless the model holds the substrate its config names; returns the
     largest difference.
 
@@ -200,7 +202,7 @@ def tensor_sha256(tensor: torch.Tensor) -> str:
     return hashlib.sha256(data.tobytes()).hexdigest()
 
 
-def substrate_fingerprint(model: torch.nn.Module) -> dict[str, Any]:
+def substrate_fingerprint(model: GrowLMForCausalLM) -> dict[str, Any]:
     """What a model's input substrate is, for telling models apart without a tokenizer or a font:
     ``vocab_size``, its ``embedding*`` settings (``embedding_fields``), and the table's shape,
     dtype and SHA-256 of its bytes as stored. ``growlm compose`` builds its per-expert

@@ -159,6 +159,7 @@ class CheckpointManager:
         if not is_lora(inner(self.model)):
             return model_from_state(config, weights, "the gathered FSDP state")
         base = {canonical_name(k): v for k, v in weights.items() if ".lora_" not in k}
+        assert self.cfg.lora is not None  # a LoRA-wrapped model trains under a lora config
         replica = apply_lora(model_from_state(config, base, "the gathered FSDP state"), self.cfg.lora)
         replica.load_state_dict(weights)
         return replica

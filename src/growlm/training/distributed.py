@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.distributed as dist
@@ -39,6 +39,12 @@ from growlm.errors import ConfigError
 from growlm.models.storage import canonical_name
 from growlm.training.optim import load_state_by_name
 from growlm.training.trainable import base_model
+
+if TYPE_CHECKING:
+    from torch.distributed.fsdp import FSDPModule
+    from torch.nn.parallel import DistributedDataParallel
+
+    from growlm.models import GrowLMForCausalLM
 
 STRATEGIES = ("auto", "none", "ddp", "fsdp")
 
@@ -149,16 +155,17 @@ def wrap(model: nn.Module, runtime: Runtime, device: torch.device, autocast: tor
     if runtime.strategy == "fsdp":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        policy = MixedPrecisionPolicy(param_dtype=autocast, reduce_dtype=torch.float32) if autocast else None
-        kwargs = {"mp_policy": policy} if policy else {}
+        # without autocast: fully_shard's default policy (parameters and reductions in their own dtype)
+        policy = (MixedPrecisionPolicy(param_dtype=autocast, reduce_dtype=torch.float32) if autocast
+                  else MixedPrecisionPolicy())
         root = fsdp_root(model)
         for layer in root.model.layers:
-            fully_shard(layer, **kwargs)
-        fully_shard(root, **kwargs)
+            fully_shard(layer, mp_policy=policy)
+        fully_shard(root, mp_policy=policy)
     return model
 
 
-def fsdp_root(model: nn.Module) -> nn.Module:
+def fsdp_root(model: nn.Module) -> GrowLMForCausalLM:
     """The module FSDP2 shards at the root: the growlm model, also inside a peft wrapper (which
     owns no parameters itself, and whose attribute forwarding should not be relied on)."""
     return base_model(model)
@@ -174,14 +181,14 @@ def sync_gradients(model: nn.Module, runtime: Runtime, sync: bool):
     import contextlib
 
     if runtime.strategy == "ddp" and not sync:
-        return model.no_sync()
+        return cast("DistributedDataParallel", model).no_sync()  # wrap() wrapped it
     if runtime.strategy == "fsdp":
-        fsdp_root(model).set_requires_gradient_sync(sync)
+        cast("FSDPModule", fsdp_root(model)).set_requires_gradient_sync(sync)  # fully_shard made it one
     return contextlib.nullcontext()
 
 
 def full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None, runtime: Runtime
-               ) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+               ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Unsharded weights and FQN-keyed optimizer state (collective under FSDP; complete on rank 0)."""
     if runtime.strategy != "fsdp":
         return inner(model).state_dict(), None

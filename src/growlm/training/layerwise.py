@@ -148,6 +148,7 @@ def expand_layerwise(spec: Any) -> list[dict[str, Any]]:
         }
         if holistic_from is not None and below + 1 >= holistic_from:
             stage["name"] += "-holistic"
+            assert lora is not None  # holistic_from needs it (checked above)
             stage["lora"] = {**lora, "layers": list(range(below))}
         stages.append(stage)
     return stages

@@ -16,12 +16,12 @@ from typing import Any
 import torch
 
 from growlm.plotting import plot_loss_curves, run_curves
+from growlm.training.records import RunSummary
 from growlm.training.state import TrainState
 
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
 # Steps at the start of a session (a run, or a resumed run) that the steady-state rate leaves
 # out: the first compiles the model, the next may still recompile (automatic dynamic shapes).
 STEADY_SKIP_STEPS = 3
@@ -62,7 +62,7 @@ class RunFacts:
     deterministic: bool
     parameters: int
     trainable_parameters: int
-    train_flops_per_token: float
+    train_flops_per_token: int
     compile: Any
 
     def mfu(self, tokens_per_s: float, peak_flops: float) -> float | None:
@@ -120,7 +120,7 @@ def step_row(state: TrainState, lr: float, grad_norm: float, seconds: float, win
              facts: RunFacts, peak_flops: float, device: torch.device) -> dict[str, Any]:
     """The ``metrics.jsonl`` row of the logging window that ends at ``state.step`` (and starts the next)."""
     tokens_per_s = window_tokens / max(seconds, 1e-9)
-    row = {"step": state.step, "loss": state.take_window_loss(), "lr": lr, "grad_norm": grad_norm,
+    row: dict[str, Any] = {"step": state.step, "loss": state.take_window_loss(), "lr": lr, "grad_norm": grad_norm,
            "tokens": state.tokens, "tokens_per_s": tokens_per_s, "elapsed_s": state.elapsed_s}
     if peak_flops:
         row["mfu"] = facts.mfu(tokens_per_s, peak_flops)
@@ -180,7 +180,7 @@ class MetricsLogger:
 
     def finish(self, state: TrainState, last_val: dict[str, float] | None, facts: RunFacts,
                speed: Callable[[], dict[str, Any]], checkpoint: Path | None, skipped_documents: int | None,
-               architecture: str) -> dict[str, Any]:
+               architecture: str) -> RunSummary:
         """``loss.png`` and ``summary.json`` (returned) for the run as it stands; the summary line to stderr.
 
         ``speed()`` gives the session's speed figures, asked last so that wall-clock time counts the plot."""
@@ -190,29 +190,29 @@ class MetricsLogger:
                              title=f"{self.out.name}: {architecture}")
         train_rows = [r for r in rows if "loss" in r]
         seconds = state.elapsed_s
-        summary = {
-            "steps": state.step,
-            "tokens": state.tokens,
-            "final_train_loss": train_rows[-1]["loss"] if train_rows else None,
-            "final_val_loss": last_val["loss"] if last_val else None,
-            "final_val_perplexity": last_val["perplexity"] if last_val else None,
-            "non_finite_steps": state.bad_steps_total,
-            **({"skipped_documents": skipped_documents} if skipped_documents is not None else {}),
-            "train_seconds": round(seconds, 2),
-            "tokens_per_s": round(state.tokens / seconds, 1) if seconds else None,
-            "world_size": facts.world_size,
-            "deterministic": facts.deterministic,
-            "parameters": facts.parameters,
-            "trainable_parameters": facts.trainable_parameters,
-            "train_flops_per_token": facts.train_flops_per_token,
-            "train_flops": facts.train_flops_per_token * state.tokens,
-            "mfu": train_rows[-1].get("mfu") if train_rows else None,
-            "max_memory_gb": train_rows[-1].get("max_memory_gb") if train_rows else None,
-            "checkpoint": str(checkpoint) if checkpoint else None,
-            "compile": facts.compile,
-            **speed(),
-        }
-        (self.out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+        summary = RunSummary(
+            steps=state.step,
+            tokens=state.tokens,
+            final_train_loss=train_rows[-1]["loss"] if train_rows else None,
+            final_val_loss=last_val["loss"] if last_val else None,
+            final_val_perplexity=last_val["perplexity"] if last_val else None,
+            non_finite_steps=state.bad_steps_total,
+            skipped_documents=skipped_documents,  # streaming sources only
+            train_seconds=round(seconds, 2),
+            tokens_per_s=round(state.tokens / seconds, 1) if seconds else None,
+            world_size=facts.world_size,
+            deterministic=facts.deterministic,
+            parameters=facts.parameters,
+            trainable_parameters=facts.trainable_parameters,
+            train_flops_per_token=facts.train_flops_per_token,
+            train_flops=facts.train_flops_per_token * state.tokens,
+            mfu=train_rows[-1].get("mfu") if train_rows else None,
+            max_memory_gb=train_rows[-1].get("max_memory_gb") if train_rows else None,
+            checkpoint=str(checkpoint) if checkpoint else None,
+            compile=facts.compile,
+            **speed(),  # absent when this session made no step
+        )
+        summary.write(self.out)
         logger.info(summary_line(summary))
         return summary
 
@@ -233,11 +233,11 @@ _SUMMARY_PARTS = (
 )
 
 
-def summary_line(summary: dict[str, Any]) -> str:
+def summary_line(summary: RunSummary) -> str:
     """The compact end-of-run line."""
-    parts = [f"{summary['steps']} steps", f"{summary['tokens']:,} tokens", f"{summary['train_seconds']:.0f} s"]
+    parts = [f"{summary.steps} steps", f"{summary.tokens:,} tokens", f"{summary.train_seconds:.0f} s"]
     for key, text, zero_shown in _SUMMARY_PARTS:
-        value = summary.get(key)
+        value = getattr(summary, key)
         if value is not None and (value or zero_shown):
             parts.append(text.format(value))
     return "done: " + ", ".join(parts)

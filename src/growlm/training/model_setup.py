@@ -29,6 +29,8 @@ def new_model(cfg: TrainConfig, tokenizer: Any) -> GrowLMForCausalLM:
         value = getattr(tokenizer, token, None)
         if value is not None:
             overrides.setdefault(field_name, int(value))
+    if cfg.model is None:
+        raise ConfigError("a new model needs `model` (a preset); or set init_from")
     config = build_config(cfg.model, overrides)
     torch.manual_seed(cfg.seed)
     model = model_class_for(config)(config)
@@ -43,6 +45,8 @@ def model_to_train(cfg: TrainConfig, tokenizer: Any, device: torch.device,
     it resumes from, the model folder of ``init_from`` (returned too), or a new one."""
     source = None
     if resume_from is not None and (resume_from / "lora").is_dir():
+        if cfg.lora is None:
+            raise ConfigError(f"{resume_from} holds a LoRA adapter, but the training config sets no lora")
         model = load_lora(resume_from / "lora", storage.load_config(resume_from), cfg.lora, device)
     elif resume_from is not None:
         model = storage.load_model(resume_from, device)
@@ -56,9 +60,10 @@ def model_to_train(cfg: TrainConfig, tokenizer: Any, device: torch.device,
         raise ConfigError("the model's frozen substrate embedding was never built (its table is NaN): create "
                           "the model with `growlm init --tokenizer` or from a preset in the training config")
     vocab = len(tokenizer)
-    if vocab > model.config.vocab_size:
+    vocab_size = base_model(model).config.vocab_size
+    if vocab > vocab_size:
         raise ConfigError(f"the data's tokenizer has {vocab} tokens but the model's vocab_size is "
-                          f"{model.config.vocab_size}; set model_overrides.vocab_size to at least {vocab}")
+                          f"{vocab_size}; set model_overrides.vocab_size to at least {vocab}")
     if cfg.lora is not None and not is_lora(model):
-        model = apply_lora(model, cfg.lora)
+        model = apply_lora(base_model(model), cfg.lora)
     return model, source

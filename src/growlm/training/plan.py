@@ -44,7 +44,6 @@ any stage trained starts over when the corrected plan is run into the same ``out
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import shutil
@@ -58,6 +57,7 @@ import yaml
 from growlm.errors import ConfigError, GrowlmError, GrowthError, unknown_key_message
 from growlm.growth import grow_checkpoint, parse_init
 from growlm.growth.grow import check_init, check_moments, check_request, growth_options
+from growlm.growth.report import GROWTH_FILE, GrowthReport
 from growlm.models import GrowLMConfig, storage
 from growlm.models.accounting import model_cost
 from growlm.models.presets import build_config
@@ -69,11 +69,11 @@ from growlm.training.config import SCHEDULES, TrainConfig, build_train_config, f
 from growlm.training.distributed import join_process_group, rank_device
 from growlm.training.layerwise import expand_layerwise
 from growlm.training.optim import lr_factor
+from growlm.training.records import Ledger, StageRecord
 from growlm.training.trainer import read_metrics, resume_run, start_run
 
 logger = logging.getLogger(__name__)
 
-LEDGER_FILE = "ledger.json"
 STAGE_KEYS = {"name": str, "grow": dict, "init": str, "grow_options": dict, "grow_seed": int, "tokens": int,
               "moments": str}
 PLAN_KEYS = ("out_dir", "defaults", "stages", "layerwise", "description", "schedule")
@@ -301,11 +301,13 @@ def plan_shapes(plan: Plan) -> list[dict[str, Any]]:
     for stage in plan.stages:
         cfg = checked_stage_config(stage, plan.stages, plan.out_dir)
         if stage.index == 0:
-            if cfg.model is None:
-                source = storage.resolve_model_dir(cfg.init_from)
-                config = storage.load_config(source)
-            else:
+            if cfg.model is not None:
                 config = build_config(cfg.model, cfg.model_overrides)
+            elif cfg.init_from is not None:
+                config = storage.load_config(storage.resolve_model_dir(cfg.init_from))
+            else:
+                raise ConfigError(f"stage {stage.name}: the first stage needs model or init_from")
+        assert config is not None  # the first stage set it
         changes = {}
         if stage.grow:
             for key in stage.grow_options:
@@ -390,24 +392,6 @@ def _final_checkpoint(run_dir: Path) -> Path:
     return found
 
 
-def _write_ledger(out: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
-    cumulative_tokens = cumulative_flops = 0
-    cumulative_gpu_s = 0.0
-    stages = []
-    for record in records:
-        cumulative_tokens += record["tokens"]
-        cumulative_flops += record["train_flops"]
-        cumulative_gpu_s += record.get("gpu_seconds") or 0.0  # records of older runs lack it
-        stages.append({**record, "cumulative_tokens": cumulative_tokens, "cumulative_train_flops": cumulative_flops,
-                       "cumulative_gpu_seconds": round(cumulative_gpu_s, 2)})
-    ledger = {"stages": stages, "total": {"tokens": cumulative_tokens, "train_flops": cumulative_flops,
-                                          "gpu_seconds": round(cumulative_gpu_s, 2)},
-              "convention": "matmul FLOPs of forward, input-gradient and weight-gradient passes of what trained; "
-                            "evaluation and growth verification excluded"}
-    (out / LEDGER_FILE).write_text(json.dumps(ledger, indent=2))
-    return ledger
-
-
 def _process_group(plan: Plan) -> tuple[bool, Any]:
     """Under torchrun: join the process group now (for the device the stages train on), so that
     rank 0 can grow while the others wait."""
@@ -421,9 +405,10 @@ def _process_group(plan: Plan) -> tuple[bool, Any]:
     return main, (dist.barrier if dist.is_initialized() else (lambda: None))
 
 
-def run_plan(plan: Plan, resume: bool = False, options: RuntimeOptions | None = None) -> dict[str, Any]:
-    """Run (or continue) every stage. Under torchrun all processes train; rank 0 alone grows models
-    (on full checkpoints) and writes the stage records and the ledger, the others wait for it.
+def run_plan(plan: Plan, resume: bool = False, options: RuntimeOptions | None = None) -> Ledger | None:
+    """Run (or continue) every stage; returns the ledger (None on processes other than rank 0). Under
+    torchrun all processes train; rank 0 alone grows models (on full checkpoints) and writes the stage
+    records and the ledger, the others wait for it.
 
     A plan run that fails before any stage has trained is no dead end: the error says so, and
     running the corrected plan file into the same ``out_dir`` starts it over. ``options``: the fused
@@ -438,7 +423,7 @@ def run_plan(plan: Plan, resume: bool = False, options: RuntimeOptions | None = 
                         f"`growlm train PLAN.yaml` again, which starts over in {out}") from exc
 
 
-def _run_plan(plan: Plan, resume: bool, options: RuntimeOptions | None) -> dict[str, Any]:
+def _run_plan(plan: Plan, resume: bool, options: RuntimeOptions | None) -> Ledger | None:
     out = plan.out_dir
     main, barrier = _process_group(plan)
     plan_shapes(plan)  # every stage's request is checked before anything is written
@@ -455,16 +440,16 @@ def _run_plan(plan: Plan, resume: bool, options: RuntimeOptions | None) -> dict[
         out.mkdir(parents=True, exist_ok=True)
         if not resume:
             (out / PLAN_FILE).write_text(yaml.safe_dump({**plan.source, "out_dir": str(out)}, sort_keys=False))
-    records: list[dict[str, Any]] = []
+    records: list[StageRecord] = []
     previous: Path | None = None
     for stage in plan.stages:
         folder = out / stage.folder_name
         marker = folder / STAGE_FILE
         barrier()
         if marker.exists():
-            record = json.loads(marker.read_text())
+            record = StageRecord.read(folder)
             records.append(record)
-            previous = Path(record["final_checkpoint"])
+            previous = Path(record.final_checkpoint)
             logger.info(f"stage {stage.index + 1}/{len(plan.stages)} {stage.name}: complete, skipped")
             continue
         if main:
@@ -472,18 +457,22 @@ def _run_plan(plan: Plan, resume: bool, options: RuntimeOptions | None) -> dict[
             folder.mkdir(parents=True, exist_ok=True)
         started = time.time()
         source = previous
-        growth = None
+        growth: GrowthReport | None = None
         if stage.grow:
+            if previous is None:  # parse_plan refuses a first stage that grows
+                raise ConfigError(f"stage {stage.name}: the first stage cannot grow (nothing to grow yet)")
             grown = folder / "grown"
-            if main and not (grown / "growth.json").exists():
+            if main and not (grown / GROWTH_FILE).exists():
                 shutil.rmtree(grown, ignore_errors=True)
                 grow_checkpoint(previous, grown, stage.grow, parse_init(stage.init), seed=stage.grow_seed,
                                 options=stage.grow_options, moments=stage.moments)
             barrier()
-            growth = json.loads((grown / "growth.json").read_text())
-            if growth["verification"] is not None and not growth["verification"]["passed"]:
+            # read back from the file on every process (rank 0 alone grew), and on a resumed stage
+            growth = GrowthReport.read(grown)
+            check = growth.verification
+            if check is not None and not check.passed:
                 raise GrowlmError(f"stage {stage.name}: the grown model in {grown} failed its verification "
-                                  f"({growth['verification']['expectation']}); see growth.json")
+                                  f"({check.expectation}); see growth.json")
             source = grown
         run_dir = folder / "train"
         resuming = bool(storage.list_checkpoints(run_dir))
@@ -499,41 +488,41 @@ def _run_plan(plan: Plan, resume: bool, options: RuntimeOptions | None) -> dict[
         if not main:
             previous = _final_checkpoint(run_dir)
             continue
-        record = {
-            "stage": stage.name,
-            "index": stage.index,
-            "grew": growth["changes"] if growth else {},
-            "init": growth["init"] if growth else None,
-            "growth_verified": growth["verification"]["passed"] if growth and growth["verification"] else None,
-            "parameters": summary["parameters"],
-            "trainable_parameters": summary["trainable_parameters"],
-            "steps": summary["steps"],
-            "tokens": summary["tokens"],
-            "train_flops_per_token": summary["train_flops_per_token"],
-            "train_flops": summary["train_flops"],
-            "final_train_loss": summary["final_train_loss"],
-            "final_val_loss": summary["final_val_loss"],
-            "seconds": round(time.time() - started, 1),
+        assert summary is not None  # rank 0 has the run's summary
+        record = StageRecord(
+            stage=stage.name,
+            index=stage.index,
+            grew=growth.changes if growth else {},
+            init=growth.init if growth else None,
+            growth_verified=growth.verification.passed if growth and growth.verification else None,
+            parameters=summary.parameters,
+            trainable_parameters=summary.trainable_parameters,
+            steps=summary.steps,
+            tokens=summary.tokens,
+            train_flops_per_token=summary.train_flops_per_token,
+            train_flops=summary.train_flops,
+            final_train_loss=summary.final_train_loss,
+            final_val_loss=summary.final_val_loss,
+            seconds=round(time.time() - started, 1),
             # the trainer's own clock: the optimizer steps alone (no growth, loading, evaluation,
             # saving), summed over sessions; x the processes that trained: GPU-seconds
-            "train_seconds": summary.get("train_seconds"),
-            "gpu_seconds": round(summary["train_seconds"] * summary.get("world_size", 1), 2)
-            if summary.get("train_seconds") is not None else None,
+            train_seconds=summary.train_seconds,
+            gpu_seconds=round(summary.train_seconds * (summary.world_size or 1), 2),
             # from the stage's start (growth included) to its first optimizer step, and the speeds
             # without (steady) and with (wall) loading, compiling, evaluating and saving
-            "stage_to_first_step_s": round(summary["first_step_at"] - started, 2)
-            if summary.get("first_step_at") else None,
-            "steady_tokens_per_s": summary.get("steady_tokens_per_s"),
-            "wall_tokens_per_s": summary.get("wall_tokens_per_s"),
-            "final_checkpoint": str(_final_checkpoint(run_dir)),
-        }
-        marker.write_text(json.dumps(record, indent=2))
+            stage_to_first_step_s=round(summary.first_step_at - started, 2) if summary.first_step_at else None,
+            steady_tokens_per_s=summary.steady_tokens_per_s,
+            wall_tokens_per_s=summary.wall_tokens_per_s,
+            final_checkpoint=str(_final_checkpoint(run_dir)),
+        )
+        record.write(folder)
         records.append(record)
-        _write_ledger(out, records)
-        previous = Path(record["final_checkpoint"])
+        Ledger.of(records).write(out)
+        previous = Path(record.final_checkpoint)
     if not main:
-        return {}
-    ledger = _write_ledger(out, records)
+        return None
+    ledger = Ledger.of(records)
+    ledger.write(out)
     plot_plan(out)
     plot_plan_lr(out)
     return ledger
@@ -546,7 +535,7 @@ def nothing_trained(out: Path) -> bool:
 
 
 def resume_plan(out: str | Path, overrides: dict[str, Any] | None = None,
-                options: RuntimeOptions | None = None) -> dict[str, Any]:
+                options: RuntimeOptions | None = None) -> Ledger | None:
     """Continue the plan run in ``out`` with the plan it was started with (``OUT/plan.yaml``)."""
     out = Path(out)
     plan = load_plan(out / PLAN_FILE, {**(overrides or {}), "out_dir": str(out)})
@@ -555,20 +544,22 @@ def resume_plan(out: str | Path, overrides: dict[str, Any] | None = None,
 
 def plot_plan(out: Path) -> Path | None:
     """Loss across all stages against cumulative tokens, growth points marked."""
-    ledger = json.loads((out / LEDGER_FILE).read_text())
-    curves, markers, offset = [], [], 0
-    for i, record in enumerate(ledger["stages"]):
-        folder = next(out.glob(f"stage-{record['index'] + 1:02d}-*"))
+    ledger = Ledger.read(out)
+    curves: list[dict[str, Any]] = []
+    markers: list[tuple[float, str]] = []
+    offset = 0
+    for i, record in enumerate(ledger.stages):
+        folder = next(out.glob(f"stage-{record.index + 1:02d}-*"))
         rows = read_metrics(folder / "train")
         colour = f"C{i % 10}"
-        curves.append({"label": f"{record['stage']}: train", "x": [r["tokens"] + offset for r in rows if "loss" in r],
+        curves.append({"label": f"{record.stage}: train", "x": [r["tokens"] + offset for r in rows if "loss" in r],
                        "y": [r["loss"] for r in rows if "loss" in r], "color": colour})
         val = [r for r in rows if "val_loss" in r]
-        curves.append({"label": f"{record['stage']}: val", "x": [r["tokens"] + offset for r in val],
+        curves.append({"label": f"{record.stage}: val", "x": [r["tokens"] + offset for r in val],
                        "y": [r["val_loss"] for r in val], "style": "o--", "color": colour})
-        if record["grew"]:
-            markers.append((offset, "grow " + ", ".join(f"{k}={v['new']}" for k, v in record["grew"].items())))
-        offset += record["tokens"]
+        if record.grew:
+            markers.append((offset, "grow " + ", ".join(f"{k}={c.new}" for k, c in record.grew.items())))
+        offset += record.tokens
     if not curves:
         return None
     return plot_loss_curves(curves, out / "loss.png", title=f"{out.name}: loss across stages", markers=markers,
@@ -578,29 +569,20 @@ def plot_plan(out: Path) -> Path | None:
 def plot_plan_lr(out: Path) -> Path | None:
     """The learning rate of every logged step across all stages against cumulative tokens
     (``OUT/lr.png``): one schedule over the plan, or each stage's own."""
-    ledger = json.loads((out / LEDGER_FILE).read_text())
-    curves, markers, offset = [], [], 0
-    for i, record in enumerate(ledger["stages"]):
-        folder = next(out.glob(f"stage-{record['index'] + 1:02d}-*"))
+    ledger = Ledger.read(out)
+    curves: list[dict[str, Any]] = []
+    markers: list[tuple[float, str]] = []
+    offset = 0
+    for i, record in enumerate(ledger.stages):
+        folder = next(out.glob(f"stage-{record.index + 1:02d}-*"))
         rows = [r for r in read_metrics(folder / "train") if "lr" in r]
-        curves.append({"label": record["stage"], "x": [r["tokens"] + offset for r in rows],
+        curves.append({"label": record.stage, "x": [r["tokens"] + offset for r in rows],
                        "y": [r["lr"] for r in rows], "color": f"C{i % 10}"})
-        if record["grew"]:
+        if record.grew:
             markers.append((offset, "grow"))
-        offset += record["tokens"]
+        offset += record.tokens
     if not any(c["x"] for c in curves):
         return None
     return plot_loss_curves(curves, out / "lr.png", title=f"{out.name}: learning rate across stages",
                             markers=markers, x_label="training tokens (cumulative)", y_label="learning rate")
 
-
-def ledger_lines(ledger: dict[str, Any]) -> list[str]:
-    lines = [f"{'stage':<20} {'params':>12} {'trainable':>12} {'tokens':>14} {'train FLOPs':>12} "
-             f"{'cumulative':>12} {'val loss':>9}"]
-    for s in ledger["stages"]:
-        val = f"{s['final_val_loss']:.4f}" if s.get("final_val_loss") is not None else "-"
-        lines.append(f"{s['stage']:<20} {s['parameters']:>12,} {s['trainable_parameters']:>12,} {s['tokens']:>14,} "
-                     f"{s['train_flops']:>12.3e} {s['cumulative_train_flops']:>12.3e} {val:>9}")
-    total = ledger["total"]
-    lines.append(f"{'total':<20} {'':>12} {'':>12} {total['tokens']:>14,} {total['train_flops']:>12.3e}")
-    return lines

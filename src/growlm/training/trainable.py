@@ -30,7 +30,7 @@ from __future__ import annotations
 import fnmatch
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -40,6 +40,9 @@ from growlm.errors import ConfigError
 from growlm.models import GrowLMForCausalLM, model_from_state
 from growlm.models.base import SUBSTRATE_PARAMETER
 from growlm.models.storage import base_model, canonical_name
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 LORA_KEYS = {"target_modules": list, "r": int, "alpha": float, "dropout": float, "layers": list}
 
@@ -73,7 +76,8 @@ def apply_lora(model: GrowLMForCausalLM, spec: dict[str, Any]) -> nn.Module:
     if layers is not None and max(layers) >= model.config.num_hidden_layers:
         raise ConfigError(f"lora.layers {layers} names a block beyond this model's "
                           f"{model.config.num_hidden_layers} blocks")
-    where = {"layers_to_transform": list(layers), "layers_pattern": "layers"} if layers is not None else {}
+    where: dict[str, Any] = ({"layers_to_transform": list(layers), "layers_pattern": "layers"}
+                             if layers is not None else {})
     config = LoraConfig(target_modules=spec["target_modules"], r=spec["r"], lora_alpha=spec["alpha"],
                         lora_dropout=spec["dropout"], bias="none", **where)
     with warnings.catch_warnings():
@@ -117,12 +121,12 @@ def base_state(model: nn.Module) -> dict[str, torch.Tensor]:
 def merged_model(model: nn.Module) -> GrowLMForCausalLM:
     """A plain growlm model computing what the (possibly LoRA-wrapped) model computes."""
     if not is_lora(model):
-        return model
-    from peft.tuners.lora import LoraLayer
+        return cast(GrowLMForCausalLM, model)
+    from peft.tuners.lora import Linear as LoraLinear  # apply_lora targets linear modules only
 
     state = {k: v.detach().clone() for k, v in base_state(model).items()}
     for name, module in base_model(model).named_modules():
-        if isinstance(module, LoraLayer) and "default" in module.lora_A:
+        if isinstance(module, LoraLinear) and "default" in module.lora_A:
             key = canonical_name(f"{name}.weight")
             state[key] = state[key] + module.get_delta_weight("default").to(state[key].dtype)
     base = base_model(model)
@@ -132,7 +136,7 @@ def merged_model(model: nn.Module) -> GrowLMForCausalLM:
 def save_lora(model: nn.Module, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in base_state(model).items()}, folder / "base.safetensors")
-    model.save_pretrained(folder / "adapter")
+    cast("PeftModel", model).save_pretrained(str(folder / "adapter"))
 
 
 def load_lora(folder: Path, config: Any, spec: dict[str, Any], device: torch.device) -> nn.Module:
@@ -140,7 +144,8 @@ def load_lora(folder: Path, config: Any, spec: dict[str, Any], device: torch.dev
     from peft import set_peft_model_state_dict
 
     base = model_from_state(config, load_file(folder / "base.safetensors", device=str(device)),
-                            str(folder / "base.safetensors")).to(device)
+                            str(folder / "base.safetensors"))
+    cast(nn.Module, base).to(device)  # in place (transformers' wrapped .to is mistyped)
     model = apply_lora(base, spec)
     adapter = load_file(folder / "adapter" / "adapter_model.safetensors", device=str(device))
     set_peft_model_state_dict(model, adapter)

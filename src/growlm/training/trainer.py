@@ -17,7 +17,6 @@ are components with their own state: the data (``data/loader.py``), the progress
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -56,6 +55,7 @@ from growlm.training.metrics import (  # noqa: F401  (read_metrics, summary_line
 )
 from growlm.training.model_setup import model_to_train
 from growlm.training.optim import build_optimizer, build_scheduler, warmup_warning
+from growlm.training.records import SUMMARY_FILE, RunSummary
 from growlm.training.state import TrainState
 from growlm.training.trainable import set_trainable
 
@@ -215,11 +215,12 @@ class Trainer:
         """A weights-only snapshot of the current step (training config ``snapshots``)."""
         return self.checkpoints.snapshot()
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> RunSummary | None:
+        """Train to ``max_steps``; the run's summary (None on processes other than rank 0)."""
         with self._modes:
             return self._run()
 
-    def _run(self) -> dict[str, Any]:
+    def _run(self) -> RunSummary | None:
         cfg, st, runtime = self.cfg, self.state, self.runtime
         if runtime.main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -251,7 +252,7 @@ class Trainer:
                 row: dict[str, Any] = {}
                 is_eval = step % cfg.eval_every == 0 or final
                 if (step % cfg.log_every == 0 or final or is_eval) and st.window_steps:
-                    row = step_row(st, self.scheduler.get_last_lr()[0], grad_norm, time.time() - window_start,
+                    row = step_row(st, float(self.scheduler.get_last_lr()[0]), grad_norm, time.time() - window_start,
                                    window_tokens, self.facts, self.peak_flops, self.device)
                     window_start, window_tokens = time.time(), 0
                     bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
@@ -281,19 +282,20 @@ class Trainer:
             last_val = self.validate()  # resumed at the final checkpoint (killed before its summary)
         return self.finish(last_val)
 
-    def finish(self, last_val: dict[str, float] | None) -> dict[str, Any]:
+    def finish(self, last_val: dict[str, float] | None) -> RunSummary | None:
         stream = self.data.stream
         skipped = sum(self.runtime.gather(stream.skipped_documents)) if stream is not None else None
         if not self.runtime.main:
-            return {}
+            return None
         checkpoints = storage.list_checkpoints(self.out)
         return self.metrics.finish(self.state, last_val, self.facts, self.speed,
                                    checkpoints[-1] if checkpoints else None, skipped, self.base.config.architecture)
 
 
-def start_run(cfg: TrainConfig, options: RuntimeOptions | None = None) -> dict[str, Any]:
-    """Begin a new run in ``cfg.out_dir``, refusing to overwrite an existing one; ``options``: the
-    fused paths and kernels the model takes (default: auto)."""
+def start_run(cfg: TrainConfig, options: RuntimeOptions | None = None) -> RunSummary | None:
+    """Begin a new run in ``cfg.out_dir``, refusing to overwrite an existing one; returns its summary
+    (None on processes other than rank 0). ``options``: the fused paths and kernels the model takes
+    (default: auto)."""
     out = Path(cfg.out_dir)
     if storage.list_checkpoints(out) or (out / METRICS_FILE).exists():
         raise ConfigError(f"out_dir {out} already holds a run; continue it with `growlm train --resume {out}` "
@@ -326,7 +328,7 @@ def finished_step(run_dir: str | Path, overrides: dict[str, Any] | None = None) 
     is missing (killed while finishing) is not: resuming writes its summary."""
     run_dir = Path(run_dir)
     cfg = _resume_config(run_dir, overrides)
-    if not (run_dir / "summary.json").exists():
+    if not (run_dir / SUMMARY_FILE).exists():
         return None
     checkpoints = storage.list_checkpoints(run_dir)
     if not checkpoints or _checkpoint_step(checkpoints[-1]) < cfg.max_steps:
@@ -344,7 +346,7 @@ def _checkpoint_step(folder: Path) -> int:
 
 
 def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None,
-               options: RuntimeOptions | None = None) -> dict[str, Any]:
+               options: RuntimeOptions | None = None) -> RunSummary | None:
     """Continue the run in ``run_dir`` from its newest good checkpoint (``--set`` may extend it).
 
     A finished run (:func:`finished_step`) is left exactly as it is -- no file is rewritten --
@@ -353,7 +355,7 @@ def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None,
     config_path = run_dir / CONFIG_FILE
     cfg = _resume_config(run_dir, overrides)
     if finished_step(run_dir, overrides) is not None:
-        return json.loads((run_dir / "summary.json").read_text()) if _is_main_process() else {}
+        return RunSummary.read(run_dir) if _is_main_process() else None
     if overrides and _is_main_process():
         config_path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     with contextlib.suppress(FileExistsError):

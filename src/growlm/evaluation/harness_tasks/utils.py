@@ -56,7 +56,7 @@ def load_lambada_openai(**kwargs: Any) -> datasets.DatasetDict:
 
 def process_hellaswag(dataset: datasets.Dataset) -> datasets.Dataset:
     def process(doc: dict[str, Any]) -> dict[str, Any]:
-        example = TASKS["hellaswag"].to_example(doc)
+        example = TASKS["hellaswag"].example(doc)
         return {"query": example.context, "choices": list(example.choices), "gold": example.gold}
 
     return dataset.map(process)
