@@ -63,7 +63,7 @@ BAD_INPUTS = [
     pytest.param(lambda b, o, m: ["eval", b / "corrupt", "--data", b], "model.safetensors is corrupt",
                  id="eval-corrupt"),
     pytest.param(lambda b, o, m: ["eval", m, "--data", b], "not a prepared data folder", id="eval-bad-data"),
-    pytest.param(lambda b, o, m: ["eval", m, "--tasks", "mmlu"], "unknown task 'mmlu'", id="eval-unknown-task"),
+    pytest.param(lambda b, o, m: ["eval", m, "--tasks", "mmlux"], "unknown task 'mmlux'", id="eval-unknown-task"),
     pytest.param(lambda b, o, m: ["eval", m], "pass --tasks", id="eval-no-tasks"),
     pytest.param(lambda b, o, m: ["data", "prepare", b / "empty.jsonl", "--tokenizer", SP_MODEL, "--out", o / "d1"],
                  "no usable documents", id="prepare-empty"),
