@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from growlm.data.shared import CORPUS_SOURCES, TOKENIZER_32K, locate_shared
-from growlm.errors import ConfigError, GrowlmError
+from growlm.errors import ConfigError, GrowlmError, unknown_key_message
 from growlm.folders import atomic_write_text
 from growlm.logs import show_messages, shown_level
 from growlm.provenance import provenance
@@ -403,6 +403,47 @@ def free_gpu_gb(device: str) -> float | None:
         return None
     free, _ = torch.cuda.mem_get_info()
     return free / 2**30
+
+
+def form_values(ctx: Context, form: Any) -> dict[str, Any]:
+    """The fields of an experiment's sizing dataclass ``form`` (its full or quick form) with
+    ``ctx.options`` (``--set KEY=VALUE``) applied, each cast to the field's type; an unknown key is
+    refused, naming the valid ones."""
+    import dataclasses
+
+    values = dataclasses.asdict(form)
+    for key, value in ctx.options.items():
+        if key not in values:
+            raise ConfigError(unknown_key_message(f"option of experiment {ctx.name}", key, list(values)))
+        current = values[key]
+        if isinstance(current, bool):
+            values[key] = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+        else:
+            values[key] = str(value) if isinstance(current, str) else type(current)(value)
+    return values
+
+
+def default_parallel(ctx: Context, on_gpu: int) -> int:
+    """How many units run side by side when the experiment's ``parallel`` option is 0: ``on_gpu``
+    on CUDA (what one 80 GB H100 holds for that experiment's models), one on the CPU."""
+    import torch
+
+    return on_gpu if ctx.device != "cpu" and torch.cuda.is_available() else 1
+
+
+def throughput_text(runner: list[dict[str, Any]], note: str = "") -> str:
+    """One line for a report: tokens/s of each phase :func:`run_jobs` ran (``runner`` records)."""
+    parts = []
+    for r in runner:
+        if r.get("alone"):
+            parts.append(f"one unit alone ({r['alone']['key']}): {r['alone']['tokens_per_s']:,.0f} tokens/s")
+        if r.get("side_by_side"):
+            s = r["side_by_side"]
+            parts.append(f"{r['phase']}: {s['jobs']} units, {r['parallel']} side by side: "
+                         f"{s['tokens_per_s']:,.0f} tokens/s aggregate over {s['seconds']:.0f} s")
+    if not parts:
+        return "**Throughput**: every unit was already finished (read back)."
+    return "**Throughput**" + (f" ({note})" if note else "") + ": " + "; ".join(parts) + "."
 
 
 def run_jobs(ctx: Context, jobs: Sequence[Job], parallel: int = 1, min_free_gb: float = 6.0,

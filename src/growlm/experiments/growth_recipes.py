@@ -39,7 +39,16 @@ from pathlib import Path
 from typing import Any
 
 from growlm.errors import ConfigError, GrowlmError, unknown_key_message
-from growlm.experiments.common import Context, Job, Report, markdown_table, run_jobs
+from growlm.experiments.common import (
+    Context,
+    Job,
+    Report,
+    default_parallel,
+    form_values,
+    markdown_table,
+    run_jobs,
+    throughput_text,
+)
 from growlm.experiments.recipe import pyplot, save_figure
 from growlm.experiments.saving import Endpoint, saving, saving_against, summarise
 from growlm.logs import quiet
@@ -183,16 +192,7 @@ FORMS = {
 
 def settings(ctx: Context) -> Settings:
     """The form's :class:`Settings` with ``ctx.options`` applied (unknown keys refused, named)."""
-    values = dataclasses.asdict(FORMS["quick" if ctx.quick else "full"])
-    for key, value in ctx.options.items():
-        if key not in values:
-            raise ConfigError(unknown_key_message(f"option of experiment {ctx.name}", key, list(values)))
-        current = values[key]
-        if isinstance(current, bool):
-            values[key] = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
-        else:
-            values[key] = type(current)(value) if not isinstance(current, str) else str(value)
-    out = Settings(**values)
+    out = Settings(**form_values(ctx, FORMS["quick" if ctx.quick else "full"]))
     for arm in out.arm_list:
         if arm not in ARMS:
             raise ConfigError(unknown_key_message("arm", arm, ARMS))
@@ -205,9 +205,7 @@ def settings(ctx: Context) -> Settings:
         raise ConfigError(f"growth at step {out.steps(out.growth_at)} falls inside the warm-up "
                           f"({out.warmup_steps} steps): lower warmup_steps or raise tokens/growth_at")
     if out.parallel == 0:
-        import torch
-
-        out.parallel = 6 if ctx.device != "cpu" and torch.cuda.is_available() else 1
+        out.parallel = default_parallel(ctx, 6)
     return out
 
 
@@ -652,7 +650,7 @@ def _report(ctx: Context, size: Settings, shapes: dict[str, Any], arms: list[str
                  f"({cross['positive']}/{cross['n']} seeds positive, {cross['extrapolated']} extrapolated)."]
     if skipped:
         body.append("**Skipped arms**: " + "; ".join(f"`{a}` ({why})" for a, why in skipped.items()) + ".")
-    body += [_throughput_text(runner),
+    body += [throughput_text(runner, "every invocation of this folder; a later one runs only what was left"),
              f"**Budget** (planned training FLOPs; evaluation excluded): {total / 1e15:.2f} PFLOP in all.",
              markdown_table(budget_rows, [("unit", "Unit"), ("runs", "Runs"), ("tokens", "Tokens/run"),
                                           ("pflops", "PFLOP"), ("share", "Share")], digits=3)]
@@ -712,19 +710,6 @@ def _cross(ctx: Context, size: Settings, seeds: list[int]) -> dict[str, Any]:
     summ = summarise(values)
     return {"interval": summ.saving, "positive": summ.positive, "n": summ.n, "extrapolated": summ.extrapolated,
             "values": [v.as_dict() for v in values]}
-
-
-def _throughput_text(runner: list[dict[str, Any]]) -> str:
-    parts = []
-    for r in runner:
-        if r.get("alone"):
-            parts.append(f"one unit alone ({r['alone']['key']}): {r['alone']['tokens_per_s']:,.0f} tokens/s")
-        if r.get("side_by_side"):
-            s = r["side_by_side"]
-            parts.append(f"{r['phase']}: {s['jobs']} units, {r['parallel']} side by side: "
-                         f"{s['tokens_per_s']:,.0f} tokens/s aggregate over {s['seconds']:.0f} s")
-    return ("**Throughput** (every invocation of this folder; a later one runs only what was left): " + "; ".join(parts) + "."
-            if parts else "**Throughput**: every unit was already finished (read back).")
 
 
 def _figure_curves(ctx: Context, size: Settings, arms: list[str], archs: list[str], paper_seeds: list[int]) -> Path:

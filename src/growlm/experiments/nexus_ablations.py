@@ -55,7 +55,16 @@ from pathlib import Path
 from typing import Any
 
 from growlm.errors import ConfigError, GrowlmError, unknown_key_message
-from growlm.experiments.common import Context, Job, Report, markdown_table, run_jobs
+from growlm.experiments.common import (
+    Context,
+    Job,
+    Report,
+    default_parallel,
+    form_values,
+    markdown_table,
+    run_jobs,
+    throughput_text,
+)
 from growlm.experiments.recipe import model_costs, pyplot, save_figure
 from growlm.logs import quiet
 from growlm.stats import mean_interval
@@ -173,13 +182,7 @@ FORMS = {
 
 def settings(ctx: Context) -> Settings:
     """The form's :class:`Settings` with ``ctx.options`` applied (unknown keys and parts refused, named)."""
-    values = dataclasses.asdict(FORMS["quick" if ctx.quick else "full"])
-    for key, value in ctx.options.items():
-        if key not in values:
-            raise ConfigError(unknown_key_message(f"option of experiment {ctx.name}", key, list(values)))
-        current = values[key]
-        values[key] = type(current)(value) if not isinstance(current, str) else str(value)
-    out = Settings(**values)
+    out = Settings(**form_values(ctx, FORMS["quick" if ctx.quick else "full"]))
     for part in out.part_list:
         if part not in PARTS:
             raise ConfigError(unknown_key_message("part", part, PARTS))
@@ -192,9 +195,7 @@ def settings(ctx: Context) -> Settings:
         raise ConfigError(f"stage_at={out.stage_at} leaves no steps on one side of the second growth "
                           f"({n} continued steps): raise grow_tokens")
     if out.parallel == 0:
-        import torch
-
-        out.parallel = 8 if ctx.device != "cpu" and torch.cuda.is_available() else 1
+        out.parallel = default_parallel(ctx, 8)
     return out
 
 
@@ -446,7 +447,7 @@ def report(ctx: Context, size: Settings, names: list[str], runner: list[dict[str
     verified = [r["verified"] for r in rows.values() if r["verified"] is not None]
     body.append(f"Growth verified lossless (growlm's check after every growth, every seed): "
                 f"{'all' if all(verified) else 'NOT all'} {len(verified)} grown arms.")
-    body.append(_throughput_text(runner))
+    body.append(throughput_text(runner))
     paper = ("Table 9 (nexusformer-280M grown from 240M, FineWeb; PPL as printed, its other columns lost in the "
              "text extraction): 1180/960 10.89386732, 780/1360 10.89604631, 1130/1010 10.89386732, 830/1310 "
              "10.89016404 -- the A-led joint growth lowest, by 0.003% to 0.005% of PPL (one run each; the two "
@@ -460,13 +461,6 @@ def report(ctx: Context, size: Settings, names: list[str], runner: list[dict[str
             "rows": [{k: v for k, v in r.items()} for r in rows.values()], "runner": runner}
     return Report("Nexusformer growth ablations: Table 9 (axes) and Appendix I (schedules)", "\n\n".join(body),
                   figures, data, paper=paper)
-
-
-def _throughput_text(runner: list[dict[str, Any]]) -> str:
-    parts = [f"{r['phase']}: {r['side_by_side']['jobs']} units, {r['parallel']} side by side, "
-             f"{r['side_by_side']['tokens_per_s']:,.0f} tokens/s aggregate over {r['side_by_side']['seconds']:.0f} s"
-             for r in runner if r.get("side_by_side")]
-    return "**Throughput**: " + ("; ".join(parts) if parts else "every unit was already finished (read back)") + "."
 
 
 def _figure_bars(ctx: Context, size: Settings, rows: dict[str, dict[str, Any]]) -> Path:

@@ -41,8 +41,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from growlm.errors import ConfigError, GrowlmError, unknown_key_message
-from growlm.experiments.common import Context, Job, Report, markdown_table, run_jobs
+from growlm.errors import ConfigError, GrowlmError
+from growlm.experiments.common import (
+    Context,
+    Job,
+    Report,
+    default_parallel,
+    form_values,
+    markdown_table,
+    run_jobs,
+    throughput_text,
+)
 from growlm.experiments.recipe import flops_to_reach, pyplot, save_figure
 from growlm.stats import Interval, mean_interval
 
@@ -148,18 +157,11 @@ FORMS = {
 
 def settings(ctx: Context) -> Settings:
     """The form's :class:`Settings` with ``ctx.options`` applied (unknown keys refused, named)."""
-    values = dataclasses.asdict(FORMS["quick" if ctx.quick else "full"])
-    for key, value in ctx.options.items():
-        if key not in values:
-            raise ConfigError(unknown_key_message(f"option of experiment {ctx.name}", key, list(values)))
-        values[key] = type(values[key])(value)
-    out = Settings(**values)
+    out = Settings(**form_values(ctx, FORMS["quick" if ctx.quick else "full"]))
     if out.base_tokens < 1 or out.grow_tokens < 1:
         raise ConfigError(f"base_tokens and grow_tokens must be positive, got {out.base_tokens}, {out.grow_tokens}")
     if out.parallel == 0:
-        import torch
-
-        out.parallel = 6 if ctx.device != "cpu" and torch.cuda.is_available() else 1
+        out.parallel = default_parallel(ctx, 6)
     return out
 
 
@@ -488,7 +490,7 @@ def report(ctx: Context, size: Settings, shape: dict[str, Any], runner: list[dic
         + "; ".join(f"{LABELS[n]}-scaled {ppl_diffs[n].format(3)} (Nexus better: "
                     f"{'yes' if decisions[f'{n}:ppl_vs_qwen3']['nexus_better'] else 'no'})" for n in SIZES)
         + ".",
-        _throughput_text(runner),
+        throughput_text(runner),
     ]
     data_out = {"settings": dataclasses.asdict(size), "shapes": shape, "decisions": decisions,
                 "records": {f"{a}/{n}": [{k: v for k, v in m.items() if k not in ("curve", "checkpoint")}
@@ -501,18 +503,6 @@ def report(ctx: Context, size: Settings, shape: dict[str, Any], runner: list[dic
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.as_dict() if isinstance(v, Interval) else v) for k, v in row.items() if not k.startswith("_")}
-
-
-def _throughput_text(runner: list[dict[str, Any]]) -> str:
-    parts = []
-    for r in runner:
-        if r.get("alone"):
-            parts.append(f"one unit alone ({r['alone']['key']}): {r['alone']['tokens_per_s']:,.0f} tokens/s")
-        if r.get("side_by_side"):
-            s = r["side_by_side"]
-            parts.append(f"{r['phase']}: {s['jobs']} units, {r['parallel']} side by side: "
-                         f"{s['tokens_per_s']:,.0f} tokens/s aggregate over {s['seconds']:.0f} s")
-    return "**Throughput**: " + ("; ".join(parts) if parts else "every unit was already finished (read back)") + "."
 
 
 def paper_tables() -> str:
