@@ -20,6 +20,9 @@
 #   first    growlm train 240m presets: start -> first step, cold then warm cache; nexus also regional (g)
 #   det      benchmarks/gpu_determinism.sh whole (e; DET_STEPS=400 steps, as its default)
 #   graphs240  growlm bench nexus-240m / tokenformer-240m --compile graphs (CUDA graphs at 240m)
+#   autotune growlm bench PRESET --compile autotune (Inductor max-autotune: Triton GEMM templates with
+#            fused epilogues; AUTOTUNE="nexus-240m tokenformer-240m qwen3-240m"), profiled
+#   n640     growlm bench nexus-640m --seq-len 2048 (after the rotary change; round two's 58.2%)
 set -u
 export PYTHONPATH=src PYTHONUNBUFFERED=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 export GROWLM_COMMIT=${GROWLM_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
@@ -180,6 +183,16 @@ EOF
       fits 80 "graphs240 ($preset)" && run "bench-$preset-graphs" 140 $G bench "$preset" $BENCH --compile graphs \
         --out "$R/bench-$preset-graphs.json"
     done ;;
+  autotune)
+    # compilation autotunes every matmul shape (minutes); the profile shows what got fused
+    for preset in ${AUTOTUNE:-nexus-240m tokenformer-240m qwen3-240m}; do
+      fits 200 "autotune ($preset; AUTOTUNE=$preset)" && run "bench-$preset-autotune" "${AUTOTUNE_LIMIT:-420}" \
+        $G bench "$preset" $BENCH --compile autotune --profile "$R/profile-autotune" --profile-steps 2 \
+        --out "$R/bench-$preset-autotune.json"
+    done ;;
+  n640)
+    fits 90 n640 && run bench-nexus-640m 160 $G bench nexus-640m --seq-len 2048 --micro-batch 8 --steps 10 \
+      --warmup 4 --out "$R/bench-nexus-640m.json" ;;
   *) echo "unknown section $section" | tee -a "$R/skipped.txt" ;;
   esac
 done

@@ -192,6 +192,21 @@ def test_graphs_on_cuda_compiles_with_reduce_overhead_and_marks_every_step(monke
     assert model.weight.grad is not held and torch.allclose(model.weight.grad, 2 * held)
 
 
+def test_autotune_asks_inductor_for_max_autotune_on_cuda_and_falls_back_on_cpu(monkeypatch, caplog):
+    spy = CompileSpy()
+    monkeypatch.setattr(torch, "compile", spy)
+    model = torch.nn.Linear(2, 2)
+    caplog.set_level("INFO", logger="growlm")
+    assert compiling.compile_model(model, "autotune", torch.device("cpu")) is model
+    assert spy.modes == [None] and len(caplog.messages) == 1
+    assert "compile: autotune needs a CUDA device (this run is on cpu)" in caplog.messages[0]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    compiling.compile_model(model, "autotune", torch.device("cuda"))
+    assert spy.modes == [None, "max-autotune-no-cudagraphs"] and len(caplog.messages) == 1
+    with pytest.raises(ConfigError, match="autotune"):
+        compiling.check_mode("max-autotune")
+
+
 def test_graphs_wrapper_check_names_ddp_and_fsdp(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
 

@@ -18,9 +18,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--micro-batch", type=int, default=8, help="sequences per step")
     p.add_argument("--steps", type=int, default=20, help="timed steps")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation, allocator)")
-    p.add_argument("--compile", choices=("auto", "on", "off", "regional", "graphs"), default="auto",
-                   help="auto: on for CUDA; regional: each decoder layer compiled (faster to compile); "
-                        "graphs: on, with CUDA graphs")
+    p.add_argument("--compile", choices=("auto", "on", "off", "regional", "graphs", "autotune"),
+                   default="auto", help="auto: on for CUDA; regional: each decoder layer compiled (faster to "
+                                        "compile); graphs: on, with CUDA graphs; autotune: on, matmuls autotuned "
+                                        "against Triton templates with fused epilogues (slow to compile)")
     p.add_argument("--reference", action="store_true", help="also time transformers' own model (qwen3, llama)")
     p.add_argument("--loss-chunk-tokens", type=int, default=0, help="compute the loss in chunks of this many "
                                                                     "tokens (0: at once)")
@@ -52,7 +53,8 @@ def add_parsers(sub: Any) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from growlm.bench import BenchSettings, bench
 
-    compile_model = {"auto": None, "on": True, "off": False, "regional": "regional", "graphs": "graphs"}[args.compile]
+    compile_model = {"auto": None, "on": True, "off": False, "regional": "regional", "graphs": "graphs",
+                     "autotune": "autotune"}[args.compile]
     if args.nexus_pad is not None and args.nexus_pad < 1:
         raise ConfigError(f"--nexus-pad must be a positive integer, got {args.nexus_pad}")
     options = runtime_options(nexus_fused=False if args.nexus_unfused else None, nexus_pad=args.nexus_pad,

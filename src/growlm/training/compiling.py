@@ -23,6 +23,15 @@
   next call (they live in the graph's memory pool). Without CUDA, or with a DDP/FSDP
   wrapper (whose communication hooks cannot be captured), it falls back to ``true`` with
   one message.
+* ``autotune`` -- ``true`` with Inductor's matrix-product autotuning
+  (``torch.compile(mode="max-autotune-no-cudagraphs")``): every matmul shape is timed against
+  Inductor's own Triton GEMM templates besides cuBLAS, and where a template wins, the
+  elementwise work that consumes its output (a GELU or SiLU-gate, their backward, a
+  residual add) is fused into the template's epilogue instead of reading the product back
+  from memory -- the elementwise time that stops nexus-240m short of its MFU target
+  (docs/benchmarks.md, round three (b)). It costs compilation time (minutes at 240M, once
+  per shape: the autotuning results sit in the Inductor cache); steady-state speed is
+  measured in docs/benchmarks.md. Without CUDA it falls back to ``true`` with one message.
 * ``auto`` -- ``true`` on CUDA, off on CPU; ``false`` -- eager.
 
 Caches and limits are the process's, not this module's: ``growlm.system.configure_process``
@@ -50,8 +59,8 @@ from growlm.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-COMPILE_MODES = (True, False, "auto", "regional", "graphs")
-COMPILE_CHOICES = "true, false, auto, regional or graphs"
+COMPILE_MODES = (True, False, "auto", "regional", "graphs", "autotune")
+COMPILE_CHOICES = "true, false, auto, regional, graphs or autotune"
 
 
 def check_mode(mode: Any) -> None:
@@ -62,7 +71,8 @@ def check_mode(mode: Any) -> None:
 
 def resolve_mode(mode: Any, device: torch.device, model: nn.Module | None = None) -> bool | str:
     """``auto`` -> on for CUDA; ``graphs`` -> ``true`` where CUDA graphs cannot run (no CUDA
-    device, or ``model`` wrapped by DDP/FSDP), which is logged."""
+    device, or ``model`` wrapped by DDP/FSDP), and ``autotune`` -> ``true`` without CUDA
+    (Inductor's GEMM templates are Triton kernels), each logged."""
     check_mode(mode)
     if mode == "auto":
         return device.type == "cuda"
@@ -71,6 +81,10 @@ def resolve_mode(mode: Any, device: torch.device, model: nn.Module | None = None
         if why:
             logger.info(f"compile: graphs needs {why}; compiling without CUDA graphs (compile: true)")
             return True
+    if mode == "autotune" and (device.type != "cuda" or not torch.cuda.is_available()):
+        logger.info(f"compile: autotune needs a CUDA device (this run is on {device.type}); "
+                    "compiling without autotuning (compile: true)")
+        return True
     return mode
 
 
@@ -104,6 +118,8 @@ def compile_model(model: nn.Module, mode: Any, device: torch.device) -> Callable
         return model
     if mode == "graphs":
         return GraphedStep(torch.compile(model, mode="reduce-overhead"), model)
+    if mode == "autotune":
+        return torch.compile(model, mode="max-autotune-no-cudagraphs")
     return torch.compile(model)
 
 
