@@ -30,8 +30,10 @@
   residual add) is fused into the template's epilogue instead of reading the product back
   from memory -- the elementwise time that stops nexus-240m short of its MFU target
   (docs/benchmarks.md, round three (b)). It costs compilation time (minutes at 240M, once
-  per shape: the autotuning results sit in the Inductor cache); steady-state speed is
-  measured in docs/benchmarks.md. Without CUDA it falls back to ``true`` with one message.
+  per shape: the autotuning results sit in the Inductor cache). On the H100, cuBLAS beat every
+  template on all nexus-240m products (by 1.24-1.40x), so nothing was fused there
+  (docs/benchmarks.md, round three (b2)): an option for other GPUs and shapes, not a
+  default. Without CUDA it falls back to ``true`` with one message.
 * ``auto`` -- ``true`` on CUDA, off on CPU; ``false`` -- eager.
 
 Caches and limits are the process's, not this module's: ``growlm.system.configure_process``
