@@ -13,26 +13,21 @@
 #   summary.json  exit status, wall seconds, units finished, GPU, peak GPU memory and mean utilisation
 #   log.md        the last lines of the experiment's log
 # Publish: growlm experiment publish --out $DIR --results-md docs/results.md
-set -u
-cd "$(dirname "$0")/.."
-export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-export GROWLM_SHARED=${GROWLM_SHARED:-$PWD/.carry/shared}
+SHARED_DEFAULT=.carry/shared
+source "$(dirname "$0")/gpu_common.sh"
 OUT=${OUT:-runs/gpu-composition}
 LIMIT=${LIMIT:-170}
 DIR=${DIR:-runs/experiments/composition-gpu}
 RES=$OUT/composition
 mkdir -p "$RES" "$DIR"
-gpu=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | head -1)
+gpu=$(gpu_name | head -1)
 echo "$gpu"
-(while true; do nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits | head -1 \
-    >> "$DIR/gpu-util.csv"; sleep 5; done) &
-sampler=$!
+sample_gpu "$DIR/gpu-util.csv" 5 csv,noheader,nounits --id=0  # the first GPU only
 start=$(date +%s)
-timeout -s INT -k 8 "$LIMIT" python -m growlm.cli.main experiment composition --device cuda --out "$DIR" "$@" \
-    > "$DIR/log.txt" 2>&1
+experiment_on_gpu composition 8 "$DIR" "$DIR/log.txt" "$@"
 rc=$?
 seconds=$(( $(date +%s) - start ))
-kill $sampler 2>/dev/null
+stop_sampling
 for f in report.md experiment.json composition.png runner.json; do
     [ -f "$DIR/$f" ] && cp "$DIR/$f" "$RES/"
 done

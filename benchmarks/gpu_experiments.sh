@@ -9,10 +9,7 @@
 # Each argument is one experiment, optionally with its sizing options (one quoted word).
 #
 # Writes $OUT/experiments.tgz (reports, units, figures, logs; no weights) and a summary.
-set -u
-cd "$(dirname "$0")/.."
-export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-export GROWLM_SHARED=${GROWLM_SHARED:-$PWD/../shared}
+source "$(dirname "$0")/gpu_common.sh"
 export GROWLM_BENCHMARKS=${GROWLM_BENCHMARKS:-$GROWLM_SHARED/benchmarks}
 OUT=${OUT:-runs/gpu-experiments}
 LIMIT=${LIMIT:-500}
@@ -20,19 +17,17 @@ ROOT=${ROOT:-runs/experiments}
 names=("$@")
 [ ${#names[@]} -eq 0 ] && names=(architectures growth-vs-scratch init-schemes growth-dynamics frozen-substrate composition)
 mkdir -p "$OUT" "$ROOT/logs"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$ROOT/logs/gpu.txt"
-(while true; do nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader >> "$ROOT/logs/gpu-util.csv"; sleep 10; done) &
-sampler=$!
+gpu_name | tee "$ROOT/logs/gpu.txt"
+sample_gpu "$ROOT/logs/gpu-util.csv" 10 csv,noheader
 start=$(date +%s)
 for spec in "${names[@]}"; do
   read -r -a words <<< "$spec"
   name=${words[0]}
-  ( timeout -s INT -k 20 "$LIMIT" python -m growlm.cli.main experiment "$name" "${words[@]:1}" --device cuda \
-      --out "$ROOT/$name" > "$ROOT/logs/$name.log" 2>&1
+  ( experiment_on_gpu "$name" 20 "$ROOT/$name" "$ROOT/logs/$name.log" "${words[@]:1}"
     echo "$spec rc=$? seconds=$(( $(date +%s) - start ))" >> "$ROOT/logs/status.txt" ) &
 done
-wait $(jobs -p | grep -v "^$sampler$") 2>/dev/null
-kill $sampler 2>/dev/null
+wait $(jobs -p | grep -v "^$GPU_SAMPLER$") 2>/dev/null
+stop_sampling
 cat "$ROOT/logs/status.txt"
 tar czf "$OUT/experiments.tgz" --exclude='*.safetensors' --exclude='*.pt' --exclude='*.bin' --exclude='*.npy' \
     --exclude='*.model' --exclude='tokenizer*.json' "$ROOT"

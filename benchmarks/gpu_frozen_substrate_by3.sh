@@ -11,22 +11,19 @@
 #
 # Writes $OUT/frozen-substrate-by3/{full,paper-by3}/ (report.md, experiment.json, PNGs, log)
 # and status.txt (exit code and seconds of each).
-set -u
-cd "$(dirname "$0")/.."
-export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-export GROWLM_SHARED=${GROWLM_SHARED:-$PWD/.carry/shared}
+SHARED_DEFAULT=.carry/shared
+source "$(dirname "$0")/gpu_common.sh"
 export GROWLM_BENCHMARKS=${GROWLM_BENCHMARKS:-$GROWLM_SHARED/benchmarks}
 OUT=${OUT:-runs/gpu-out}
 LIMIT=${LIMIT:-540}
 ROOT=${ROOT:-runs/experiments-by3}
 DEST="$OUT/frozen-substrate-by3"
 mkdir -p "$DEST" "$ROOT"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$DEST/gpu.txt"
+gpu_name | tee "$DEST/gpu.txt"
 start=$(date +%s)
 run() {  # NAME OPTIONS...
   local name=$1; shift
-  timeout -s INT -k 20 "$LIMIT" python -m growlm.cli.main experiment frozen-substrate "$@" --device cuda \
-      --out "$ROOT/$name" > "$ROOT/$name.log" 2>&1
+  experiment_on_gpu frozen-substrate 20 "$ROOT/$name" "$ROOT/$name.log" "$@"
   echo "$name $* rc=$? seconds=$(( $(date +%s) - start ))" >> "$DEST/status.txt"
 }
 run full --set steps_per_block=64 &

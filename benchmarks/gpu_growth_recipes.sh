@@ -10,23 +10,18 @@
 # it at the repository root and run the same command again: finished units are skipped,
 # unfinished ones start over. When report.md is there, publish it:
 #   growlm experiment publish --out runs/experiments/growth-recipes --results-md docs/results.md
-set -u
-cd "$(dirname "$0")/.."
-export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-export GROWLM_SHARED=${GROWLM_SHARED:-$PWD/../shared}
+source "$(dirname "$0")/gpu_common.sh"
 OUT=${OUT:-runs/gpu-growth-recipes}
 LIMIT=${LIMIT:-500}
 DIR=${DIR:-runs/experiments/growth-recipes}
 mkdir -p "$OUT" "$DIR"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-(while true; do nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader >> "$DIR/gpu-util.csv"; sleep 10; done) &
-sampler=$!
+gpu_name
+sample_gpu "$DIR/gpu-util.csv" 10 csv,noheader
 start=$(date +%s)
-timeout -s INT -k 30 "$LIMIT" python -m growlm.cli.main experiment growth-recipes --device cuda --out "$DIR" "$@" \
-    > "$DIR/log-$start.txt" 2>&1
+experiment_on_gpu growth-recipes 30 "$DIR" "$DIR/log-$start.txt" "$@"
 rc=$?
-kill $sampler 2>/dev/null
-echo "rc=$rc seconds=$(( $(date +%s) - start )) units finished: $(find "$DIR/units" -name final.json | wc -l)"
+stop_sampling
+finished_line "$rc" "$start" "$DIR"
 grep -v "^step \|Writing model\|^done: \|^stage \|optimizer moments" "$DIR/log-$start.txt" | tail -15
 tar czf "$OUT/growth-recipes.tgz" --exclude="$DIR/runs" --exclude='*.safetensors' --exclude='*.pt' "$DIR"
 ls -la "$OUT"

@@ -13,24 +13,19 @@
 # report.md, experiment.json, runner.json, the figures, every unit's JSON (units/), the log
 # and GPU utilisation samples. Publish with
 #   growlm experiment publish --out $OUT/nexus-ablations --results-md docs/results.md
-set -u
-cd "$(dirname "$0")/.."
-export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-export GROWLM_SHARED=${GROWLM_SHARED:-$PWD/../shared}
+source "$(dirname "$0")/gpu_common.sh"
 OUT=${OUT:-runs/gpu-nexus-ablations}
 LIMIT=${LIMIT:-185}
 DIR=${DIR:-runs/experiments/nexus-ablations}
 mkdir -p "$OUT/nexus-ablations" "$DIR"
 RES=$(cd "$OUT/nexus-ablations" && pwd)  # absolute: the copies below run from inside DIR
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$RES/gpu.md"
-(while true; do nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader >> "$RES/gpu-util.md"; sleep 10; done) &
-sampler=$!
+gpu_name | tee "$RES/gpu.md"
+sample_gpu "$RES/gpu-util.md" 10 csv,noheader
 start=$(date +%s)
-timeout -s INT -k 15 "$LIMIT" python -m growlm.cli.main experiment nexus-ablations --device cuda --out "$DIR" "$@" \
-    > "$DIR/log.txt" 2>&1
+experiment_on_gpu nexus-ablations 15 "$DIR" "$DIR/log.txt" "$@"
 rc=$?
-kill $sampler 2>/dev/null
-echo "rc=$rc seconds=$(( $(date +%s) - start )) units finished: $(find "$DIR/units" -name final.json | wc -l) of 30"
+stop_sampling
+finished_line "$rc" "$start" "$DIR" " of 30"
 grep -v "^step \|Writing model\|^done: \|^stage \|optimizer moments\|warn" "$DIR/log.txt" | tail -15
 grep -v "^step " "$DIR/log.txt" | tail -200 > "$RES/log.md"
 # md/json/png only: the report, its data, the figures and every unit's JSON (no weights, no run folders)

@@ -12,22 +12,19 @@
 # A guard stops the experiment at LIMIT seconds (SIGINT: it is resumable; run the script again on the
 # same checkout to finish). Writes $OUT/paper5-growth/: report.md, experiment.json, runner.json,
 # units/**.json, the PNG, log.txt -- no checkpoints.
-set -u
-cd "$(dirname "$0")/.."
-export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-export GROWLM_SHARED=${GROWLM_SHARED:-$PWD/.carry/shared}
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} SHARED_DEFAULT=.carry/shared
+source "$(dirname "$0")/gpu_common.sh"
 export GROWLM_BENCHMARKS=${GROWLM_BENCHMARKS:-$GROWLM_SHARED/benchmarks}
 OUT=${OUT:-runs/gpu-paper5-growth}
 LIMIT=${LIMIT:-225}
 DIR=${DIR:-runs/experiments/paper5-growth}
 DEST="$OUT/paper5-growth"
 mkdir -p "$DEST" "$DIR"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+gpu_name
 start=$(date +%s)
-timeout -s INT -k 10 "$LIMIT" python -m growlm.cli.main experiment paper5-growth --device cuda --out "$DIR" "$@" \
-    > "$DIR/log.txt" 2>&1
+experiment_on_gpu paper5-growth 10 "$DIR" "$DIR/log.txt" "$@"
 rc=$?
-echo "rc=$rc seconds=$(( $(date +%s) - start )) units finished: $(find "$DIR/units" -name final.json 2>/dev/null | wc -l)/36"
+finished_line "$rc" "$start" "$DIR" /36 2>/dev/null
 grep -v "^step \|Writing model\|^done: \|^stage \|optimizer moments\|^note: \|split, " "$DIR/log.txt" | tail -15
 # md/json/png only (no weights, no run folders)
 (cd "$DIR" && find . \( -name '*.md' -o -name '*.png' -o -name '*.json' -o -name 'log.txt' \) -not -path './runs/*') |

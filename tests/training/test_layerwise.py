@@ -4,11 +4,9 @@ stage by exactly the merged LoRA deltas, trains every new block, and ledgers exa
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from growlm.data.tokenizer import load_tokenizer
 from growlm.errors import ConfigError, GrowthError
@@ -22,12 +20,11 @@ from growlm.substrate.build import expected_table
 from growlm.training.layerwise import expand_layerwise
 from growlm.training.plan import load_plan, parse_plan, plan_shapes, run_plan
 from tests.conftest import REPO
-
-TINY = REPO / "plans" / "frozen-substrate-tiny.yaml"
+from tests.training.conftest import LAYERWISE_TINY, block, check_lora_merge, final_checkpoint
 
 
 def test_tiny_plan_expands_to_the_recipe():
-    plan = load_plan(TINY)
+    plan = load_plan(LAYERWISE_TINY)
     names = [s.name for s in plan.stages]
     assert names == ["block-01", "block-02", "block-03-holistic", "block-04-holistic"]
     first = plan.stages[0]
@@ -96,16 +93,8 @@ def test_fresh_init_draws_a_from_scratch_block_and_changes_the_function():
         grow_model(model, {"num_hidden_layers": 2, "intermediate_size": 512}, parse_init("fresh"))
 
 
-def _final(out: Path, stage: str) -> Path:
-    return Path(json.loads((out / stage / "stage.json").read_text())["final_checkpoint"])
-
-
-def _block(state: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in state.items() if k.startswith(f"model.layers.{i}.")}
-
-
 def test_layerwise_run_freezes_merges_and_ledgers_exactly(tmp_path, tiny_data):
-    values = copy.deepcopy(read_yaml(TINY, "plan file"))
+    values = copy.deepcopy(read_yaml(LAYERWISE_TINY, "plan file"))
     values["out_dir"] = str(tmp_path / "run")
     values["defaults"].update(data=str(tiny_data), seq_len=32, micro_batch_size=2, warmup_steps=1,
                               log_every=2, eval_every=4, eval_batches=1, checkpoint_every=4, progress=False)
@@ -113,9 +102,8 @@ def test_layerwise_run_freezes_merges_and_ledgers_exactly(tmp_path, tiny_data):
     out = tmp_path / "run"
     ledger = run_plan(parse_plan(values))
     assert [s.stage for s in ledger.stages] == ["block-01", "block-02", "block-03-holistic"]
-    states = {s: storage.load_state(_final(out, s)) for s in ("stage-01-block-01", "stage-02-block-02",
-                                                               "stage-03-block-03-holistic")}
-    s1, s2, s3 = states.values()
+    s1, s2, s3 = (storage.load_state(final_checkpoint(out, s))
+                  for s in ("stage-01-block-01", "stage-02-block-02", "stage-03-block-03-holistic"))
 
     # the glyph substrate never moves: every stage holds the table built from the tokenizer, bit for bit
     config = build_config("nexus-tiny", {"num_hidden_layers": 1, "tie_word_embeddings": False, "embedding": "glyph"})
@@ -124,47 +112,32 @@ def test_layerwise_run_freezes_merges_and_ledgers_exactly(tmp_path, tiny_data):
         assert torch.equal(state["model.embed_tokens.weight"], table)
 
     # stage 2: block 0 frozen, bit-identical; the fresh block 1 and the head train
-    assert all(torch.equal(v, s1[k]) for k, v in _block(s2, 0).items())
+    assert all(torch.equal(v, s1[k]) for k, v in block(s2, 0).items())
     grown2 = storage.load_state(out / "stage-02-block-02" / "grown")
-    assert all(not torch.equal(v, grown2[k]) for k, v in _block(s2, 1).items() if v.dim() == 2)
+    assert all(not torch.equal(v, grown2[k]) for k, v in block(s2, 1).items() if v.dim() == 2)
     assert not torch.equal(s2["lm_head.weight"], s1["lm_head.weight"])
 
     # stage 3 (holistic): the unmerged base of blocks 0-1 is bit-identical to stage 2's result, and the
     # merged weights differ from it by exactly scale * B @ A on the adapted modules, nothing elsewhere
-    lora_dir = _final(out, "stage-03-block-03-holistic") / "lora"
-    base = load_file(lora_dir / "base.safetensors")
-    adapter = load_file(lora_dir / "adapter" / "adapter_model.safetensors")
+    lora_dir = final_checkpoint(out, "stage-03-block-03-holistic") / "lora"
     settings = json.loads((lora_dir / "adapter" / "adapter_config.json").read_text())
-    scale = settings["lora_alpha"] / settings["r"]
-    adapted = set()
-    for i in (0, 1):
-        for name, before in _block(s2, i).items():
-            assert torch.equal(base[name], before)
-            module = name.removesuffix(".weight")
-            a = adapter.get(f"base_model.model.{module}.lora_A.weight")
-            if a is None:
-                assert torch.equal(s3[name], before), name
-                continue
-            adapted.add(module)
-            delta = scale * adapter[f"base_model.model.{module}.lora_B.weight"] @ a
-            assert delta.abs().max() > 0, f"{module}: the adapter did not train"
-            torch.testing.assert_close(s3[name] - before, delta, rtol=0, atol=1e-6)
+    adapted, adapter = check_lora_merge(lora_dir, s2, s3, (0, 1), settings["lora_alpha"] / settings["r"])
     assert adapted == {f"model.layers.{i}.{m}" for i in (0, 1) for m in ("self_attn.o_proj", "mlp.down_proj")}
     assert not any(".layers.2." in k for k in adapter)  # no adapter on the new block: it trains fully
     grown3 = storage.load_state(out / "stage-03-block-03-holistic" / "grown")
-    assert all(not torch.equal(v, grown3[k]) for k, v in _block(s3, 2).items() if v.dim() == 2)
+    assert all(not torch.equal(v, grown3[k]) for k, v in block(s3, 2).items() if v.dim() == 2)
 
     # FLOPs ledger, known answer for stage 2: a full training step of the 2-block model minus block 0's
     # backward (input and weight gradients: 4 FLOPs per weight, 8 * heads * head_dim * T for attention)
     cfg2 = build_config("nexus-tiny", {"num_hidden_layers": 2, "tie_word_embeddings": False})
-    block0 = sum(v.numel() for v in _block(s2, 0).values() if v.dim() == 2)
+    block0 = sum(v.numel() for v in block(s2, 0).values() if v.dim() == 2)
     attn = cfg2.num_attention_heads * cfg2.head_dim * 32
     assert ledger.stages[1].train_flops_per_token == model_cost(cfg2, 32).train_flops_per_token \
         - 4 * block0 - 8 * attn
     assert ledger.stages[1].train_flops == ledger.stages[1].train_flops_per_token * 4 * 64
     # holistic: every block back-propagates, weight gradients only for adapters, block 2, norm, head
     full3 = model_cost(build_config("nexus-tiny", {"num_hidden_layers": 3, "tie_word_embeddings": False}), 32)
-    frozen_matmul = sum(v.numel() for v in _block(s2, 0).values() if v.dim() == 2) * 2
+    frozen_matmul = sum(v.numel() for v in block(s2, 0).values() if v.dim() == 2) * 2
     lora_params = sum(v.numel() for v in adapter.values())
     assert ledger.stages[2].train_flops_per_token == full3.train_flops_per_token - 2 * frozen_matmul \
         + 6 * lora_params

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from growlm.errors import ConfigError
 from growlm.models import storage
@@ -20,8 +19,8 @@ from growlm.training.layerwise import expand_layerwise
 from growlm.training.plan import load_plan, parse_plan, plan_shapes, resume_plan, run_plan
 from growlm.training.trainer import Trainer, read_metrics
 from tests.conftest import REPO
+from tests.training.conftest import LAYERWISE_TINY, block, check_lora_merge, final_checkpoint
 
-TINY = REPO / "plans" / "frozen-substrate-tiny.yaml"
 BASE = {"model": "nexus-tiny", "model_overrides": {"tie_word_embeddings": False}, "depth": 6, "tokens_per_block": 100}
 LORA = {"target_modules": ["o_proj", "down_proj"], "r": 4, "alpha": 8}
 # the run's model: the tiny plan's nexus-tiny at half width (the 32k vocabulary's head dominates a step)
@@ -44,7 +43,7 @@ def test_one_layer_per_stage_is_the_default_expansion():
     ]
     assert expand_layerwise(spec) == expected
     assert expand_layerwise({**spec, "layers_per_stage": 1}) == expected
-    for path in (TINY, REPO / "plans" / "frozen-substrate-gpu.yaml"):
+    for path in (LAYERWISE_TINY, REPO / "plans" / "frozen-substrate-gpu.yaml"):
         values = read_yaml(path, "plan file")["layerwise"]
         assert expand_layerwise({**values, "layers_per_stage": 1}) == expand_layerwise(values)
 
@@ -86,16 +85,8 @@ def test_bad_layers_per_stage_is_refused_by_name(spec, message):
         expand_layerwise(spec)
 
 
-def _block(state: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in state.items() if k.startswith(f"model.layers.{i}.")}
-
-
-def _final(out: Path, stage: str) -> Path:
-    return Path(json.loads((out / stage / "stage.json").read_text())["final_checkpoint"])
-
-
 def _values(out: Path, data: Path) -> dict:
-    values = copy.deepcopy(read_yaml(TINY, "plan file"))
+    values = copy.deepcopy(read_yaml(LAYERWISE_TINY, "plan file"))
     values["out_dir"] = str(out)
     values["defaults"].update(data=str(data), seq_len=32, micro_batch_size=2, warmup_steps=1, log_every=1,
                               eval_every=1000, eval_batches=1, checkpoint_every=2, progress=False, device="cpu",
@@ -137,52 +128,37 @@ def test_two_layers_per_stage_freeze_train_merge_ledger_and_resume(tmp_path, tin
 
     assert [s.stage for s in ledger.stages] == [name.split("-", 2)[2] for name in STAGES]
     assert [s.steps for s in ledger.stages] == [4, 4, 4]
-    s1, s2, s3 = (storage.load_state(_final(out, name)) for name in STAGES)
+    s1, s2, s3 = (storage.load_state(final_checkpoint(out, name)) for name in STAGES)
     assert sum(1 for k in s1 if k.endswith("self_attn.o_proj.weight")) == 2  # stage 1 is a 2-block model
 
     # stage 2: blocks 0-1 bit-identical (frozen); both fresh blocks 2 and 3 trained, as did the head
     for i in (0, 1):
-        assert all(torch.equal(v, s1[k]) for k, v in _block(s2, i).items())
+        assert all(torch.equal(v, s1[k]) for k, v in block(s2, i).items())
     grown2 = storage.load_state(out / STAGES[1] / "grown")
     for i in (2, 3):
-        matrices = {k: v for k, v in _block(s2, i).items() if v.dim() == 2}
+        matrices = {k: v for k, v in block(s2, i).items() if v.dim() == 2}
         assert matrices and all(not torch.equal(v, grown2[k]) for k, v in matrices.items())
     assert not torch.equal(s2["lm_head.weight"], s1["lm_head.weight"])
     growth = json.loads((out / STAGES[1] / "grown" / "growth.json").read_text())
     assert growth["verification"]["passed"]
 
     # stage 3 (holistic): the base of blocks 0-3 is stage 2's result; merged = base + alpha/r B A exactly
-    lora_dir = _final(out, STAGES[2]) / "lora"
-    base = load_file(lora_dir / "base.safetensors")
-    adapter = load_file(lora_dir / "adapter" / "adapter_model.safetensors")
-    scale = LORA["alpha"] / LORA["r"]
-    adapted = set()
-    for i in range(4):
-        for name, before in _block(s2, i).items():
-            assert torch.equal(base[name], before)
-            module = name.removesuffix(".weight")
-            a = adapter.get(f"base_model.model.{module}.lora_A.weight")
-            if a is None:
-                assert torch.equal(s3[name], before), name
-                continue
-            adapted.add(module)
-            delta = scale * adapter[f"base_model.model.{module}.lora_B.weight"] @ a
-            assert delta.abs().max() > 0, f"{module}: the adapter did not train"
-            torch.testing.assert_close(s3[name] - before, delta, rtol=0, atol=1e-6)
+    lora_dir = final_checkpoint(out, STAGES[2]) / "lora"
+    adapted, adapter = check_lora_merge(lora_dir, s2, s3, range(4), LORA["alpha"] / LORA["r"])
     assert adapted == {f"model.layers.{i}.{m}" for i in range(4) for m in ("self_attn.o_proj", "mlp.down_proj")}
     assert not any(".layers.4." in k or ".layers.5." in k for k in adapter)
     grown3 = storage.load_state(out / STAGES[2] / "grown")
     for i in (4, 5):
-        assert all(not torch.equal(v, grown3[k]) for k, v in _block(s3, i).items() if v.dim() == 2)
+        assert all(not torch.equal(v, grown3[k]) for k, v in block(s3, i).items() if v.dim() == 2)
 
     # ledger: stage 2 is a full 4-block step minus blocks 0-1's backward (4 FLOPs per weight, attention 8 H d T)
     cfg4 = build_config("nexus-tiny", {**SMALL, "num_hidden_layers": 4})
-    below = sum(v.numel() for i in (0, 1) for v in _block(s2, i).values() if v.dim() == 2)
+    below = sum(v.numel() for i in (0, 1) for v in block(s2, i).values() if v.dim() == 2)
     attn = cfg4.num_attention_heads * cfg4.head_dim * 32
     assert ledger.stages[1].train_flops_per_token == model_cost(cfg4, 32).train_flops_per_token \
         - 4 * below - 2 * 8 * attn
     full6 = model_cost(build_config("nexus-tiny", {**SMALL, "num_hidden_layers": 6}), 32)
-    frozen4 = sum(v.numel() for i in range(4) for v in _block(s2, i).values() if v.dim() == 2)
+    frozen4 = sum(v.numel() for i in range(4) for v in block(s2, i).values() if v.dim() == 2)
     lora_params = sum(v.numel() for v in adapter.values())
     assert ledger.stages[2].train_flops_per_token == full6.train_flops_per_token - 2 * frozen4 + 6 * lora_params
     assert ledger.total.tokens == 6 * 2 * 64
@@ -191,7 +167,7 @@ def test_two_layers_per_stage_freeze_train_merge_ledger_and_resume(tmp_path, tin
 def test_plan_show_lists_the_multi_block_stages(tmp_path, capsys):
     from growlm.cli.main import main
 
-    values = read_yaml(TINY, "plan file")
+    values = read_yaml(LAYERWISE_TINY, "plan file")
     values["layerwise"].update(depth=4, layers_per_stage=2)
     path = tmp_path / "plan.yaml"
     import yaml

@@ -48,6 +48,7 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -542,15 +543,21 @@ def resume_plan(out: str | Path, overrides: dict[str, Any] | None = None,
     return run_plan(plan, resume=True, options=options)
 
 
+def _stage_metrics(out: Path) -> Iterator[tuple[int, StageRecord, list[dict[str, Any]], int]]:
+    """Each stage in the ledger of the plan run in ``out``, in order: its position, its record, the
+    metrics its training logged, and the tokens trained before it (its offset on a cumulative axis)."""
+    offset = 0
+    for i, record in enumerate(Ledger.read(out).stages):
+        folder = next(out.glob(f"stage-{record.index + 1:02d}-*"))
+        yield i, record, read_metrics(folder / "train"), offset
+        offset += record.tokens
+
+
 def plot_plan(out: Path) -> Path | None:
     """Loss across all stages against cumulative tokens, growth points marked."""
-    ledger = Ledger.read(out)
     curves: list[dict[str, Any]] = []
     markers: list[tuple[float, str]] = []
-    offset = 0
-    for i, record in enumerate(ledger.stages):
-        folder = next(out.glob(f"stage-{record.index + 1:02d}-*"))
-        rows = read_metrics(folder / "train")
+    for i, record, rows, offset in _stage_metrics(out):
         colour = f"C{i % 10}"
         curves.append({"label": f"{record.stage}: train", "x": [r["tokens"] + offset for r in rows if "loss" in r],
                        "y": [r["loss"] for r in rows if "loss" in r], "color": colour})
@@ -559,7 +566,6 @@ def plot_plan(out: Path) -> Path | None:
                        "y": [r["val_loss"] for r in val], "style": "o--", "color": colour})
         if record.grew:
             markers.append((offset, "grow " + ", ".join(f"{k}={c.new}" for k, c in record.grew.items())))
-        offset += record.tokens
     if not curves:
         return None
     return plot_loss_curves(curves, out / "loss.png", title=f"{out.name}: loss across stages", markers=markers,
@@ -569,20 +575,15 @@ def plot_plan(out: Path) -> Path | None:
 def plot_plan_lr(out: Path) -> Path | None:
     """The learning rate of every logged step across all stages against cumulative tokens
     (``OUT/lr.png``): one schedule over the plan, or each stage's own."""
-    ledger = Ledger.read(out)
     curves: list[dict[str, Any]] = []
     markers: list[tuple[float, str]] = []
-    offset = 0
-    for i, record in enumerate(ledger.stages):
-        folder = next(out.glob(f"stage-{record.index + 1:02d}-*"))
-        rows = [r for r in read_metrics(folder / "train") if "lr" in r]
-        curves.append({"label": record.stage, "x": [r["tokens"] + offset for r in rows],
-                       "y": [r["lr"] for r in rows], "color": f"C{i % 10}"})
+    for i, record, rows, offset in _stage_metrics(out):
+        lr_rows = [r for r in rows if "lr" in r]
+        curves.append({"label": record.stage, "x": [r["tokens"] + offset for r in lr_rows],
+                       "y": [r["lr"] for r in lr_rows], "color": f"C{i % 10}"})
         if record.grew:
             markers.append((offset, "grow"))
-        offset += record.tokens
     if not any(c["x"] for c in curves):
         return None
     return plot_loss_curves(curves, out / "lr.png", title=f"{out.name}: learning rate across stages",
                             markers=markers, x_label="training tokens (cumulative)", y_label="learning rate")
-

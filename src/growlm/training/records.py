@@ -11,6 +11,7 @@ out the optional ones that are ``None`` (``OMIT_WHEN_NONE``: figures only some r
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -19,17 +20,51 @@ from growlm.errors import CheckpointError
 from growlm.growth.report import ValueChange
 from growlm.models.storage import STAGE_FILE
 
+J = TypeVar("J", bound="JsonFile")
 R = TypeVar("R", bound="FlatRecord")
 
 SUMMARY_FILE = "summary.json"
 LEDGER_FILE = "ledger.json"
 
 
-@dataclass(kw_only=True)
-class FlatRecord:
-    """A dataclass written as one flat JSON object (subclasses declare the fields in file order)."""
+def unknown_keys(data: dict[str, Any], known: Iterable[str]) -> dict[str, Any]:
+    """The items of ``data`` whose keys a record does not know, in file order (kept in its ``extra``)."""
+    names = set(known)
+    return {k: v for k, v in data.items() if k not in names}
+
+
+class JsonFile:
+    """A record stored as ``folder/FILE``, one JSON object; subclasses say how it maps to JSON."""
 
     FILE: ClassVar[str] = ""
+
+    def to_json(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_json(cls: type[J], data: dict[str, Any]) -> J:
+        raise NotImplementedError
+
+    def write(self, folder: str | Path) -> Path:
+        path = Path(folder) / self.FILE
+        path.write_text(json.dumps(self.to_json(), indent=2))
+        return path
+
+    @classmethod
+    def read(cls: type[J], folder: str | Path) -> J:
+        """The record in ``folder/FILE``."""
+        path = Path(folder) / cls.FILE
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot read {path}: {exc}") from exc
+        return cls.from_json(data)
+
+
+@dataclass(kw_only=True)
+class FlatRecord(JsonFile):
+    """A dataclass written as one flat JSON object (subclasses declare the fields in file order)."""
+
     REQUIRED: ClassVar[tuple[str, ...]] = ()  # keys every file of this kind has had
     OMIT_WHEN_NONE: ClassVar[frozenset[str]] = frozenset()
 
@@ -60,25 +95,9 @@ class FlatRecord:
         missing = [k for k in cls.REQUIRED if k not in data]
         if missing:
             raise CheckpointError(f"{cls.FILE or cls.__name__} lacks {', '.join(missing)}: not a growlm record")
-        names = set(cls._names())
+        names = cls._names()
         values = {n: cls._decode(n, data[n]) for n in names if n in data}
-        extra = {k: v for k, v in data.items() if k not in names}
-        return cls(**values, extra=extra, keys=tuple(data))
-
-    def write(self, folder: str | Path) -> Path:
-        path = Path(folder) / self.FILE
-        path.write_text(json.dumps(self.to_json(), indent=2))
-        return path
-
-    @classmethod
-    def read(cls: type[R], folder: str | Path) -> R:
-        """The record in ``folder/FILE``."""
-        path = Path(folder) / cls.FILE
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"cannot read {path}: {exc}") from exc
-        return cls.from_json(data)
+        return cls(**values, extra=unknown_keys(data, names), keys=tuple(data))
 
 
 @dataclass(kw_only=True)
@@ -194,11 +213,11 @@ class LedgerTotal:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LedgerTotal:
         return cls(data["tokens"], data["train_flops"], data.get("gpu_seconds"),
-                   {k: v for k, v in data.items() if k not in ("tokens", "train_flops", "gpu_seconds")})
+                   unknown_keys(data, ("tokens", "train_flops", "gpu_seconds")))
 
 
 @dataclass
-class Ledger:
+class Ledger(JsonFile):
     """``OUT/ledger.json``: every completed stage of a plan run with running totals of tokens and FLOPs."""
 
     stages: list[LedgerRow]
@@ -229,22 +248,7 @@ class Ledger:
     def from_json(cls, data: dict[str, Any]) -> Ledger:
         return cls([LedgerRow.from_json(r) for r in data["stages"]], LedgerTotal.from_json(data["total"]),
                    data.get("convention", LEDGER_CONVENTION),
-                   {k: v for k, v in data.items() if k not in ("stages", "total", "convention")})
-
-    def write(self, folder: str | Path) -> Path:
-        path = Path(folder) / self.FILE
-        path.write_text(json.dumps(self.to_json(), indent=2))
-        return path
-
-    @classmethod
-    def read(cls, folder: str | Path) -> Ledger:
-        """The ledger in ``folder/ledger.json``."""
-        path = Path(folder) / cls.FILE
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"cannot read {path}: {exc}") from exc
-        return cls.from_json(data)
+                   unknown_keys(data, ("stages", "total", "convention")))
 
     def lines(self) -> list[str]:
         """The ledger as a table for the terminal."""
