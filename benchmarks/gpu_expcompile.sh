@@ -83,7 +83,7 @@ for exp in ("architectures", "growth-vs-scratch"):
             label = "/".join(tail[tail.index("runs") + 1:-1]) if "runs" in tail else unit["run"]
             stages = unit.get("stages") or [unit["summary"]]
             for i, st in enumerate(stages):
-                where = label + (f" stage {i + 1} ({st.get('name', '')})" if "stages" in unit else "")
+                where = label + (f" stage {i + 1} ({st.get('stage', st.get('name', ''))})" if "stages" in unit else "")
                 first = st.get("stage_to_first_step_s", st.get("time_to_first_step_s"))
                 rows.append({"run": name, "unit": where, "compile": st.get("compile"),
                              "steady_tokens_per_s": st.get("steady_tokens_per_s"),
