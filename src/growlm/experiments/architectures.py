@@ -20,11 +20,13 @@ import logging
 from typing import Any
 
 from growlm.experiments.common import Context, Report, markdown_table
+from growlm.experiments.compiling import speed_text
 from growlm.experiments.recipe import (
     TITLES,
     architectures,
     benchmark_columns,
     check_options,
+    compile_choice,
     corpus,
     model_costs,
     model_spec,
@@ -64,7 +66,7 @@ def run(ctx: Context) -> Report:
     size = sizing(ctx, **({} if ctx.quick else {"base_tokens": FULL_TOKENS}))
     data = corpus(ctx, size)
     archs = architectures(ctx)
-    records = []
+    records, runs = [], []
     for seed in ctx.seeds:
         for arch in archs:
             preset, overrides = model_spec(ctx, arch)
@@ -73,6 +75,7 @@ def run(ctx: Context) -> Report:
                       "model_overrides": overrides}
             logger.info(f"architectures: {arch} seed {seed} ({costs['total_params'] / 1e6:.2f}M parameters)")
             trained = ctx.train(f"{arch}/seed={seed}", values)
+            runs.append(trained)
 
             def evaluate(folder, trained=trained):
                 return ctx.evaluate(trained["summary"]["checkpoint"], TASKS, out=folder, ppl_data=data,
@@ -114,6 +117,7 @@ def run(ctx: Context) -> Report:
         "At this scale (a few million tokens) most benchmark accuracies sit near chance (PIQA 50, OBQA/HellaSwag/"
         "ARC 25); differences there are within the intervals unless the table says otherwise. The validation "
         "loss is the sensitive comparison.",
+        speed_text(compile_choice(ctx, size), runs),
     ])
     paper = ("Table 1 (FineWeb, 100B tokens, context 4096, accuracy %; the paper gives no intervals or seeds):\n\n"
              + paper_table1() + "\n\nTable 8 validation PPL at 240M: NexusFormer 10.82, Qwen3 18.17 (PPL ratio "

@@ -373,6 +373,10 @@ def _worker_setup(threads: int, messages: int | None = None) -> None:
 
     configure_process()
     torch.set_num_threads(max(1, threads))
+    # Inductor compiles in a pool of as many processes as the machine has cores; N workers
+    # compiling at once (each compiles its own unit) would start N times that. Each worker
+    # keeps to its share; read when torch's Inductor config is first imported (after this).
+    os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", str(max(1, threads)))
     if messages is not None:
         show_messages(messages)
 
@@ -431,8 +435,10 @@ def default_parallel(ctx: Context, on_gpu: int) -> int:
     return on_gpu if ctx.device != "cpu" and torch.cuda.is_available() else 1
 
 
-def throughput_text(runner: list[dict[str, Any]], note: str = "") -> str:
-    """One line for a report: tokens/s of each phase :func:`run_jobs` ran (``runner`` records)."""
+def throughput_text(runner: list[dict[str, Any]], note: str = "", compile: str = "") -> str:
+    """One line for a report: tokens/s of each phase :func:`run_jobs` ran (``runner`` records);
+    ``compile``: the compile mode the runs used (``growlm.experiments.compiling.CompileChoice.label``)."""
+    note = "; ".join(n for n in (f"compile {compile}" if compile else "", note) if n)
     parts = []
     for r in runner:
         if r.get("alone"):

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from growlm.experiments.common import Context, Report, markdown_table
+from growlm.experiments.compiling import CompileChoice, choose, config_mode, speed_text, trained_units
 from growlm.stats import group_intervals, mean_interval
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class Size:
     ft_lr: float = 3e-4  # the full fine-tune's (AdamW, constant, clipped at 1)
     adapter_lr: float = 1e-3
     parallel: int = 1  # worker processes side by side (1: every unit in this process, in order)
+    compile: str = "auto"  # experiment setting (growlm.experiments.compiling); sizing() resolves it
 
 
 QUICK = Size(embedding="binary", preset="nexus-tiny", overrides={"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64,
@@ -124,7 +126,16 @@ def sizing(ctx: Context) -> Size:
         if key not in Size.__dataclass_fields__:
             raise ConfigError(unknown_key_message("composition option", key, Size.__dataclass_fields__))
     changes = dict(ctx.options)
+    changes["compile"] = compile_choice(ctx).label  # the resolved mode: what every expert's run uses
     return Size(**{**asdict(base), **changes})
+
+
+def compile_choice(ctx: Context) -> CompileChoice:
+    """How the experts' training runs compile (:mod:`growlm.experiments.compiling`): CUDA graphs
+    on the GPU. The gate, adapter and fine-tune loops of ``growlm.composition`` are their own
+    short eager loops, and evaluation is eager."""
+    return choose(ctx.options.get("compile", (QUICK if ctx.quick else FULL).compile), ctx.device,
+                  experiment=ctx.name)
 
 
 def _substrate_overrides(size: Size) -> dict[str, Any]:
@@ -166,7 +177,7 @@ def _train_values(size: Size, init: str, data: Path, steps: int, seed: int, free
             "seq_len": size.seq_len, "micro_batch_size": size.micro_batch_size, "max_steps": steps,
             "lr": size.lr, "warmup_steps": size.warmup_steps, "schedule": "cosine", "seed": seed,
             "eval_every": steps, "eval_batches": size.eval_batches, "checkpoint_every": steps,
-            "log_every": max(1, steps // 20), "compile": False}
+            "log_every": max(1, steps // 20), "compile": config_mode(size.compile)}
 
 
 def _compose_unit(ctx: Context, key: str, experts: list[str], mixing: str, mix_data: Path | None,
@@ -407,6 +418,7 @@ def _report(ctx: Context, size: Size, records: list[dict[str, Any]], mix_records
         markdown_table(bound["rows"], [("seed", "Seed"), *((s, s.capitalize()) for s in SPLITS)], digits=4),
         _verdict(rows, paired) + f"\n* composite (mixture): within ln 2 of the better expert on "
         f"{bound['held']}/{bound['checked']} seed x split pairs.",
+        speed_text(compile_choice(ctx), trained_units(ctx.out)),
     ]
     figure = _figure(ctx, rows)
     paper = ("Bochkov (arXiv 2507.07129, ../shared/papers/NOTES.md section 2) merges models trained on different data (languages) "

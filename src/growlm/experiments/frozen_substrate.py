@@ -42,7 +42,8 @@ never trained) and the glyph/binary baselines are replaced by ``mono-frozen`` (t
 frozen random table), and the report says so.
 
 Sizing knobs (``ctx.options``; unknown ones are refused): ``depth``, ``steps_per_block``,
-``eval_limit``, ``ppl_batches``, ``holistic_from``, ``layers_per_stage``, and single fields
+``eval_limit``, ``ppl_batches``, ``holistic_from``, ``layers_per_stage``, ``compile``
+(growlm.experiments.compiling; ``train.compile`` overrides it with the trainer's key as is), and single fields
 of the nested settings as ``model.FIELD``, ``train.KEY``, ``lora.KEY`` (e.g.
 ``model.hidden_size=576``).
 """
@@ -56,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from growlm.experiments.common import Context, Report, markdown_table
+from growlm.experiments.compiling import CompileChoice, choose, speed_text, trained_units
 from growlm.logs import quiet
 from growlm.stats import group_intervals
 
@@ -65,14 +67,16 @@ DESCRIPTION = "layer-wise constructive growth on a frozen substrate vs monolithi
 DEFAULT_SEEDS = 3
 
 QUICK = {"depth": 2, "steps_per_block": 4, "eval_limit": 3, "ppl_batches": 1, "holistic_from": 2, "layers_per_stage": 2,
+         "compile": "auto",
          "model": {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 2, "num_key_value_heads": 2,
                    "head_dim": 32},
          "train": {"seq_len": 32, "micro_batch_size": 2, "lr": 3.0e-3, "warmup_steps": 1},
          "lora": {"target_modules": ["o_proj", "down_proj"], "r": 4, "alpha": 8}}
 FULL = {"depth": 4, "steps_per_block": 96, "eval_limit": 60, "ppl_batches": 16, "holistic_from": 3, "layers_per_stage": 2,
+        "compile": "auto",
         "model": {"hidden_size": 256, "intermediate_size": 768, "num_attention_heads": 4, "num_key_value_heads": 4,
                   "head_dim": 64},
-        "train": {"seq_len": 512, "micro_batch_size": 16, "lr": 2.0e-3, "warmup_steps": 16, "compile": False},
+        "train": {"seq_len": 512, "micro_batch_size": 16, "lr": 2.0e-3, "warmup_steps": 16},
         "lora": {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
                  "r": 8, "alpha": 16}}
 PRESET = "llama-tiny"
@@ -122,11 +126,27 @@ def _settings(ctx: Context) -> dict[str, Any]:
     for key in ("depth", "steps_per_block", "layers_per_stage"):
         if not isinstance(settings[key], int) or isinstance(settings[key], bool) or settings[key] < 1:
             raise ConfigError(f"frozen-substrate option {key} must be a positive integer, got {settings[key]!r}")
+    if "compile" not in settings["train"]:  # train.compile, when set, is the trainer's own key as given
+        settings["train"]["compile"] = compile_choice(ctx, settings["compile"]).mode
     k = settings["layers_per_stage"]
     if k > 1 and settings["depth"] % k:
         raise ConfigError(f"frozen-substrate option depth ({settings['depth']}) must be a multiple of "
                           f"layers_per_stage ({k}), the blocks its constructive-by{k} arm adds per stage")
     return settings
+
+
+# Why auto does not pick CUDA graphs here (a reason the report and the log give).
+NO_GRAPHS = ("the holistic stages train peft LoRA adapters over frozen blocks and every constructive stage "
+             "freezes the blocks below; CUDA graphs are not measured on that path, compile: true is")
+
+
+def compile_choice(ctx: Context, setting: Any = None) -> CompileChoice:
+    """How the plans' stages and the monolithic runs compile (:mod:`growlm.experiments.compiling`):
+    ``true`` on the GPU, not ``graphs`` (:data:`NO_GRAPHS`); the same mode for the constructive
+    plans and the monolithic baselines, since the first baseline reuses a plan's first stage."""
+    if setting is None:
+        setting = ctx.options.get("compile", (QUICK if ctx.quick else FULL)["compile"])
+    return choose(setting, ctx.device, no_graphs=NO_GRAPHS, experiment=ctx.name)
 
 
 def grouped_arm(s: dict[str, Any]) -> str | None:
@@ -309,7 +329,7 @@ def _body(rows: list[dict[str, Any]], s: dict[str, Any], substrate: bool, tokens
         lines += ["", "*This checkout has no substrate embeddings (`embedding` model field): the constructive arm ran "
                       "on frozen random (learned-type, never trained) embeddings and `mono-frozen` stands in for "
                       "the glyph and binary baselines.*"]
-    lines += ["", _findings(rows)]
+    lines += ["", _findings(rows), "", speed_text(compile_choice(ctx, s["compile"]), trained_units(ctx.out))]
     return "\n".join(lines)
 
 

@@ -10,7 +10,8 @@ the three scales). The continued runs use the base's lr x ``LR_AFTER_GROWTH``. A
 periodicity tests, the law, and Fig. 4-6 analogues (seed 0's figures).
 
 Sizing knobs (``ctx.options``): ``base_tokens``, ``tokens`` (continued training per run),
-``snapshots``, ``limit`` (benchmark documents per task), ``workers``, ``parallel`` (seeds at once).
+``snapshots``, ``limit`` (benchmark documents per task), ``workers``, ``parallel`` (seeds at once),
+``compile`` (growlm.experiments.compiling).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from growlm.experiments.common import Context, Report, markdown_table
+from growlm.experiments.compiling import CompileChoice, choose, config_mode, speed_text, trained_units
 from growlm.logs import quiet
 from growlm.stats import mean_interval
 
@@ -46,17 +48,27 @@ def _sizes(ctx: Context) -> dict[str, Any]:
     if ctx.quick:
         sizes = {"base": QUICK_BASE, "m": 64, "a": 80, "seq_len": 32, "micro_batch_size": 4, "base_tokens": 30 * 128,
                  "tokens": 14 * 128, "snapshots": 8, "ppl_batches": 1, "max_values": 2000, "tasks": [], "limit": 0,
-                 "corpus_docs": 3, "workers": 1, "parallel": len(ctx.seeds), "eval_batches": 1}
+                 "corpus_docs": 3, "workers": 1, "parallel": len(ctx.seeds), "eval_batches": 1,
+                 "compile": "auto"}
     else:
         # the paper's base is not bottlenecked: M 780 >= D 768, A 960 (nexus-tiny: D 128 -> M 130, A 160);
         # sized from the 2026-12-01 H200 run (3M base + 12 x 1M continued tokens per seed, 3 seeds in parallel)
         sizes = {"base": {}, "m": 130, "a": 160, "seq_len": 256, "micro_batch_size": 32, "base_tokens": 3_000_000,
                  "tokens": 1_000_000, "snapshots": 11, "ppl_batches": 8, "max_values": 20_000, "tasks": ["paper5"],
-                 "limit": 50, "corpus_docs": 400, "workers": 4, "parallel": len(ctx.seeds), "eval_batches": 8}
+                 "limit": 50, "corpus_docs": 400, "workers": 4, "parallel": len(ctx.seeds), "eval_batches": 8,
+                 "compile": "auto"}
     sizes.update({k: v for k, v in ctx.options.items() if k in sizes})
+    sizes["compile"] = compile_choice(ctx).label  # the resolved mode: what every run of this experiment uses
     sizes["scales"] = [(round(sizes["m"] * rm), round(sizes["a"] * ra)) for rm, ra in RATIOS]
     sizes.setdefault("lr_after_growth", LR_AFTER_GROWTH * BASE_LR)
     return sizes
+
+
+def compile_choice(ctx: Context) -> CompileChoice:
+    """How the base and continued runs compile (:mod:`growlm.experiments.compiling`): CUDA graphs
+    on the GPU. The weight snapshots are copies taken between steps and the analysis loads
+    them into eager models, so neither sees the compiled step."""
+    return choose(ctx.options.get("compile", "auto"), ctx.device, experiment=ctx.name)
 
 
 def _tag(init: str) -> str:
@@ -72,7 +84,7 @@ def _train_values(sizes: dict[str, Any], data: Path, seed: int) -> dict[str, Any
     return {"data": str(data), "seq_len": sizes["seq_len"], "micro_batch_size": sizes["micro_batch_size"],
             "lr": BASE_LR, "warmup_steps": 5 if sizes["base_tokens"] < 1e6 else 50, "min_lr_ratio": 0.1,
             "log_every": 10, "eval_every": 10_000, "eval_batches": sizes["eval_batches"], "checkpoint_every": 10_000,
-            "compile": False, "seed": seed, "_tokens_per_step": tokens_per_step,
+            "compile": config_mode(sizes["compile"]), "seed": seed, "_tokens_per_step": tokens_per_step,
             "mfu_peak_tflops": 989.0}  # nominal H100/H200 bf16 peak: skips the per-run matmul measurement
 
 
@@ -305,6 +317,7 @@ def _report(ctx: Context, sizes: dict[str, Any], results: list[dict[str, Any]]) 
              + f"; {len(ctx.seeds)} seeds, mean ± 95% interval (Student t).")
     body = "\n\n".join([
         setup,
+        speed_text(compile_choice(ctx), trained_units(ctx.out)),
         "### Table 3 analogue (zero init, three scales)", t3,
         f"### Table 4 analogue (middle scale M={middle[0]}, A={middle[1]}; means over seeds)", "\n".join(lines4),
         "### Table 5 analogue (PCA loadings of the state vector, standardised)", t5,

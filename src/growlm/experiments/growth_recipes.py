@@ -49,6 +49,7 @@ from growlm.experiments.common import (
     run_jobs,
     throughput_text,
 )
+from growlm.experiments.compiling import CompileChoice, choose, config_mode, speed_text, trained_units
 from growlm.experiments.recipe import pyplot, save_figure
 from growlm.experiments.saving import Endpoint, saving, saving_against, summarise
 from growlm.logs import quiet
@@ -155,6 +156,7 @@ class Settings:
     paper_seeds: int = 4  # seeds of the Nexus/TokenFormer arms (the first N of --seeds)
     parallel: int = 0  # worker processes side by side (0: 6 on CUDA, 1 on the CPU)
     min_free_gb: float = 6.0
+    compile: str = "auto"  # experiment setting (growlm.experiments.compiling); settings() resolves it
     docs_per_file: int = 0  # training documents per corpus source (0: all)
     val_docs_per_file: int = 0
     weight_decay: float = 0.1
@@ -206,7 +208,15 @@ def settings(ctx: Context) -> Settings:
                           f"({out.warmup_steps} steps): lower warmup_steps or raise tokens/growth_at")
     if out.parallel == 0:
         out.parallel = default_parallel(ctx, 6)
+    out.compile = compile_choice(ctx).label  # the resolved mode: what every run of this experiment uses
     return out
+
+
+def compile_choice(ctx: Context) -> CompileChoice:
+    """How this experiment's runs compile (:mod:`growlm.experiments.compiling`): CUDA graphs on the
+    GPU for its single runs and growth plans alike (a plan compiles again at each stage)."""
+    return choose(form_values(ctx, FORMS["quick" if ctx.quick else "full"])["compile"], ctx.device,
+                  experiment=ctx.name)
 
 
 # -- plan features (growth operators and the cross-stage schedule that older checkouts may lack) --
@@ -237,7 +247,7 @@ def _defaults(size: Settings, data: Path, seed: int, lr: float) -> dict[str, Any
     return {"data": str(data), "seq_len": size.seq_len, "micro_batch_size": size.micro_batch_size, "lr": lr,
             "min_lr_ratio": size.min_lr_ratio, "weight_decay": size.weight_decay, "eval_every": size.eval_every,
             "eval_batches": size.eval_batches, "log_every": size.eval_every, "checkpoint_every": 10**9,
-            "keep_last": 1, "seed": seed, "compile": False}
+            "keep_last": 1, "seed": seed, "compile": config_mode(size.compile)}
 
 
 def one_run(arch: str, overrides: dict[str, Any], steps: int, size: Settings, data: Path, seed: int,
@@ -650,7 +660,9 @@ def _report(ctx: Context, size: Settings, shapes: dict[str, Any], arms: list[str
                  f"({cross['positive']}/{cross['n']} seeds positive, {cross['extrapolated']} extrapolated)."]
     if skipped:
         body.append("**Skipped arms**: " + "; ".join(f"`{a}` ({why})" for a, why in skipped.items()) + ".")
-    body += [throughput_text(runner, "every invocation of this folder; a later one runs only what was left"),
+    body += [throughput_text(runner, "every invocation of this folder; a later one runs only what was left",
+                             size.compile),
+             speed_text(compile_choice(ctx), trained_units(ctx.out)),
              f"**Budget** (planned training FLOPs; evaluation excluded): {total / 1e15:.2f} PFLOP in all.",
              markdown_table(budget_rows, [("unit", "Unit"), ("runs", "Runs"), ("tokens", "Tokens/run"),
                                           ("pflops", "PFLOP"), ("share", "Share")], digits=3)]

@@ -36,11 +36,13 @@ import math
 from typing import Any
 
 from growlm.experiments.common import Context, Report, markdown_table
+from growlm.experiments.compiling import speed_text
 from growlm.experiments.recipe import (
     GROWTH_OPTIONS,
     TITLES,
     architectures,
     check_options,
+    compile_choice,
     corpus,
     flops_to_reach,
     growth_spec,
@@ -101,11 +103,13 @@ def run(ctx: Context) -> Report:
     data = corpus(ctx, size)
     archs = architectures(ctx, QUICK_ARCHITECTURES if ctx.quick else None)
     records: list[dict[str, Any]] = []
+    plans: list[dict[str, Any]] = []
     for seed in ctx.seeds:
         for arch in archs:
             logger.info(f"growth-vs-scratch: {arch} seed {seed}")
             grown_plan = ctx.plan(f"{arch}/seed={seed}/grown", _plan_values(ctx, size, data, seed, arch, True))
             scratch_plan = ctx.plan(f"{arch}/seed={seed}/scratch", _plan_values(ctx, size, data, seed, arch, False))
+            plans += [grown_plan, scratch_plan]
             g, s = plan_curve(grown_plan), plan_curve(scratch_plan)
             preset, overrides = model_spec(ctx, arch)
             record = {"architecture": arch, "model": TITLES[arch], "seed": seed,
@@ -142,6 +146,7 @@ def run(ctx: Context) -> Report:
         "(the saving would be below it).",
         table,
     ]
+    body.append(speed_text(compile_choice(ctx, size), plans))
     if cross is not None:
         body += ["The paper's comparison (its 41.5%): the compute grown Nexusformer needs to reach grown "
                  "TokenFormer's final validation loss, against TokenFormer's own compute to reach it: "

@@ -32,8 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from growlm.experiments.common import Context, Report, markdown_table
+from growlm.experiments.compiling import speed_text
 from growlm.experiments.recipe import (
     check_options,
+    compile_choice,
     corpus,
     growth_spec,
     model_costs,
@@ -124,6 +126,7 @@ def run(ctx: Context) -> Report:
     preset, overrides = model_spec(ctx, ARCHITECTURE)
     growth = growth_spec(ctx, ARCHITECTURE)
     records: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
     for seed in ctx.seeds:
         logger.info(f"init-schemes: base seed {seed}")
         base = ctx.train(f"base/seed={seed}", {**train_values(ctx, size, data, seed, size.base_tokens),
@@ -139,6 +142,7 @@ def run(ctx: Context) -> Report:
         control = ctx.train(f"no-growth/seed={seed}/continued", {
             **train_values(ctx, size, data, seed, control_tokens), "init_from": base_ckpt,
             "lr": size.lr * size.grow_lr_ratio, "warmup_steps": size.grow_warmup_steps})
+        runs += [base, control]
         control_loss = ctx.unit(f"no-growth/seed={seed}/val-after-training",
                                 lambda folder, c=control["summary"]["checkpoint"]: {
                                     "loss": val_loss(ctx, c, data, size, folder)})["loss"]
@@ -158,6 +162,7 @@ def run(ctx: Context) -> Report:
             values = {**train_values(ctx, size, data, seed, size.grow_tokens), "init_from": grown["model"],
                       "lr": size.lr * size.grow_lr_ratio, "warmup_steps": size.grow_warmup_steps}
             trained = ctx.train(f"{key}/continued", values)
+            runs.append(trained)
             final = trained["summary"]["checkpoint"]
             after_training = ctx.unit(f"{key}/val-after-training", lambda folder, c=final: {
                 "loss": val_loss(ctx, c, data, size, folder)})["loss"]
@@ -210,6 +215,7 @@ def run(ctx: Context) -> Report:
         "control; paired by seed): 'gain over base' alone also counts what the extra tokens give any model. "
         f"No-growth control's final loss: {mean_interval(r['no_growth_loss'] for r in records if r['scheme'] == schemes[0]).format(4)}.",
         table,
+        speed_text(compile_choice(ctx, size), runs),
     ])
     paper = ("The paper grows with every new block zero (§3, Eq. 14) and reports that zero initialization gives "
              "a structured diverge-then-converge trajectory of its radial energy while 10% or 20% Gaussian noise "

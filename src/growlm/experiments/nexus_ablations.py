@@ -65,6 +65,7 @@ from growlm.experiments.common import (
     run_jobs,
     throughput_text,
 )
+from growlm.experiments.compiling import CompileChoice, choose, config_mode, speed_text, trained_units
 from growlm.experiments.recipe import model_costs, pyplot, save_figure
 from growlm.logs import quiet
 from growlm.stats import mean_interval
@@ -137,6 +138,7 @@ class Settings:
     parts: str = "axes,schedules"
     parallel: int = 0  # worker processes side by side (0: 8 on CUDA, 1 on the CPU)
     min_free_gb: float = 4.0
+    compile: str = "auto"  # experiment setting (growlm.experiments.compiling); settings() resolves it
     docs_per_file: int = 0  # training documents per corpus source (0: all)
     val_docs_per_file: int = 0
 
@@ -196,7 +198,15 @@ def settings(ctx: Context) -> Settings:
                           f"({n} continued steps): raise grow_tokens")
     if out.parallel == 0:
         out.parallel = default_parallel(ctx, 8)
+    out.compile = compile_choice(ctx).label  # the resolved mode: what every run of this experiment uses
     return out
+
+
+def compile_choice(ctx: Context) -> CompileChoice:
+    """How this experiment's runs compile (:mod:`growlm.experiments.compiling`): CUDA graphs on the
+    GPU for its single runs and growth plans alike (a plan compiles again at each stage)."""
+    return choose(form_values(ctx, FORMS["quick" if ctx.quick else "full"])["compile"], ctx.device,
+                  experiment=ctx.name)
 
 
 def arm_names(size: Settings) -> list[str]:
@@ -224,7 +234,7 @@ def _defaults(size: Settings, data: str, seed: int) -> dict[str, Any]:
     return {"data": data, "seq_len": size.seq_len, "micro_batch_size": size.micro_batch_size,
             "lr": size.lr * size.lr_factor, "weight_decay": size.weight_decay, "eval_every": size.eval_every,
             "eval_batches": size.eval_batches, "log_every": size.eval_every, "checkpoint_every": 10**9,
-            "keep_last": 1, "seed": seed, "compile": False}
+            "keep_last": 1, "seed": seed, "compile": config_mode(size.compile)}
 
 
 def base_unit(ctx: Context, seed: int, data: str, size: dict[str, Any]) -> None:
@@ -238,7 +248,8 @@ def base_unit(ctx: Context, seed: int, data: str, size: dict[str, Any]) -> None:
         "micro_batch_size": s.micro_batch_size, "max_steps": steps, "lr": s.lr, "weight_decay": s.weight_decay,
         "schedule": "wsd", "warmup_steps": s.warmup_steps, "decay_fraction": s.decay_fraction,
         "min_lr_ratio": s.min_lr_ratio, "eval_every": s.eval_every, "eval_batches": s.eval_batches,
-        "log_every": s.eval_every, "checkpoint_every": steps, "keep_last": 1, "seed": seed, "compile": False})
+        "log_every": s.eval_every, "checkpoint_every": steps, "keep_last": 1, "seed": seed,
+        "compile": config_mode(s.compile)})
     ctx.unit(f"base/seed={seed}/final", lambda folder: {
         **final_losses(base["summary"]["checkpoint"], Path(data), s.seq_len, s.final_windows, s.micro_batch_size,
                        ctx.device), "checkpoint": base["summary"]["checkpoint"]})
@@ -447,7 +458,8 @@ def report(ctx: Context, size: Settings, names: list[str], runner: list[dict[str
     verified = [r["verified"] for r in rows.values() if r["verified"] is not None]
     body.append(f"Growth verified lossless (growlm's check after every growth, every seed): "
                 f"{'all' if all(verified) else 'NOT all'} {len(verified)} grown arms.")
-    body.append(throughput_text(runner))
+    body.append(throughput_text(runner, compile=size.compile))
+    body.append(speed_text(compile_choice(ctx), trained_units(ctx.out)))
     paper = ("Table 9 (nexusformer-280M grown from 240M, FineWeb; PPL as printed, its other columns lost in the "
              "text extraction): 1180/960 10.89386732, 780/1360 10.89604631, 1130/1010 10.89386732, 830/1310 "
              "10.89016404 -- the A-led joint growth lowest, by 0.003% to 0.005% of PPL (one run each; the two "

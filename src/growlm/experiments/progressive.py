@@ -52,6 +52,7 @@ from growlm.experiments.common import (
     run_jobs,
     throughput_text,
 )
+from growlm.experiments.compiling import CompileChoice, choose, config_mode, speed_text, trained_units
 from growlm.experiments.recipe import flops_to_reach, pyplot, save_figure
 from growlm.stats import Interval, mean_interval
 
@@ -133,6 +134,7 @@ class Settings:
     bench_batch_size: int = 64
     parallel: int = 0  # worker processes side by side (0: 6 on CUDA -- 9 ran out of memory on an 80 GB H100 -- 1 on the CPU)
     min_free_gb: float = 4.0
+    compile: str = "auto"  # experiment setting (growlm.experiments.compiling); settings() resolves it
     docs_per_file: int = 0  # training documents per corpus source (0: all)
     val_docs_per_file: int = 0
     weight_decay: float = 0.1
@@ -162,7 +164,15 @@ def settings(ctx: Context) -> Settings:
         raise ConfigError(f"base_tokens and grow_tokens must be positive, got {out.base_tokens}, {out.grow_tokens}")
     if out.parallel == 0:
         out.parallel = default_parallel(ctx, 6)
+    out.compile = compile_choice(ctx).label  # the resolved mode: what every run of this experiment uses
     return out
+
+
+def compile_choice(ctx: Context) -> CompileChoice:
+    """How this experiment's runs compile (:mod:`growlm.experiments.compiling`): CUDA graphs on the
+    GPU for its single runs and growth plans alike (a plan compiles again at each stage)."""
+    return choose(form_values(ctx, FORMS["quick" if ctx.quick else "full"])["compile"], ctx.device,
+                  experiment=ctx.name)
 
 
 def shapes(ctx: Context) -> dict[str, dict[str, dict[str, Any]]]:
@@ -185,7 +195,7 @@ def _defaults(size: Settings, data: str, seed: int) -> dict[str, Any]:
     return {"data": data, "seq_len": size.seq_len, "micro_batch_size": size.micro_batch_size, "lr": size.lr,
             "weight_decay": size.weight_decay, "schedule": "cosine", "eval_every": size.eval_every,
             "eval_batches": size.eval_batches, "log_every": size.eval_every, "checkpoint_every": 10**9,
-            "keep_last": 1, "seed": seed, "compile": False}
+            "keep_last": 1, "seed": seed, "compile": config_mode(size.compile)}
 
 
 def scratch_plan(arch: str, overrides: dict[str, Any], tokens: int, size: Settings, data: str, seed: int,
@@ -490,7 +500,8 @@ def report(ctx: Context, size: Settings, shape: dict[str, Any], runner: list[dic
         + "; ".join(f"{LABELS[n]}-scaled {ppl_diffs[n].format(3)} (Nexus better: "
                     f"{'yes' if decisions[f'{n}:ppl_vs_qwen3']['nexus_better'] else 'no'})" for n in SIZES)
         + ".",
-        throughput_text(runner),
+        throughput_text(runner, compile=size.compile),
+        speed_text(compile_choice(ctx), trained_units(ctx.out)),
     ]
     data_out = {"settings": dataclasses.asdict(size), "shapes": shape, "decisions": decisions,
                 "records": {f"{a}/{n}": [{k: v for k, v in m.items() if k not in ("curve", "checkpoint")}

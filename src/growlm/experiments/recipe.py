@@ -29,6 +29,7 @@ from typing import Any
 
 from growlm.errors import ConfigError, unknown_key_message
 from growlm.experiments.common import Context
+from growlm.experiments.compiling import CompileChoice, choose, parse_setting
 
 ARCHITECTURES = ("nexus", "qwen3", "llama", "tokenformer")
 TITLES = {"nexus": "NexusFormer", "qwen3": "Qwen3", "llama": "Transformer++", "tokenformer": "TokenFormer"}
@@ -102,7 +103,7 @@ class Sizing:
     bench_batch_size: int
     ppl_batches: int | None  # validation batches of the final perplexity (None: the whole split)
     grow_lr_ratio: float = 1.0  # learning rate after growth, relative to lr (the paper raises it)
-    compile: bool = False  # torch.compile costs more per short run than it saves
+    compile: str = "auto"  # experiment setting (growlm.experiments.compiling): eager on CPU, graphs on CUDA
 
     @property
     def tokens_per_step(self) -> int:
@@ -142,6 +143,7 @@ def sizing(ctx: Context, **defaults: Any) -> Sizing:
             elif isinstance(current, float):
                 value = float(value)
             values[key] = value
+    values["compile"] = parse_setting(values["compile"])  # a bad value fails here, naming the choices
     return Sizing(**values)
 
 
@@ -191,7 +193,13 @@ def train_values(ctx: Context, size: Sizing, data: Path, seed: int, tokens: int)
             "max_steps": size.steps(tokens), "lr": size.lr, "warmup_steps": size.warmup_steps, "schedule": "cosine",
             "eval_every": size.eval_every, "eval_batches": size.eval_batches,
             "checkpoint_every": size.steps(tokens), "log_every": size.eval_every, "seed": seed,
-            "compile": size.compile, "keep_last": 1}
+            "compile": compile_choice(ctx, size).mode, "keep_last": 1}
+
+
+def compile_choice(ctx: Context, size: Sizing) -> CompileChoice:
+    """How these experiments' runs compile (:mod:`growlm.experiments.compiling`): their single
+    runs and two-stage plans take CUDA graphs on the GPU; a plan compiles again at its growth stage."""
+    return choose(size.compile, ctx.device, experiment=ctx.name)
 
 
 def val_points(rows: Sequence[dict[str, Any]], flops_per_token: float, flops_offset: float = 0.0,
