@@ -94,7 +94,7 @@ def test_too_short_a_run_has_no_steady_state(tiny_data, tmp_path):
 
 def test_compile_modes_are_checked(tiny_data, tmp_path):
     assert train_config(tiny_data, tmp_path, compile="regional").compile == "regional"
-    with pytest.raises(ConfigError, match="compile must be true, false, auto, regional or graphs"):
+    with pytest.raises(ConfigError, match="compile must be true, false, auto, regional, graphs or autotune"):
         train_config(tiny_data, tmp_path, compile="fast")
     assert compiling.resolve_mode("auto", torch.device("cpu")) is False
     assert compiling.resolve_mode("regional", torch.device("cpu")) == "regional"
