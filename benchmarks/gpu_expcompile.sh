@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Experiments eager vs compiled (issue 23 item 2): the experiments' `compile` setting
 # (src/growlm/experiments/compiling.py) on one GPU, before (`--set compile=false`, what the
-# experiments ran until now) and after (the default `auto`: CUDA graphs on the GPU).
+# experiments ran until now) and after (`--set compile=graphs`; `auto` picks it from 16M tokens per run).
 #
 #   GROWLM_SHARED=$PWD/.carry/shared OUT=/tmp/out bash benchmarks/gpu_expcompile.sh
 #
@@ -25,7 +25,7 @@ export GROWLM_SHARED=${GROWLM_SHARED:-$PWD/.carry/shared}
 OUT=${OUT:-runs/gpu-expcompile}
 DEVICE=${DEVICE:-cuda}
 FORM=${FORM:-}
-DEFAULT_COMPILE=${DEFAULT_COMPILE:-auto}
+DEFAULT_COMPILE=${DEFAULT_COMPILE:-graphs}  # what `auto` picked before its 16M-token threshold (docs/benchmarks.md (d2))
 PY=${PYTHON:-python}
 SCALE=${SCALE:-1}  # multiplies every run's time limit (a CPU dry run needs more)
 RES=$OUT/expcompile

@@ -62,7 +62,29 @@ def test_auto_is_eager_on_the_cpu_in_every_experiment(tmp_path, quick):
     assert modes and all(mode is False for mode in modes.values()), modes
 
 
-def test_auto_on_cuda_is_graphs_except_where_an_experiment_says_why_not(tmp_path, cuda):
+def test_auto_on_cuda_stays_eager_for_the_default_full_forms_whose_runs_are_too_short_to_pay(tmp_path, cuda, caplog,
+                                                                                           monkeypatch):
+    monkeypatch.setattr(compiling, "_said", set())  # each reason is logged once per process
+    caplog.set_level("INFO", logger="growlm")
+    modes = built_modes(_ctx(tmp_path))
+    assert all(mode is False for mode in modes.values()), modes
+    said = " ".join(caplog.messages)
+    # each experiment measured its own longest run: recipe 3M base + 1.5M grown, growth-recipes 2M x 1.5,
+    # composition 250 x 256 x 32, frozen-substrate 4 x 96 x 512 x 16
+    for tokens in (4_500_000, 3_000_000, 2_048_000, 3_145_728):
+        assert f"trains {tokens:,} tokens" in said, tokens
+
+
+def test_auto_compiles_a_run_as_long_as_the_threshold_and_not_one_token_shorter(cuda):
+    pays = compiling.COMPILE_PAYS_TOKENS
+    assert compiling.choose("auto", "cuda", tokens=pays).mode == "graphs"
+    assert compiling.choose("auto", "cuda", tokens=pays - 1).mode is False
+    assert compiling.choose("auto", "cuda", tokens=pays, no_graphs="because").mode is True
+    assert compiling.choose("graphs", "cuda", tokens=1).mode == "graphs"  # an explicit setting is obeyed
+
+
+def test_auto_on_cuda_is_graphs_for_long_runs_except_where_an_experiment_says_why_not(tmp_path, cuda, monkeypatch):
+    monkeypatch.setattr(compiling, "COMPILE_PAYS_TOKENS", 1)
     modes = built_modes(_ctx(tmp_path))
     for name, mode in modes.items():
         check_mode(mode)  # a value the trainer takes

@@ -6,11 +6,18 @@ builds (single runs and the ``defaults`` of growth plans); :mod:`growlm.training
 does the compiling. Choices:
 
 * ``auto`` (default) -- eager on the CPU (the ``--quick`` forms and CI train a few steps of
-  tiny models, where compiling costs more than it saves); on CUDA the fastest mode that is
-  safe for the experiment: ``graphs`` (``torch.compile`` with CUDA graphs; 2.0-2.7x faster
-  than eager for the experiments' 20-60M models, docs/benchmarks.md round three (d)), or
-  ``true`` where the experiment says why CUDA graphs do not fit its training (see
-  :func:`choose`'s ``no_graphs``).
+  tiny models, where compiling costs more than it saves); on CUDA, eager while the
+  experiment's longest training run (or plan stage: each stage compiles again) is shorter
+  than :data:`COMPILE_PAYS_TOKENS`, else the fastest mode that is safe for the experiment:
+  ``graphs`` (``torch.compile`` with CUDA graphs; 2.4x eager's steady tokens/s for the
+  experiments' 21M models on an H100), or ``true`` where the experiment says why CUDA graphs
+  do not fit its training (see :func:`choose`'s ``no_graphs``). The threshold is measured
+  (docs/benchmarks.md round three (d2)): with a cold compile cache the compiled run's first
+  step took 15.4 s against eager's 2.5 s, and each token then saved 0.79 us (1.75M against
+  0.73M tokens/s), so compiling pays from ~16M tokens per run; the experiments' default full
+  forms train 0.8-4.5M tokens per run, where a 120-step run measured 113k wall tokens/s
+  compiled against 320k eager. A run whose shapes are already in the cache (a later seed)
+  starts in ~1 s and would gain from compiling: ``--set compile=graphs`` asks for it.
 * ``false`` (eager), ``true``, ``regional``, ``graphs`` -- as the training config key.
   ``graphs`` asked of an experiment that cannot take it runs ``true``, with the reason logged.
 
@@ -45,6 +52,8 @@ from growlm.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 SETTING = "compile"
+# Tokens from which one compiled training run (cold cache) finishes sooner than an eager one (module doc).
+COMPILE_PAYS_TOKENS = 16_000_000
 CHOICES = ("auto", "false", "true", "regional", "graphs")
 _FALSE = ("false", "0", "no", "off", "eager")
 _TRUE = ("true", "1", "yes", "on")
@@ -93,16 +102,23 @@ def on_cuda(device: str) -> bool:
     return device != "cpu" and torch.cuda.is_available()
 
 
-def choose(setting: Any, device: str, no_graphs: str | None = None, experiment: str = "") -> CompileChoice:
+def choose(setting: Any, device: str, no_graphs: str | None = None, experiment: str = "",
+           tokens: int | None = None) -> CompileChoice:
     """The compile mode for an experiment's training runs (module doc).
 
     ``no_graphs``: why this experiment's training cannot use CUDA graphs (None when it can);
-    ``auto`` then picks ``true`` on CUDA, and an explicit ``graphs`` becomes ``true``. The choice
-    is logged with its reason, once per process and text."""
+    ``auto`` then picks ``true`` on CUDA, and an explicit ``graphs`` becomes ``true``.
+    ``tokens``: the most tokens one training run or plan stage of the experiment trains (None:
+    not known, taken as long enough); ``auto`` stays eager below :data:`COMPILE_PAYS_TOKENS`. The
+    choice is logged with its reason, once per process and text."""
     requested = parse_setting(setting)
     if requested == "auto":
         if not on_cuda(device):
             choice = CompileChoice(False, "auto: eager without CUDA, where compiling short runs costs more than it saves")
+        elif tokens is not None and tokens < COMPILE_PAYS_TOKENS:
+            choice = CompileChoice(False, f"auto on CUDA: eager, the longest run trains {tokens:,} tokens, fewer than "
+                                          f"the {COMPILE_PAYS_TOKENS:,} from which compiling pays; --set compile=graphs "
+                                          "to compile anyway")
         elif no_graphs:
             choice = CompileChoice(True, f"auto on CUDA, without CUDA graphs: {no_graphs}")
         else:

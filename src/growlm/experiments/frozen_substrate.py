@@ -127,7 +127,7 @@ def _settings(ctx: Context) -> dict[str, Any]:
         if not isinstance(settings[key], int) or isinstance(settings[key], bool) or settings[key] < 1:
             raise ConfigError(f"frozen-substrate option {key} must be a positive integer, got {settings[key]!r}")
     if "compile" not in settings["train"]:  # train.compile, when set, is the trainer's own key as given
-        settings["train"]["compile"] = compile_choice(ctx, settings["compile"]).mode
+        settings["train"]["compile"] = compile_choice(ctx, settings["compile"], longest_run_tokens(settings)).mode
     k = settings["layers_per_stage"]
     if k > 1 and settings["depth"] % k:
         raise ConfigError(f"frozen-substrate option depth ({settings['depth']}) must be a multiple of "
@@ -140,13 +140,20 @@ NO_GRAPHS = ("the holistic stages train peft LoRA adapters over frozen blocks an
              "freezes the blocks below; CUDA graphs are not measured on that path, compile: true is")
 
 
-def compile_choice(ctx: Context, setting: Any = None) -> CompileChoice:
+def compile_choice(ctx: Context, setting: Any = None, tokens: int | None = None) -> CompileChoice:
     """How the plans' stages and the monolithic runs compile (:mod:`growlm.experiments.compiling`):
-    ``true`` on the GPU, not ``graphs`` (:data:`NO_GRAPHS`); the same mode for the constructive
-    plans and the monolithic baselines, since the first baseline reuses a plan's first stage."""
+    on the GPU, ``true`` (not ``graphs``: :data:`NO_GRAPHS`) for runs of ``tokens`` long enough to
+    pay for compiling; the same mode for the constructive plans and the monolithic baselines,
+    since the first baseline reuses a plan's first stage."""
     if setting is None:
         setting = ctx.options.get("compile", (QUICK if ctx.quick else FULL)["compile"])
-    return choose(setting, ctx.device, no_graphs=NO_GRAPHS, experiment=ctx.name)
+    return choose(setting, ctx.device, no_graphs=NO_GRAPHS, experiment=ctx.name, tokens=tokens)
+
+
+def longest_run_tokens(settings: dict[str, Any]) -> int:
+    """Tokens of the experiment's longest training run: a monolithic baseline of full depth."""
+    train = settings["train"]
+    return int(settings["depth"]) * int(settings["steps_per_block"]) * int(train["seq_len"]) * int(train["micro_batch_size"])
 
 
 def grouped_arm(s: dict[str, Any]) -> str | None:
@@ -329,7 +336,7 @@ def _body(rows: list[dict[str, Any]], s: dict[str, Any], substrate: bool, tokens
         lines += ["", "*This checkout has no substrate embeddings (`embedding` model field): the constructive arm ran "
                       "on frozen random (learned-type, never trained) embeddings and `mono-frozen` stands in for "
                       "the glyph and binary baselines.*"]
-    lines += ["", _findings(rows), "", speed_text(compile_choice(ctx, s["compile"]), trained_units(ctx.out))]
+    lines += ["", _findings(rows), "", speed_text(compile_choice(ctx, s["compile"], longest_run_tokens(s)), trained_units(ctx.out))]
     return "\n".join(lines)
 
 

@@ -58,17 +58,18 @@ def _sizes(ctx: Context) -> dict[str, Any]:
                  "limit": 50, "corpus_docs": 400, "workers": 4, "parallel": len(ctx.seeds), "eval_batches": 8,
                  "compile": "auto"}
     sizes.update({k: v for k, v in ctx.options.items() if k in sizes})
-    sizes["compile"] = compile_choice(ctx).label  # the resolved mode: what every run of this experiment uses
+    sizes["compile"] = compile_choice(ctx, sizes).label  # the resolved mode: what every run of this experiment uses
     sizes["scales"] = [(round(sizes["m"] * rm), round(sizes["a"] * ra)) for rm, ra in RATIOS]
     sizes.setdefault("lr_after_growth", LR_AFTER_GROWTH * BASE_LR)
     return sizes
 
 
-def compile_choice(ctx: Context) -> CompileChoice:
-    """How the base and continued runs compile (:mod:`growlm.experiments.compiling`): CUDA graphs
-    on the GPU. The weight snapshots are copies taken between steps and the analysis loads
-    them into eager models, so neither sees the compiled step."""
-    return choose(ctx.options.get("compile", "auto"), ctx.device, experiment=ctx.name)
+def compile_choice(ctx: Context, sizes: dict[str, Any]) -> CompileChoice:
+    """How the base and continued runs compile (:mod:`growlm.experiments.compiling`): on the GPU,
+    CUDA graphs for runs long enough to pay for compiling. The weight snapshots are copies taken
+    between steps and the analysis loads them into eager models, so neither sees the compiled step."""
+    return choose(ctx.options.get("compile", "auto"), ctx.device, experiment=ctx.name,
+                  tokens=max(int(sizes["base_tokens"]), int(sizes["tokens"])))
 
 
 def _tag(init: str) -> str:
@@ -317,7 +318,7 @@ def _report(ctx: Context, sizes: dict[str, Any], results: list[dict[str, Any]]) 
              + f"; {len(ctx.seeds)} seeds, mean ± 95% interval (Student t).")
     body = "\n\n".join([
         setup,
-        speed_text(compile_choice(ctx), trained_units(ctx.out)),
+        speed_text(compile_choice(ctx, sizes), trained_units(ctx.out)),
         "### Table 3 analogue (zero init, three scales)", t3,
         f"### Table 4 analogue (middle scale M={middle[0]}, A={middle[1]}; means over seeds)", "\n".join(lines4),
         "### Table 5 analogue (PCA loadings of the state vector, standardised)", t5,

@@ -215,8 +215,10 @@ def settings(ctx: Context) -> Settings:
 def compile_choice(ctx: Context) -> CompileChoice:
     """How this experiment's runs compile (:mod:`growlm.experiments.compiling`): CUDA graphs on the
     GPU for its single runs and growth plans alike (a plan compiles again at each stage)."""
-    return choose(form_values(ctx, FORMS["quick" if ctx.quick else "full"])["compile"], ctx.device,
-                  experiment=ctx.name)
+    values = form_values(ctx, FORMS["quick" if ctx.quick else "full"])
+    budgets = [float(b) for b in str(values["scratch_budgets"]).split(",") if b.strip()]
+    return choose(values["compile"], ctx.device, experiment=ctx.name,
+                  tokens=round(values["tokens"] * max([1.0, *budgets])))
 
 
 # -- plan features (growth operators and the cross-stage schedule that older checkouts may lack) --

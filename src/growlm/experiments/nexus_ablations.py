@@ -205,8 +205,9 @@ def settings(ctx: Context) -> Settings:
 def compile_choice(ctx: Context) -> CompileChoice:
     """How this experiment's runs compile (:mod:`growlm.experiments.compiling`): CUDA graphs on the
     GPU for its single runs and growth plans alike (a plan compiles again at each stage)."""
-    return choose(form_values(ctx, FORMS["quick" if ctx.quick else "full"])["compile"], ctx.device,
-                  experiment=ctx.name)
+    values = form_values(ctx, FORMS["quick" if ctx.quick else "full"])
+    return choose(values["compile"], ctx.device, experiment=ctx.name,
+                  tokens=values["base_tokens"] + values["grow_tokens"])
 
 
 def arm_names(size: Settings) -> list[str]:

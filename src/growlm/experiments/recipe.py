@@ -199,7 +199,7 @@ def train_values(ctx: Context, size: Sizing, data: Path, seed: int, tokens: int)
 def compile_choice(ctx: Context, size: Sizing) -> CompileChoice:
     """How these experiments' runs compile (:mod:`growlm.experiments.compiling`): their single
     runs and two-stage plans take CUDA graphs on the GPU; a plan compiles again at its growth stage."""
-    return choose(size.compile, ctx.device, experiment=ctx.name)
+    return choose(size.compile, ctx.device, experiment=ctx.name, tokens=size.base_tokens + size.grow_tokens)
 
 
 def val_points(rows: Sequence[dict[str, Any]], flops_per_token: float, flops_offset: float = 0.0,
