@@ -26,6 +26,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # pytest -n N runs N worker processes side by side: one intra-op thread each keeps them
     # from oversubscribing the cores (the suite is many small models, not one large one).
     torch.set_num_threads(1)
+    # ... and so do the growlm processes the tests start (training runs killed and resumed, CLI
+    # commands): with a thread per core each, beside the other worker, they oversubscribe the
+    # cores, and OpenMP's waiting threads make a few hundred tiny steps take minutes
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)

@@ -93,22 +93,25 @@ def test_errors_have_no_traceback_in_a_real_process(tmp_path):
     assert result.stderr.strip() == f"error: checkpoint {tmp_path / 'missing'} does not exist"
 
 
-def test_models_lists_every_preset():
+def test_models_lists_every_preset(capsys):
     from growlm.models.presets import PRESETS
 
-    result = growlm("models", "--json")
+    result = growlm("models", "--json")  # a real process; the table in this one
     rows = json.loads(result.stdout)
     assert [r["preset"] for r in rows] == list(PRESETS)
     assert all(r["total_params"] > 0 and r["train_flops_per_token"] > 0 for r in rows)
-    table = growlm("models")
-    assert "nexus-440m" in table.stdout and "qwen3-tiny" in table.stdout
+    capsys.readouterr()
+    assert main(["models"]) == 0
+    table = capsys.readouterr().out
+    assert "nexus-440m" in table and "qwen3-tiny" in table
 
 
 def test_init_overrides_and_generate(small_model, tmp_path):
     config = json.loads((small_model / "config.json").read_text())
     assert config["model_type"] == "growlm_nexus" and config["eos_token_id"] == 2
-    out = growlm("init", "qwen3-tiny", "--out", tmp_path / "q", "--set", "num_hidden_layers=2")
-    assert out.returncode == 0 and json.loads((tmp_path / "q" / "config.json").read_text())["num_hidden_layers"] == 2
+    # init in this process (small_model ran it as a real one); generate in a real process
+    assert main(["init", "qwen3-tiny", "--out", str(tmp_path / "q"), "--set", "num_hidden_layers=2"]) == 0
+    assert json.loads((tmp_path / "q" / "config.json").read_text())["num_hidden_layers"] == 2
     result = growlm("generate", small_model, "--prompt", "The ship", "--max-new-tokens", "5")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("The ship") and len(result.stdout.strip()) > len("The ship")
