@@ -23,6 +23,8 @@
 #   autotune growlm bench PRESET --compile autotune (Inductor max-autotune: Triton GEMM templates with
 #            fused epilogues; AUTOTUNE="nexus-240m tokenformer-240m qwen3-240m"), profiled
 #   n640     growlm bench nexus-640m --seq-len 2048 (after the rotary change; round two's 58.2%)
+#   tokoff   growlm bench tokenformer-240m with GROWLM_PATTENTION_KERNEL=0 (the compiled normalisation instead of
+#            the Triton kernel, which took 22.6% of the step in (h)), beside the default in the same call
 set -u
 export PYTHONPATH=src PYTHONUNBUFFERED=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 export GROWLM_COMMIT=${GROWLM_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
@@ -193,6 +195,11 @@ EOF
   n640)
     fits 90 n640 && run bench-nexus-640m 160 $G bench nexus-640m --seq-len 2048 --micro-batch 8 --steps 10 \
       --warmup 4 --out "$R/bench-nexus-640m.json" ;;
+  tokoff)
+    fits 150 tokoff || continue
+    run bench-tokenformer-240m-kernel 110 $G bench tokenformer-240m $BENCH --out "$R/bench-tokenformer-240m-kernel.json"
+    run bench-tokenformer-240m-nokernel 110 env GROWLM_PATTENTION_KERNEL=0 $G bench tokenformer-240m $BENCH \
+      --out "$R/bench-tokenformer-240m-nokernel.json" ;;
   *) echo "unknown section $section" | tee -a "$R/skipped.txt" ;;
   esac
 done
