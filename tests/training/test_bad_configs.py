@@ -24,7 +24,7 @@ TABLE = [
     ({"data": {"inputs": ["x"], "tokenizer": "t"}}, "data.out is required"),
     ({"schedule": "linear"}, "schedule must be one of cosine, wsd, constant"),
     ({"distributed": "zero3"}, "distributed must be one of"),
-    ({"compile": "maybe"}, "compile must be true, false, auto, regional or graphs"),
+    ({"compile": "maybe"}, "compile must be true, false, auto, regional, graphs or autotune"),
     ({"lora": {"targets": ["q_proj"]}}, "unknown lora key 'targets'"),
 ]
 
