@@ -42,12 +42,13 @@ from __future__ import annotations
 import json
 import logging
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from growlm.errors import ConfigError
+from growlm.experiments.common import Context, form_values
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +133,14 @@ def choose(setting: Any, device: str, no_graphs: str | None = None, experiment: 
         _said.add(message)
         logger.info(message)
     return choice
+
+
+def form_choice(ctx: Context, forms: dict[str, Any], longest_run: Callable[[dict[str, Any]], int]) -> CompileChoice:
+    """:func:`choose` for an experiment sized by a quick and a full form (``forms``, read with the
+    ``--set`` options applied by :func:`growlm.experiments.common.form_values`): its ``compile``
+    setting, and ``longest_run`` of the form's values as the tokens of its longest run."""
+    values = form_values(ctx, forms["quick" if ctx.quick else "full"])
+    return choose(values["compile"], ctx.device, experiment=ctx.name, tokens=longest_run(values))
 
 
 def trained_units(out: Path) -> list[dict[str, Any]]:

@@ -49,7 +49,7 @@ from growlm.experiments.common import (
     run_jobs,
     throughput_text,
 )
-from growlm.experiments.compiling import CompileChoice, choose, config_mode, speed_text, trained_units
+from growlm.experiments.compiling import CompileChoice, config_mode, form_choice, speed_text, trained_units
 from growlm.experiments.recipe import pyplot, save_figure
 from growlm.experiments.saving import Endpoint, saving, saving_against, summarise
 from growlm.logs import quiet
@@ -213,12 +213,16 @@ def settings(ctx: Context) -> Settings:
 
 
 def compile_choice(ctx: Context) -> CompileChoice:
-    """How this experiment's runs compile (:mod:`growlm.experiments.compiling`): CUDA graphs on the
-    GPU for its single runs and growth plans alike (a plan compiles again at each stage)."""
-    values = form_values(ctx, FORMS["quick" if ctx.quick else "full"])
+    """How this experiment's runs compile (:mod:`growlm.experiments.compiling`): on the GPU, CUDA
+    graphs once its longest run is long enough to pay for compiling, for single runs and growth
+    plans alike (a plan compiles again at each stage)."""
+    return form_choice(ctx, FORMS, longest_run)
+
+
+def longest_run(values: dict[str, Any]) -> int:
+    """Tokens of the longest run of a form's values: the grown arms' total or a longer scratch budget."""
     budgets = [float(b) for b in str(values["scratch_budgets"]).split(",") if b.strip()]
-    return choose(values["compile"], ctx.device, experiment=ctx.name,
-                  tokens=round(values["tokens"] * max([1.0, *budgets])))
+    return round(values["tokens"] * max([1.0, *budgets]))
 
 
 # -- plan features (growth operators and the cross-stage schedule that older checkouts may lack) --

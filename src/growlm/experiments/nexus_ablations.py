@@ -65,7 +65,7 @@ from growlm.experiments.common import (
     run_jobs,
     throughput_text,
 )
-from growlm.experiments.compiling import CompileChoice, choose, config_mode, speed_text, trained_units
+from growlm.experiments.compiling import CompileChoice, config_mode, form_choice, speed_text, trained_units
 from growlm.experiments.recipe import model_costs, pyplot, save_figure
 from growlm.logs import quiet
 from growlm.stats import mean_interval
@@ -203,11 +203,10 @@ def settings(ctx: Context) -> Settings:
 
 
 def compile_choice(ctx: Context) -> CompileChoice:
-    """How this experiment's runs compile (:mod:`growlm.experiments.compiling`): CUDA graphs on the
-    GPU for its single runs and growth plans alike (a plan compiles again at each stage)."""
-    values = form_values(ctx, FORMS["quick" if ctx.quick else "full"])
-    return choose(values["compile"], ctx.device, experiment=ctx.name,
-                  tokens=values["base_tokens"] + values["grow_tokens"])
+    """How this experiment's runs compile (:mod:`growlm.experiments.compiling`): on the GPU, CUDA
+    graphs once its longest run is long enough to pay for compiling, for single runs and growth
+    plans alike (a plan compiles again at each stage)."""
+    return form_choice(ctx, FORMS, lambda values: values["base_tokens"] + values["grow_tokens"])
 
 
 def arm_names(size: Settings) -> list[str]:

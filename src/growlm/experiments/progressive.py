@@ -52,7 +52,7 @@ from growlm.experiments.common import (
     run_jobs,
     throughput_text,
 )
-from growlm.experiments.compiling import CompileChoice, choose, config_mode, speed_text, trained_units
+from growlm.experiments.compiling import CompileChoice, config_mode, form_choice, speed_text, trained_units
 from growlm.experiments.recipe import flops_to_reach, pyplot, save_figure
 from growlm.stats import Interval, mean_interval
 
@@ -169,11 +169,10 @@ def settings(ctx: Context) -> Settings:
 
 
 def compile_choice(ctx: Context) -> CompileChoice:
-    """How this experiment's runs compile (:mod:`growlm.experiments.compiling`): CUDA graphs on the
-    GPU for its single runs and growth plans alike (a plan compiles again at each stage)."""
-    values = form_values(ctx, FORMS["quick" if ctx.quick else "full"])
-    return choose(values["compile"], ctx.device, experiment=ctx.name,
-                  tokens=values["base_tokens"] + values["grow_tokens"])
+    """How this experiment's runs compile (:mod:`growlm.experiments.compiling`): on the GPU, CUDA
+    graphs once its longest run is long enough to pay for compiling, for single runs and growth
+    plans alike (a plan compiles again at each stage)."""
+    return form_choice(ctx, FORMS, lambda values: values["base_tokens"] + values["grow_tokens"])
 
 
 def shapes(ctx: Context) -> dict[str, dict[str, dict[str, Any]]]:

@@ -198,7 +198,8 @@ def train_values(ctx: Context, size: Sizing, data: Path, seed: int, tokens: int)
 
 def compile_choice(ctx: Context, size: Sizing) -> CompileChoice:
     """How these experiments' runs compile (:mod:`growlm.experiments.compiling`): their single
-    runs and two-stage plans take CUDA graphs on the GPU; a plan compiles again at its growth stage."""
+    runs and two-stage plans take CUDA graphs on the GPU once the longest run (the scratch run's
+    base + grow tokens) is long enough to pay for compiling; a plan compiles again at its growth stage."""
     return choose(size.compile, ctx.device, experiment=ctx.name, tokens=size.base_tokens + size.grow_tokens)
 
 
