@@ -132,8 +132,8 @@ def sizing(ctx: Context) -> Size:
 
 def compile_choice(ctx: Context) -> CompileChoice:
     """How the experts' training runs compile (:mod:`growlm.experiments.compiling`): on the GPU,
-    CUDA graphs for expert runs long enough to pay for compiling. The gate, adapter and fine-tune loops of ``growlm.composition`` are their own
-    short eager loops, and evaluation is eager."""
+    CUDA graphs for expert runs long enough to pay for compiling. The gate, adapter and fine-tune
+    loops of ``growlm.composition`` are their own short eager loops, and evaluation is eager."""
     base = QUICK if ctx.quick else FULL
     steps, seq, batch = (int(ctx.options.get(k, getattr(base, k))) for k in ("expert_steps", "seq_len", "micro_batch_size"))
     return choose(ctx.options.get("compile", base.compile), ctx.device, experiment=ctx.name, tokens=steps * seq * batch)

@@ -103,7 +103,7 @@ class Sizing:
     bench_batch_size: int
     ppl_batches: int | None  # validation batches of the final perplexity (None: the whole split)
     grow_lr_ratio: float = 1.0  # learning rate after growth, relative to lr (the paper raises it)
-    compile: str = "auto"  # experiment setting (growlm.experiments.compiling): eager on CPU, graphs on CUDA
+    compile: str = "auto"  # experiment setting (growlm.experiments.compiling): eager unless runs are long on CUDA
 
     @property
     def tokens_per_step(self) -> int:

@@ -83,17 +83,26 @@ def resolve_mode(mode: Any, device: torch.device, model: nn.Module | None = None
         if why:
             logger.info(f"compile: graphs needs {why}; compiling without CUDA graphs (compile: true)")
             return True
-    if mode == "autotune" and (device.type != "cuda" or not torch.cuda.is_available()):
-        logger.info(f"compile: autotune needs a CUDA device (this run is on {device.type}); "
-                    "compiling without autotuning (compile: true)")
-        return True
+    if mode == "autotune":
+        why = cuda_unavailable(device)
+        if why:
+            logger.info(f"compile: autotune needs {why}; compiling without autotuning (compile: true)")
+            return True
     return mode
+
+
+def cuda_unavailable(device: torch.device) -> str | None:
+    """What is missing for a CUDA-only compile mode on ``device``, or None when nothing is."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return f"a CUDA device (this run is on {device.type})"
+    return None
 
 
 def graphs_unavailable(device: torch.device, model: nn.Module | None) -> str | None:
     """Why CUDA graphs cannot capture this model's step here, or None when they can."""
-    if device.type != "cuda" or not torch.cuda.is_available():
-        return f"a CUDA device (this run is on {device.type})"
+    why = cuda_unavailable(device)
+    if why:
+        return why
     if model is not None and (isinstance(model, nn.parallel.DistributedDataParallel)
                               or any(type(m).__name__.startswith("FSDP") for m in model.modules())):
         return "an unwrapped model (DDP/FSDP communication hooks cannot be captured)"
