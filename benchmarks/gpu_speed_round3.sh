@@ -24,7 +24,11 @@
 #            fused epilogues; AUTOTUNE="nexus-240m tokenformer-240m qwen3-240m"), profiled
 #   n640     growlm bench nexus-640m --seq-len 2048 (after the rotary change; round two's 58.2%)
 #   tokoff   growlm bench tokenformer-240m with GROWLM_PATTENTION_KERNEL=0 (the compiled normalisation instead of
-#            the Triton kernel, which took 22.6% of the step in (h)), beside the default in the same call
+#            the Triton kernel, which took 22.6% of the step in (h)), beside the default (profiled) in the same call
+#   pkernel  benchmarks/pattention_kernel.py: the normalisation kernels alone at tokenformer-240m's row lengths,
+#            contiguous and padded rows, every warp count, against LEGACY (an earlier pattention_norm.py with its
+#            ops renamed growlm_legacy::) and the compiled torch expression; then the kernel's GPU tests
+#            (pytest from WHEELS, a folder of wheels, when the machine has no pytest)
 set -u
 export PYTHONPATH=src PYTHONUNBUFFERED=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 export GROWLM_COMMIT=${GROWLM_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
@@ -197,9 +201,19 @@ EOF
       --warmup 4 --out "$R/bench-nexus-640m.json" ;;
   tokoff)
     fits 150 tokoff || continue
-    run bench-tokenformer-240m-kernel 110 $G bench tokenformer-240m $BENCH --out "$R/bench-tokenformer-240m-kernel.json"
+    run bench-tokenformer-240m-kernel 130 $G bench tokenformer-240m $BENCH --profile "$R/profile" --profile-steps 2 \
+      --out "$R/bench-tokenformer-240m-kernel.json"
     run bench-tokenformer-240m-nokernel 110 env GROWLM_PATTENTION_KERNEL=0 $G bench tokenformer-240m $BENCH \
       --out "$R/bench-tokenformer-240m-nokernel.json" ;;
+  pkernel)
+    fits 60 pkernel || continue
+    run pattention-kernel 150 python3 benchmarks/pattention_kernel.py --out "$R/pattention-kernel.json" \
+      ${LEGACY:+--legacy "$LEGACY"}
+    if ! python3 -c "import pytest" 2> /dev/null && [ -d "${WHEELS:-}" ]; then
+      pip install -q --no-index --target "$WORK/pytest" "$WHEELS"/*.whl > /dev/null 2>&1
+    fi
+    run pattention-tests 90 env PYTHONPATH="src:$WORK/pytest" python3 -m pytest -q -p no:cacheprovider \
+      tests/models/test_pattention_norm.py ;;
   *) echo "unknown section $section" | tee -a "$R/skipped.txt" ;;
   esac
 done
