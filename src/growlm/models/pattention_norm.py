@@ -166,7 +166,8 @@ def launch_shape(n: int, *strides: int) -> LaunchShape:
     while any(value % align for value in (n, *strides)):
         align //= 2
     lanes = head + (rest and tail)
-    return LaunchShape(head, tail, align, 4 if lanes <= 1024 else 8 if lanes <= 4096 else 16)
+    # measured on an H100 at 32768 rows (docs/benchmarks.md (h2)): 2 warps for 768 slots, 4 for 2088 and 3072
+    return LaunchShape(head, tail, align, 2 if lanes <= 1024 else 4 if lanes <= 4096 else 8)
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
