@@ -37,11 +37,16 @@ LAYER_SLOTS = {768: 1, 2088: 3, 3072: 1}  # tokenformer-240m: proj, q/k/v, ffn p
 LAYERS = 12
 
 
-def padded(rows: int, n: int, dtype: torch.dtype) -> torch.Tensor:
-    """Rows of ``n`` with the stride Inductor gives a product's output (128-byte rows from 1024 on)."""
+def padded_stride(n: int, dtype: torch.dtype) -> int:
+    """The row stride Inductor gives a product's output: 128-byte rows from 1024 elements on
+    (3072 bf16 slots are already a multiple of 128 bytes: no padding)."""
     step = 128 // torch.tensor([], dtype=dtype).element_size()
-    stride = -(-n // step) * step if n >= 1024 else n
-    return (torch.randn(rows, stride, device="cuda", dtype=dtype) * 3)[:, :n]  # scaled before the slice: a view
+    return -(-n // step) * step if n >= 1024 else n
+
+
+def padded(rows: int, n: int, dtype: torch.dtype) -> torch.Tensor:
+    """Rows of ``n`` laid out with ``padded_stride``."""
+    return (torch.randn(rows, padded_stride(n, dtype), device="cuda", dtype=dtype) * 3)[:, :n]  # a view
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -77,7 +82,7 @@ def kernel_calls(s: torch.Tensor, g: torch.Tensor, warps: int | None) -> tuple[C
 def measure(n: int, rows: int, layout: str, legacy: Any, warp_sweep: list[int]) -> dict[str, Any]:
     make = padded if layout == "padded" else lambda r, c, d: torch.randn(r, c, device="cuda", dtype=d) * 3
     s, g = make(rows, n, torch.bfloat16), make(rows, n, torch.bfloat16)
-    assert layout == "contiguous" or n < 1024 or s.stride(0) > n, "padded rows must stay a strided view"
+    assert layout == "contiguous" or s.stride(0) == padded_stride(n, torch.bfloat16), "padded rows stay a view"
     scale = n**0.5
     fwd_bytes, bwd_bytes = 4 * rows * n, 6 * rows * n
     result: dict[str, Any] = {"slots": n, "rows": rows, "layout": layout, "row_stride": s.stride(0),
