@@ -55,6 +55,7 @@ tests/models/test_pattention_norm.py uses it where Triton is installed).
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, NamedTuple
 
 import torch
@@ -176,12 +177,14 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     return rows if rows.stride(-1) == 1 or rows.shape[-1] == 1 else rows.contiguous()
 
 
-# flexible_layout: Inductor passes padded matrix-product outputs as they are (module doc); torch
-# releases without the tag (< 2.5) fall back to their default, a copy to contiguous
-_LAYOUT_TAGS = tuple(tag for tag in (getattr(torch.Tag, "flexible_layout", None),) if tag is not None)
+# flexible_layout: Inductor passes padded matrix-product outputs as they are (module doc). torch
+# releases whose custom_op takes no tags (before 2.8) keep their default: a copy to exact strides
+_LAYOUT: dict[str, Any] = ({"tags": (torch.Tag.flexible_layout,)}
+           if "tags" in inspect.signature(torch.library.custom_op).parameters and hasattr(torch.Tag, "flexible_layout")
+           else {})
 
 
-@torch.library.custom_op("growlm::l2_norm_gelu", mutates_args=(), tags=_LAYOUT_TAGS)
+@torch.library.custom_op("growlm::l2_norm_gelu", mutates_args=(), **_LAYOUT)
 def _l2_norm_gelu(s: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     n = s.shape[-1]
     rows = _rows(s)
@@ -199,7 +202,7 @@ def _(s: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     return s.new_empty(s.shape), s.new_empty(s.shape[:-1], dtype=torch.float32)
 
 
-@torch.library.custom_op("growlm::l2_norm_gelu_backward", mutates_args=(), tags=_LAYOUT_TAGS)
+@torch.library.custom_op("growlm::l2_norm_gelu_backward", mutates_args=(), **_LAYOUT)
 def _l2_norm_gelu_backward(grad_w: torch.Tensor, s: torch.Tensor, norm: torch.Tensor, scale: float) -> torch.Tensor:
     n = s.shape[-1]
     grad_rows, rows = _rows(grad_w), _rows(s)
