@@ -84,9 +84,9 @@ def test_kernel_matches_the_reference_forward_and_backward(n, dtype):
 @needs_kernel
 @pytest.mark.parametrize("n", [2088, 768])
 def test_kernel_reads_padded_rows_in_place(n):
-    # Inductor lays a product's output out with 128-byte rows; the kernels read them as they are
+    # Inductor lays a product's output out with 128-byte rows; the kernels read such rows as they are
     torch.manual_seed(0)
-    stride = -(-n // 64) * 64
+    stride = -(-n // 64) * 64 + 64
     s = (torch.randn(512, stride, device="cuda", dtype=torch.bfloat16) * 3)[:, :n]
     g = torch.randn(512, stride + 64, device="cuda", dtype=torch.bfloat16)[:, :n]
     w, norm = torch.ops.growlm.l2_norm_gelu(s, 45.7)
@@ -131,8 +131,9 @@ _INTERPRETED = textwrap.dedent("""
 
     torch.manual_seed(0)
     for n, stride in ((5, 5), (37, 40), (768, 768), (2088, 2112), (3072, 3072)):
-        s = (torch.randn(4, stride, dtype=torch.float64) * 3)[:, :n].float()
+        s = (torch.randn(4, stride) * 3)[:, :n]  # a view: rows keep the stride
         s[1] = 0
+        assert s.stride(0) == stride
         g = torch.randn(4, stride + 8)[:, :n]
         w, norm = torch.ops.growlm.l2_norm_gelu(s, n ** 0.5)
         s64 = s.double().requires_grad_()
