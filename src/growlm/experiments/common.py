@@ -427,12 +427,17 @@ def form_values(ctx: Context, form: Any) -> dict[str, Any]:
     return values
 
 
+def on_cuda(device: str) -> bool:
+    """Whether an experiment with this ``--device`` trains on a CUDA GPU."""
+    import torch
+
+    return device != "cpu" and torch.cuda.is_available()
+
+
 def default_parallel(ctx: Context, on_gpu: int) -> int:
     """How many units run side by side when the experiment's ``parallel`` option is 0: ``on_gpu``
     on CUDA (what one 80 GB H100 holds for that experiment's models), one on the CPU."""
-    import torch
-
-    return on_gpu if ctx.device != "cpu" and torch.cuda.is_available() else 1
+    return on_gpu if on_cuda(ctx.device) else 1
 
 
 def throughput_text(runner: list[dict[str, Any]], note: str = "", compile: str = "") -> str:

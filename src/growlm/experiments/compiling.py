@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from growlm.errors import ConfigError
-from growlm.experiments.common import Context, form_values
+from growlm.experiments.common import Context, form_values, on_cuda
 
 logger = logging.getLogger(__name__)
 
@@ -94,13 +94,6 @@ class CompileChoice:
 
     def text(self) -> str:
         return f"compile {self.label} ({self.reason})"
-
-
-def on_cuda(device: str) -> bool:
-    """Whether an experiment with this ``--device`` trains on a CUDA GPU."""
-    import torch
-
-    return device != "cpu" and torch.cuda.is_available()
 
 
 def choose(setting: Any, device: str, no_graphs: str | None = None, experiment: str = "",
